@@ -1,0 +1,3 @@
+"""Commands: data_commands (being written)."""
+
+from linearcnn.cli._app import app  # noqa: F401
