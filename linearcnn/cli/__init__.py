@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import click
-
 from linearcnn.cli._app import app
 from linearcnn.errors import LinearCNNInputError
 
@@ -23,26 +21,21 @@ from linearcnn.cli import (  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 failure, 2 bad input)."""
+    """Run the CLI; returns the exit code (0 ok, 1 failure, 2 bad input or usage error).
+
+    Called as the console script (argv None) it leaves through `sys.exit`; called from Python with
+    an argument list (as the tests do) it returns the code.
+    """
     try:
-        app(args=argv, prog_name="linearcnn", standalone_mode=False)
+        app(args=argv, prog_name="linearcnn")
+        code = 0
+    except SystemExit as exc:  # typer/click finish every run with SystemExit in standalone mode
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, (int, type(None))):
+            sys.stderr.write(f"{exc.code}\n")
     except LinearCNNInputError as exc:
         sys.stderr.write(f"error: {exc}\n")
-        return _exit(2, argv)
-    except click.exceptions.Exit as exc:
-        return _exit(exc.exit_code, argv)
-    except click.ClickException as exc:
-        exc.show()
-        return _exit(exc.exit_code, argv)
-    except click.exceptions.Abort:
-        sys.stderr.write("aborted\n")
-        return _exit(1, argv)
-    return _exit(0, argv)
-
-
-def _exit(code: int, argv: list[str] | None) -> int:
-    # Called as a console script (argv is None) we leave through sys.exit; called from Python
-    # (tests), we return the code.
+        code = 2
     if argv is None:
         sys.exit(code)
     return code

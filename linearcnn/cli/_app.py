@@ -11,3 +11,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _root() -> None:
+    """What does the first layer of a CNN learn, and why? Linear-CNN theory fitted to real networks."""
