@@ -1,3 +1,59 @@
-"""linearcnn: what does the first layer of a CNN learn, and why?"""
+"""linearcnn: what does the first layer of a CNN learn, and why?
+
+The public API (thin facade; the code lives in the submodules named in the README):
+
+* theory: `derive`, `formula_profile`, `raw_formula_profile`, `gradient_flow_profile`,
+  `raw_gradient_flow_profile`, `whitening_profile`
+* measuring: `load_dataset`, `patch_stats`, `energy_profile`, `load_first_layer`, `fit_formula`
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
+
+from linearcnn.errors import LinearCNNInputError
+from linearcnn.theory import (
+    derive,
+    formula_profile,
+    gradient_flow_profile,
+    raw_formula_profile,
+    raw_gradient_flow_profile,
+    whitening_profile,
+)
+
+# Heavier parts load on first use, so `import linearcnn` stays quick.
+_LAZY = {
+    "load_dataset": "linearcnn.data",
+    "ImageDataset": "linearcnn.data",
+    "patch_stats": "linearcnn.patches",
+    "PatchStats": "linearcnn.patches",
+    "dataset_patch_stats": "linearcnn.patches",
+    "energy_profile": "linearcnn.energy",
+    "profile_similarity": "linearcnn.energy",
+    "whitening_indicators": "linearcnn.energy",
+    "load_first_layer": "linearcnn.checkpoints",
+    "FirstLayer": "linearcnn.checkpoints",
+    "fit_formula": "linearcnn.fit",
+    "FitResult": "linearcnn.fit",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'linearcnn' has no attribute {name!r}")
+
+
+__all__ = [
+    "LinearCNNInputError",
+    "derive",
+    "formula_profile",
+    "gradient_flow_profile",
+    "raw_formula_profile",
+    "raw_gradient_flow_profile",
+    "whitening_profile",
+    *_LAZY,
+]

@@ -1,0 +1,34 @@
+# The two commands of the README:
+#   make demo   create .venv, install linearcnn, run the main job on the built-in data
+#   make test   create .venv if needed, install, run the whole test suite
+# Override the torch requirement with e.g. `make demo TORCH='torch==2.5.1'` or TORCH='torch'.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+PYTEST_ARGS ?= -q -n 2
+
+.PHONY: install demo test theory bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/linearcnn derive
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Regenerate the committed theory documents (tests fail when they are stale).
+theory: install
+	$(BIN)/linearcnn derive --format text --out theory/derivation.txt
+	$(BIN)/linearcnn derive --format markdown --out theory/derivation.md
+	$(BIN)/linearcnn derive --format latex --out theory/derivation.tex
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,222 @@
+"""PyTorch pickles (`torch.save`): state dicts, nested training checkpoints, our own format, and
+(only with `unsafe_load`) whole pickled modules.
+
+Safe by default: `torch.load(weights_only=True)` rebuilds only tensors, containers and
+primitives; any other Python global in the pickle (a model class, `os.system`, ...) makes it stop
+*before* calling anything, and we turn that into a one-line `LinearCNNInputError`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from linearcnn.checkpoints._inventory import (
+    ConvCandidate,
+    Inventory,
+    as_float64,
+    canonical_name,
+    single_array_inventory,
+    tensor_candidates,
+)
+from linearcnn.errors import LinearCNNInputError
+
+#: Keys under which training scripts nest the model's weights, in order of preference. The live
+#: model comes before its EMA copy. Descended into only when the value is itself a mapping (or a
+#: module), so a flat state dict (whose values are tensors) is never mistaken for a wrapper.
+CONTAINER_KEYS: tuple[str, ...] = (
+    "model_state_dict",
+    "state_dict",
+    "model",
+    "net",
+    "network",
+    "module",
+    "params",
+    "model_ema",
+    "ema",
+    "ema_state_dict",
+    "state_dict_ema",
+)
+
+#: Top-level entries that never hold the model's weights (skipped when flattening a mapping).
+_NOT_WEIGHTS: frozenset[str] = frozenset(
+    {"optimizer", "optimizer_state_dict", "optim", "scheduler", "lr_scheduler", "scaler", "rng_state"}
+)
+
+_MAX_DEPTH = 6
+LINEARCNN_FORMAT = "linearcnn-checkpoint"
+LINEARCNN_FORMAT_VERSIONS = (1,)
+
+
+def _short(message: str) -> str:
+    """The most informative single line of a library error message."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Error" in line:
+            return line[:200]
+    return (lines[-1] if lines else type(message).__name__)[:200]
+
+
+def _refusal(path: Path, global_name: str) -> LinearCNNInputError:
+    """Error for a pickle that needs a Python object safe loading does not rebuild."""
+    last = global_name.rsplit(".", 1)[-1]
+    if last[:1].isupper():  # a class: almost always a whole model saved with torch.save(model)
+        return LinearCNNInputError(
+            f"checkpoint {str(path)!r} holds a pickled Python object of class {global_name} (a whole model "
+            "saved with torch.save(model)?), which safe loading refuses because unpickling it runs code "
+            "from the file; save model.state_dict() instead, or pass --unsafe-load if you trust the file"
+        )
+    return LinearCNNInputError(
+        f"checkpoint {str(path)!r} refused: unpickling it would call {global_name}, which safe loading "
+        "(torch.load weights_only=True) never runs; pass --unsafe-load only if you trust the file"
+    )
+
+
+def torch_load(path: Path, *, unsafe_load: bool, zip_format: bool) -> Any:
+    """`torch.load` on the CPU, `weights_only=True` unless `unsafe_load`; errors become one line."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(
+                path, map_location="cpu", weights_only=not unsafe_load, mmap=zip_format
+            )
+    except MemoryError:
+        raise
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found and not unsafe_load:
+            raise _refusal(path, found.group(1)) from None
+        raise LinearCNNInputError(
+            f"checkpoint {str(path)!r}: cannot unpickle (truncated or corrupt?): {_short(str(exc))}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any failure to parse a user's file is bad input
+        hint = " (with --unsafe-load the classes it pickles must be importable)" if unsafe_load else ""
+        raise LinearCNNInputError(
+            f"checkpoint {str(path)!r}: cannot load as a PyTorch checkpoint, truncated or corrupt? "
+            f"{type(exc).__name__}: {_short(str(exc))}{hint}"
+        ) from None
+
+
+def unwrap(obj: Any) -> Any:
+    """Descend through wrapper keys (`CONTAINER_KEYS`) to the object holding the weights."""
+    for _ in range(_MAX_DEPTH):
+        if not isinstance(obj, Mapping):
+            return obj
+        for key in CONTAINER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, (Mapping, nn.Module)):
+                obj = inner
+                break
+        else:
+            return obj
+    return obj
+
+
+def flatten_tensors(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, torch.Tensor]]:
+    """(dotted key, tensor) pairs of a nested mapping/list, in stored order."""
+    items: list[tuple[str, torch.Tensor]] = []
+    if depth > _MAX_DEPTH:
+        return items
+    if isinstance(obj, torch.Tensor):
+        return [(prefix, obj)]
+    if isinstance(obj, Mapping):
+        entries = [(str(k), v) for k, v in obj.items()]
+    elif isinstance(obj, (list, tuple)):
+        entries = [(str(i), v) for i, v in enumerate(obj)]
+    else:
+        return items
+    for key, value in entries:
+        if depth == 0 and key in _NOT_WEIGHTS:
+            continue
+        items.extend(flatten_tensors(value, f"{prefix}.{key}" if prefix else key, depth + 1))
+    return items
+
+
+def _fetcher(tensor: torch.Tensor):  # noqa: ANN202 - a zero-argument closure
+    return lambda: as_float64(tensor)
+
+
+def state_dict_inventory(path: Path, mapping: Any, *, fmt: str) -> Inventory:
+    """Inventory of a (possibly nested) mapping of tensors, in stored (state-dict) order."""
+    entries = [
+        (key, tuple(t.shape), bool(t.is_floating_point()), _fetcher(t))
+        for key, t in flatten_tensors(mapping)
+    ]
+    candidates, others = tensor_candidates(entries)
+    return Inventory(
+        path=str(path), format=fmt, candidates=candidates, order="state-dict order", other_tensors=others
+    )
+
+
+def _module_inventory(path: Path, model: nn.Module) -> Inventory:
+    """Inventory of a whole module: 4-D weights of non-transposed conv-like modules, in
+    `named_modules()` order."""
+    candidates: list[ConvCandidate] = []
+    seen: set[str] = set()
+    for module_name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, nn.modules.conv._ConvTransposeNd) or not isinstance(weight, torch.Tensor):
+            continue
+        name = canonical_name(module_name) or "weight"
+        if weight.dim() != 4 or not weight.is_floating_point() or name in seen:
+            continue
+        seen.add(name)
+        key = f"{module_name}.weight" if module_name else "weight"
+        candidates.append(ConvCandidate(name=name, key=key, shape=tuple(weight.shape), fetch=_fetcher(weight)))
+    chosen = {c.key for c in candidates}
+    others = [(k, tuple(t.shape)) for k, t in model.state_dict().items() if k not in chosen]
+    return Inventory(
+        path=str(path), format="torch-module", candidates=candidates, order="named_modules() order",
+        other_tensors=others,
+    )
+
+
+def _linearcnn_inventory(path: Path, checkpoint: Mapping[str, Any]) -> Inventory:
+    """Inventory of our own training checkpoint (format "linearcnn-checkpoint")."""
+    version = checkpoint.get("format_version")
+    if version not in LINEARCNN_FORMAT_VERSIONS:
+        raise LinearCNNInputError(
+            f"checkpoint {str(path)!r}: linearcnn format_version {version!r} is not supported; "
+            f"expected one of {list(LINEARCNN_FORMAT_VERSIONS)}"
+        )
+    state = checkpoint.get("model_state_dict")
+    first = checkpoint.get("first_layer")
+    if not isinstance(state, Mapping) or not isinstance(first, Mapping) or not isinstance(first.get("name"), str):
+        raise LinearCNNInputError(
+            f"checkpoint {str(path)!r}: linearcnn checkpoint lacks model_state_dict or first_layer.name; "
+            "expected the keys written by linearcnn training"
+        )
+    inv = state_dict_inventory(path, state, fmt="linearcnn")
+    inv.recorded_first = canonical_name(first["name"])
+    initial = first.get("initial_weight")
+    if isinstance(initial, torch.Tensor):
+        inv.init_weights[inv.recorded_first] = _fetcher(initial)
+    return inv
+
+
+def torch_pickle_inventory(path: Path, *, unsafe_load: bool, zip_format: bool) -> Inventory:
+    """Inventory of a `torch.save` file (zip or legacy format)."""
+    obj = torch_load(path, unsafe_load=unsafe_load, zip_format=zip_format)
+    if isinstance(obj, Mapping) and obj.get("format") == LINEARCNN_FORMAT:
+        return _linearcnn_inventory(path, obj)
+    obj = unwrap(obj)
+    if isinstance(obj, nn.Module):
+        return _module_inventory(path, obj)
+    if isinstance(obj, torch.Tensor):
+        return single_array_inventory(
+            path, shape=tuple(obj.shape), dtype=str(obj.dtype), floating=bool(obj.is_floating_point()),
+            fmt="torch-state-dict", fetch=_fetcher(obj),
+        )
+    if isinstance(obj, (Mapping, list, tuple)):
+        return state_dict_inventory(path, obj, fmt="torch-state-dict")
+    raise LinearCNNInputError(
+        f"checkpoint {str(path)!r} holds a {type(obj).__name__}; expected a state dict (a mapping of "
+        "tensors), a training checkpoint containing one, or a tensor"
+    )

@@ -1,0 +1,220 @@
+"""The built-in data set: CIFAR-like 32x32 RGB crops of ten natural photographs that ship inside
+scikit-image and scikit-learn, made offline in well under a second.
+
+See the package docstring (`linearcnn.data`) for what the set is, why it looks the way it does,
+and its measured power spectrum. The construction, step by step:
+
+1. Photos (read by path from the installed packages, never downloaded): the ten colour photos
+   in `PHOTOS`; one class per photo. Grayscale photos (camera, coins, moon, brick, grass, ...)
+   are left out: copied into three equal channels they would be told apart from every other
+   class by the absence of colour alone; synthetic images (chessboard, logo, text, phantom,
+   page, colour wheel) are left out because they are not natural images.
+2. Regions: each photo is cut at its vertical midline; the left half feeds the train split and
+   the right half the test split, so no source pixel is shared between the splits.
+3. Scales: each half is shrunk (Pillow's antialiasing Lanczos filter) to `len(LEVELS)` views
+   whose photo short side is L = 64 ... 256 pixels (geometric steps); a 32x32 crop then spans
+   1/2 down to 1/8 of the photo's short side, so crops show objects and scene layout, not just
+   texture.
+4. Crops: image i draws (scale level, position, horizontal flip) from row i of a
+   `numpy.random.default_rng([seed, split])` stream, so the first N images are the same for
+   every requested size; positions whose 32x32 window is more than a quarter pure black
+   (all channels <= 4/255: the frame around the retina, some of the astronaut's backdrop) are
+   never drawn. Labels come in blocks of ten, each block a random permutation of the classes,
+   so every prefix of the set is balanced to within one image per class.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from linearcnn.errors import LinearCNNInputError
+
+CROP = 32
+#: Short side (pixels) of the shrunk photo for each scale level: 64 * 4**(j/11), j = 0..11.
+LEVELS = tuple(int(round(64 * 4 ** (j / 11))) for j in range(12))
+#: Default number of images per split.
+DEFAULT_SIZE = {True: 10_000, False: 2_000}
+#: A crop may hold at most this fraction of pure-black pixels (all channels <= BLACK_LEVEL).
+MAX_BLACK_FRACTION = 0.25
+BLACK_LEVEL = 4
+
+#: (class name, package, path inside the package) for each photo, in label order.
+PHOTOS: tuple[tuple[str, str, str], ...] = (
+    ("astronaut", "skimage", "data/astronaut.png"),
+    ("cat", "skimage", "data/chelsea.png"),
+    ("coffee", "skimage", "data/coffee.png"),
+    ("deep_field", "skimage", "data/hubble_deep_field.jpg"),
+    ("tissue", "skimage", "data/ihc.png"),
+    ("motorcycle", "skimage", "data/motorcycle_left.png"),
+    ("retina", "skimage", "data/retina.jpg"),
+    ("rocket", "skimage", "data/rocket.jpg"),
+    ("palace", "sklearn", "datasets/images/china.jpg"),
+    ("flower", "sklearn", "datasets/images/flower.jpg"),
+)
+CLASSES = [name for name, _, _ in PHOTOS]
+
+
+def photo_path(package: str, relative: str) -> Path:
+    """Where an installed package keeps a file (found without importing the package)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LinearCNNInputError(
+            f"builtin data set needs the {package!r} package for its photos; install "
+            f"{'scikit-image' if package == 'skimage' else 'scikit-learn'}"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / relative
+
+
+@lru_cache(maxsize=1)
+def _photos() -> tuple[np.ndarray, ...]:
+    """The photos as read-only uint8 (H, W, 3) arrays, in `PHOTOS` order."""
+    from PIL import Image
+
+    photos = []
+    for _, package, relative in PHOTOS:
+        path = photo_path(package, relative)
+        try:
+            with Image.open(path) as picture:
+                array = np.asarray(picture.convert("RGB"))  # (H, W, 3) uint8
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise LinearCNNInputError(
+                f"builtin data set: photo {str(path)!r} cannot be read ({type(exc).__name__}: {exc})"
+            ) from None
+        array.setflags(write=False)
+        photos.append(array)
+    return tuple(photos)
+
+
+def region_bounds(width: int, train: bool) -> tuple[int, int]:
+    """Columns [start, stop) of a photo of this width used by the split (left half: train)."""
+    middle = width // 2
+    return (0, middle) if train else (middle, width)
+
+
+@dataclass(frozen=True)
+class _View:
+    """One photo half shrunk to one scale level, with the crop positions it allows."""
+
+    pixels: np.ndarray  # (h, w, 3) uint8
+    scale_x: float  # view pixels per photo pixel, horizontally
+    scale_y: float
+    positions: np.ndarray  # (P, 2) int64 (y, x) top-left corners of allowed crops
+
+
+def _allowed_positions(view: np.ndarray) -> np.ndarray:
+    """(P, 2) top-left corners of CROP x CROP windows at most MAX_BLACK_FRACTION pure black."""
+    black = np.all(view <= BLACK_LEVEL, axis=2).astype(np.int64)  # (h, w)
+    table = np.pad(black.cumsum(0).cumsum(1), ((1, 0), (1, 0)))  # (h+1, w+1) summed-area table
+    window = table[CROP:, CROP:] - table[:-CROP, CROP:] - table[CROP:, :-CROP] + table[:-CROP, :-CROP]
+    ys, xs = np.nonzero(window <= MAX_BLACK_FRACTION * CROP * CROP)  # window: (h-31, w-31)
+    if ys.size == 0:  # never happens for the shipped photos; fall back to every position
+        ys, xs = np.indices(window.shape).reshape(2, -1)
+    return np.stack([ys, xs], axis=1).astype(np.int64)
+
+
+@lru_cache(maxsize=2)
+def _views(train: bool) -> tuple[tuple[_View, ...], ...]:
+    """views[photo][level] for the split's half of every photo."""
+    from PIL import Image
+
+    result = []
+    for photo in _photos():
+        height, width = photo.shape[:2]
+        start, stop = region_bounds(width, train)
+        half = Image.fromarray(np.ascontiguousarray(photo[:, start:stop]))
+        short = min(height, width)
+        views = []
+        for level in LEVELS:
+            size = (max(CROP, round((stop - start) * level / short)), max(CROP, round(height * level / short)))
+            pixels = np.asarray(half.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0))  # (h, w, 3)
+            pixels.setflags(write=False)
+            views.append(
+                _View(pixels, size[0] / (stop - start), size[1] / height, _allowed_positions(pixels))
+            )
+        result.append(tuple(views))
+    return tuple(result)
+
+
+@dataclass(frozen=True)
+class BuiltinLayout:
+    """Where each builtin image came from (arrays of length N).
+
+    label: photo index (= class); level: index into LEVELS; y, x: top-left corner in the view;
+    flip: mirrored left-right; box: (N, 4) float64 (x0, y0, x1, y1) source rectangle in photo
+    pixel coordinates (before the flip).
+    """
+
+    label: np.ndarray
+    level: np.ndarray
+    y: np.ndarray
+    x: np.ndarray
+    flip: np.ndarray
+    box: np.ndarray
+
+
+def builtin_layout(count: int, seed: int, train: bool) -> BuiltinLayout:
+    """The draws behind the first `count` images of a split (prefix-stable: see module doc)."""
+    views = _views(train)
+    split = 0 if train else 1
+    draws = np.random.default_rng([seed, split, 0]).random((count, 3))  # row i belongs to image i
+    blocks = -(-count // len(PHOTOS))
+    order = np.argsort(np.random.default_rng([seed, split, 1]).random((blocks, len(PHOTOS))), axis=1)
+    label = order.reshape(-1)[:count].astype(np.int64)  # (N,) balanced in every block of ten
+    level = np.minimum((draws[:, 0] * len(LEVELS)).astype(np.int64), len(LEVELS) - 1)
+    flip = draws[:, 2] < 0.5
+    y = np.empty(count, dtype=np.int64)
+    x = np.empty(count, dtype=np.int64)
+    box = np.empty((count, 4), dtype=np.float64)
+    photos = _photos()
+    for photo_index in range(len(PHOTOS)):
+        start, _ = region_bounds(photos[photo_index].shape[1], train)
+        for level_index in range(len(LEVELS)):
+            chosen = np.nonzero((label == photo_index) & (level == level_index))[0]
+            if chosen.size == 0:
+                continue
+            view = views[photo_index][level_index]
+            pick = np.minimum((draws[chosen, 1] * len(view.positions)).astype(np.int64), len(view.positions) - 1)
+            y[chosen], x[chosen] = view.positions[pick, 0], view.positions[pick, 1]
+            box[chosen, 0] = start + x[chosen] / view.scale_x
+            box[chosen, 1] = y[chosen] / view.scale_y
+            box[chosen, 2] = start + (x[chosen] + CROP) / view.scale_x
+            box[chosen, 3] = (y[chosen] + CROP) / view.scale_y
+    return BuiltinLayout(label, level, y, x, flip, box)
+
+
+@lru_cache(maxsize=4)
+def builtin_crops(count: int, seed: int, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` images of a split: read-only uint8 (N, 3, 32, 32) and int64 labels (N,)."""
+    if count <= 0:
+        raise LinearCNNInputError(f"builtin data set size {count}: expected a positive number of images")
+    layout = builtin_layout(count, seed, train)
+    views = _views(train)
+    crops = np.empty((count, 3, CROP, CROP), dtype=np.uint8)
+    for photo_index in range(len(PHOTOS)):
+        for level_index in range(len(LEVELS)):
+            chosen = np.nonzero((layout.label == photo_index) & (layout.level == level_index))[0]
+            if chosen.size == 0:
+                continue
+            windows = np.lib.stride_tricks.sliding_window_view(
+                views[photo_index][level_index].pixels, (CROP, CROP), axis=(0, 1)
+            )  # (h-31, w-31, 3, 32, 32)
+            crops[chosen] = windows[layout.y[chosen], layout.x[chosen]]  # (k, 3, 32, 32)
+    crops[layout.flip] = crops[layout.flip][..., ::-1]
+    crops.setflags(write=False)
+    labels = layout.label.copy()
+    labels.setflags(write=False)
+    return crops, labels
+
+
+def builtin_description(count: int, seed: int, train: bool) -> str:
+    split, half = ("train", "left") if train else ("test", "right")
+    return (
+        f"builtin: {count} 32x32 RGB crops of {len(PHOTOS)} natural photos (one class per photo), "
+        f"{split} split from the {half} half of each photo, {len(LEVELS)} scales, random "
+        f"left-right flips, seed {seed}"
+    )

@@ -1,0 +1,246 @@
+"""The `ImageDataset` container, the pixel-scale rule and per-channel normalisation."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from linearcnn._files import atomic_save, check_writable_file
+from linearcnn.errors import LinearCNNInputError
+
+#: How many images one chunk of the float64 channel statistics covers (bounds temporary memory).
+_STATS_CHUNK = 2048
+
+
+def to_unit_float(pixels: np.ndarray, what: str) -> np.ndarray:
+    """Convert stored pixel values to float32 in [0, 1] (the scale every loader returns).
+
+    The rule, by dtype:
+      * uint8 -> x / 255; uint16 -> x / 65535; bool -> 0 or 1;
+      * other integer types must lie within [0, 255] and are read as 8-bit (x / 255);
+      * floats must be finite; values within [0, 1] are kept, values within [0, 255] with a
+        maximum above 1 are read as 8-bit values stored as floats (x / 255); anything else
+        (negative values, e.g. images that are already normalised, or values above 255) is an
+        error rather than a silent rescale, because a rescale would change the statistics the
+        toolkit measures. (A float image on the 0..255 scale whose brightest pixel is <= 1 would
+        be read as [0, 1]; such an image is black on that scale.)
+    `what` names the input in error messages.
+    """
+    array = np.asarray(pixels)
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(255)
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / np.float32(65535)
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if array.size == 0:
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.integer):
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 255:
+            raise LinearCNNInputError(
+                f"{what}: {array.dtype} pixel values span [{low}, {high}]; expected uint8, "
+                f"uint16, or integers within [0, 255]"
+            )
+        return array.astype(np.float32) / np.float32(255)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            raise LinearCNNInputError(f"{what}: pixel values contain NaN or infinity")
+        low, high = float(array.min()), float(array.max())
+        if low >= 0.0 and high <= 1.0:
+            return array.astype(np.float32, copy=False)
+        if low >= 0.0 and high <= 255.0:
+            return (array.astype(np.float64) / 255.0).astype(np.float32)
+        raise LinearCNNInputError(
+            f"{what}: float pixel values span [{low:.4g}, {high:.4g}]; expected [0, 1] "
+            f"(or [0, 255] for 8-bit values stored as floats)"
+        )
+    raise LinearCNNInputError(f"{what}: pixel dtype {array.dtype} is not an image type; expected uint8 or float")
+
+
+def normalize_images(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Per-channel normalisation `(x - mean[c]) / std[c]`, returned as float32 (N, C, H, W).
+
+    `images` is (N, C, H, W) (or (C, H, W) for one image); `mean` and `std` have one value per
+    channel (or are scalars). This is the normalisation training applies, and the one patch
+    statistics must use so that their PCA describes what the first layer sees.
+    """
+    array = np.asarray(images)
+    if array.ndim not in (3, 4):
+        raise LinearCNNInputError(
+            f"images of shape {array.shape}: expected (N, C, H, W) or (C, H, W)"
+        )
+    channels = array.shape[-3]
+    mean_c, std_c = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    if mean_c.size not in (1, channels) or std_c.size not in (1, channels):
+        raise LinearCNNInputError(
+            f"normalisation mean of shape {mean_c.shape} / std of shape {std_c.shape}: expected "
+            f"one value per channel ({channels})"
+        )
+    mean_c = np.broadcast_to(mean_c.reshape(-1), (channels,))  # (C,)
+    std_c = np.broadcast_to(std_c.reshape(-1), (channels,))  # (C,)
+    if not np.all(np.isfinite(mean_c)) or not np.all(np.isfinite(std_c)) or np.any(std_c <= 0):
+        raise LinearCNNInputError(
+            f"normalisation mean {mean_c.tolist()} / std {std_c.tolist()}: expected finite "
+            f"values and std > 0 (a constant channel cannot be normalised)"
+        )
+    shape = (channels, 1, 1)
+    mean32 = mean_c.astype(np.float32).reshape(shape)  # (C, 1, 1)
+    std32 = std_c.astype(np.float32).reshape(shape)  # (C, 1, 1)
+    return (array.astype(np.float32, copy=False) - mean32) / std32  # (N, C, H, W) float32
+
+
+@dataclass
+class ImageDataset:
+    """Images and labels from one data-set spec.
+
+    images: (N, C, H, W) float32 with pixel scale [0, 1]; labels: (N,) int64 indices into
+    `classes`, or None when the set has no labels; classes: class names ([] when unlabelled);
+    spec: the spec string it came from; description: one human sentence about it.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    classes: list[str]
+    spec: str
+    description: str
+    _stats: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        images = np.asarray(self.images)
+        if images.ndim != 4:
+            raise LinearCNNInputError(
+                f"data set {self.spec!r}: images have shape {images.shape}; expected (N, C, H, W)"
+            )
+        if images.dtype != np.float32:
+            images = images.astype(np.float32)
+        self.images = images
+        self.classes = [str(name) for name in self.classes]
+        if self.labels is not None:
+            labels = np.asarray(self.labels)
+            if labels.shape != (images.shape[0],):
+                raise LinearCNNInputError(
+                    f"data set {self.spec!r}: {labels.shape} labels for {images.shape[0]} images; "
+                    f"expected one label per image"
+                )
+            labels = labels.astype(np.int64)
+            if labels.size and (labels.min() < 0 or labels.max() >= len(self.classes)):
+                raise LinearCNNInputError(
+                    f"data set {self.spec!r}: labels span [{labels.min()}, {labels.max()}] but "
+                    f"there are {len(self.classes)} class names; expected labels in "
+                    f"[0, {len(self.classes) - 1}]"
+                )
+            self.labels = labels
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and standard deviation over all images and pixels, float64 (C,).
+
+        Two passes in float64 (mean, then mean squared deviation), chunked over images; the
+        population standard deviation (ddof=0). Cached: the images are not expected to change.
+        """
+        if self._stats is None:
+            images = self.images  # (N, C, H, W)
+            channels = images.shape[1]
+            count = images.shape[0] * images.shape[2] * images.shape[3]
+            if count == 0:
+                raise LinearCNNInputError(f"data set {self.spec!r} is empty; no channel statistics")
+            total = np.zeros(channels, dtype=np.float64)
+            for start in range(0, images.shape[0], _STATS_CHUNK):
+                total += images[start : start + _STATS_CHUNK].sum(axis=(0, 2, 3), dtype=np.float64)
+            mean = total / count  # (C,)
+            squares = np.zeros(channels, dtype=np.float64)
+            for start in range(0, images.shape[0], _STATS_CHUNK):
+                chunk = images[start : start + _STATS_CHUNK].astype(np.float64) - mean[None, :, None, None]
+                squares += np.einsum("nchw,nchw->c", chunk, chunk)
+            std = np.sqrt(squares / count)  # (C,)
+            self._stats = (mean, std)
+        mean, std = self._stats
+        return mean.copy(), std.copy()
+
+    def normalized(self, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> np.ndarray:
+        """Images normalised per channel, float32 (N, C, H, W); the set's own stats by default."""
+        own_mean, own_std = self.channel_stats() if mean is None or std is None else (None, None)
+        return normalize_images(
+            self.images,
+            own_mean if mean is None else mean,
+            own_std if std is None else std,
+        )
+
+    def class_counts(self) -> np.ndarray:
+        """(num_classes,) int64 number of images per class (empty when unlabelled)."""
+        if self.labels is None:
+            return np.zeros(0, dtype=np.int64)
+        return np.bincount(self.labels, minlength=len(self.classes)).astype(np.int64)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-serialisable summary: count, shape, classes with counts, channel mean/std."""
+        mean, std = self.channel_stats()
+        n, c, h, w = self.images.shape
+        counts = self.class_counts()
+        return {
+            "spec": self.spec,
+            "description": self.description,
+            "count": int(n),
+            "shape": [int(c), int(h), int(w)],
+            "labelled": self.labels is not None,
+            "classes": [
+                {"name": name, "count": int(count)} for name, count in zip(self.classes, counts)
+            ],
+            "channel_mean": [float(v) for v in mean],
+            "channel_std": [float(v) for v in std],
+            "pixel_min": float(self.images.min()),
+            "pixel_max": float(self.images.max()),
+        }
+
+    def grid_image(self, n: int = 64) -> np.ndarray:
+        """The first `n` images tiled in a near-square grid: uint8 (rows, cols) or (rows, cols, 3).
+
+        Tiles are separated by 2-pixel white lines and enlarged (nearest neighbour) so that a
+        tile is at least 64 pixels; one-channel sets give a grey grid, three-channel sets an RGB
+        grid, and any other channel count shows channel 0 in grey.
+        """
+        if not isinstance(n, (int, np.integer)) or n <= 0:
+            raise LinearCNNInputError(f"grid size {n!r}: expected a positive number of images")
+        count = min(int(n), len(self))
+        if count == 0:
+            raise LinearCNNInputError(f"data set {self.spec!r} is empty; nothing to draw")
+        tiles = self.images[:count]  # (n, C, H, W)
+        if tiles.shape[1] != 3:
+            tiles = tiles[:, :1]  # (n, 1, H, W)
+        tiles = np.clip(np.rint(tiles * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)  # (n, H, W, C')
+        height, width = tiles.shape[1:3]
+        zoom = max(1, 64 // max(height, width))
+        tiles = tiles.repeat(zoom, axis=1).repeat(zoom, axis=2)  # (n, zH, zW, C')
+        cols = math.ceil(math.sqrt(count))
+        rows = math.ceil(count / cols)
+        gap = 2
+        tile_h, tile_w = tiles.shape[1:3]
+        canvas = np.full(
+            (rows * (tile_h + gap) + gap, cols * (tile_w + gap) + gap, tiles.shape[3]), 255, np.uint8
+        )
+        for index in range(count):
+            top = gap + (index // cols) * (tile_h + gap)
+            left = gap + (index % cols) * (tile_w + gap)
+            canvas[top : top + tile_h, left : left + tile_w] = tiles[index]
+        return canvas[..., 0] if canvas.shape[2] == 1 else canvas
+
+    def save_grid(self, path: str | os.PathLike, n: int = 64) -> None:
+        """Write the first `n` images as a PNG grid (see `grid_image`), atomically."""
+        from PIL import Image
+
+        target = check_writable_file(path, "grid file")
+        if target.suffix.lower() != ".png":
+            raise LinearCNNInputError(f"grid file {str(target)!r}: expected a .png path")
+        picture = Image.fromarray(self.grid_image(n))
+        atomic_save(target, lambda tmp: picture.save(tmp, format="PNG"))

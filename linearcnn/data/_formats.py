@@ -1,0 +1,491 @@
+"""Loaders for the on-disk formats: CIFAR-10/100 pickles, SVHN .mat, MNIST-like IDX, image
+folders and .npz files.
+
+Each loader returns `(images, labels, classes, description)` with images float32 (N, C, H, W) in
+[0, 1] (see `to_unit_float`), labels int64 (N,) or None, and reads only what the split and the
+`limit` (first N images) need where the format allows it. Every way a file can be missing,
+misplaced, malformed or inconsistent ends in a one-line `LinearCNNInputError`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import pickle
+import struct
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from linearcnn.data._dataset import to_unit_float
+from linearcnn.errors import LinearCNNInputError
+
+Loaded = tuple[np.ndarray, "np.ndarray | None", list[str], str]
+
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+
+#: File suffixes the folder loader reads (case-insensitive); other files are ignored.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _check_dir(path: Path, kind: str, expected: str) -> None:
+    if not path.exists():
+        raise LinearCNNInputError(f"{kind} folder {str(path)!r} does not exist; expected {expected}")
+    if not path.is_dir():
+        raise LinearCNNInputError(f"{kind} path {str(path)!r} is a file; expected a folder with {expected}")
+
+
+def _check_file(path: Path, kind: str, expected: str) -> None:
+    if not path.exists():
+        raise LinearCNNInputError(f"{kind} file {str(path)!r} does not exist; expected {expected}")
+    if path.is_dir():
+        raise LinearCNNInputError(f"{kind} path {str(path)!r} is a folder; expected {expected}")
+
+
+def _find_folder(root: Path, kind: str, candidates: list[Path], needed: list[str], expected: str) -> Path:
+    """The first of `candidates` that holds every file in `needed`; else name what is missing."""
+    _check_dir(root, kind, expected)
+    best: tuple[int, Path, list[str]] | None = None
+    for folder in candidates:
+        if not folder.is_dir():
+            continue
+        for name in needed:
+            if (folder / name).is_dir():
+                raise LinearCNNInputError(f"{kind} path {str(folder / name)!r} is a folder; expected a file")
+        missing = [name for name in needed if not (folder / name).is_file()]
+        if not missing:
+            return folder
+        if best is None or len(missing) < len(best[2]):
+            best = (len(missing), folder, missing)
+    looked = " and ".join(repr(str(folder)) for folder in candidates)
+    missing = best[2] if best is not None else needed
+    raise LinearCNNInputError(f"{kind} folder {str(root)!r} lacks {', '.join(missing)} (looked in {looked})")
+
+
+def _limited(count: int, limit: int | None) -> int:
+    return count if limit is None else min(count, limit)
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: a data file cannot run code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes in protocol-2 pickles
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only arrays and lists are allowed)")
+        if module.startswith("numpy.") and module.endswith("multiarray"):
+            try:
+                multiarray = importlib.import_module("numpy._core.multiarray")
+            except ImportError:  # numpy < 2
+                multiarray = importlib.import_module("numpy.core.multiarray")
+            return getattr(multiarray, name)
+        return super().find_class(module, name)
+
+
+def _read_pickle(path: Path, kind: str) -> dict[str, Any]:
+    """A CIFAR python batch as a dict with str keys (the files use bytes keys)."""
+    try:
+        with path.open("rb") as handle:
+            content = _SafeUnpickler(handle, encoding="bytes").load()
+    except OSError as exc:
+        raise LinearCNNInputError(f"{kind} file {str(path)!r} cannot be read ({exc.strerror or exc})") from None
+    except Exception as exc:  # any parse failure of a user file is bad input
+        raise LinearCNNInputError(
+            f"{kind} file {str(path)!r} is not a readable CIFAR python batch ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(content, dict):
+        raise LinearCNNInputError(f"{kind} file {str(path)!r} holds a {type(content).__name__}; expected a dict")
+    return {key.decode("latin1") if isinstance(key, bytes) else str(key): value for key, value in content.items()}
+
+
+def _names(value: Any, path: Path, kind: str, key: str) -> list[str]:
+    if not isinstance(value, (list, tuple)):
+        raise LinearCNNInputError(f"{kind} file {str(path)!r}: {key!r} is a {type(value).__name__}; expected a list of names")
+    return [item.decode("utf-8") if isinstance(item, bytes) else str(item) for item in value]
+
+
+def _cifar_batch(path: Path, kind: str, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One batch: uint8 images (n, 3, 32, 32) and int64 labels (n,)."""
+    batch = _read_pickle(path, kind)
+    for key in ("data", label_key):
+        if key not in batch:
+            raise LinearCNNInputError(
+                f"{kind} file {str(path)!r} has keys {sorted(batch)}; expected 'data' and {label_key!r}"
+            )
+    data = np.asarray(batch["data"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise LinearCNNInputError(
+            f"{kind} file {str(path)!r}: 'data' is {data.dtype} {data.shape}; expected uint8 (N, 3072)"
+        )
+    try:
+        labels = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError):
+        raise LinearCNNInputError(f"{kind} file {str(path)!r}: {label_key!r} is not a list of integers") from None
+    if labels.shape[0] != data.shape[0]:
+        raise LinearCNNInputError(
+            f"{kind} file {str(path)!r}: {labels.shape[0]} labels for {data.shape[0]} images; expected one per image"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise LinearCNNInputError(
+            f"{kind} file {str(path)!r}: labels span [{labels.min()}, {labels.max()}]; expected 0..{num_classes - 1}"
+        )
+    return data.reshape(-1, 3, 32, 32), labels  # rows are R(1024) G(1024) B(1024), row-major 32x32
+
+
+def load_cifar10(root: Path, *, train: bool, limit: int | None) -> Loaded:
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    expected = "data_batch_1..5, test_batch and batches.meta (cifar-10-batches-py or its parent)"
+    folder = _find_folder(root, "cifar10", [root, root / "cifar-10-batches-py"], names, expected)
+    classes = list(CIFAR10_CLASSES)
+    if (folder / "batches.meta").is_file():
+        meta = _read_pickle(folder / "batches.meta", "cifar10")
+        if "label_names" in meta:
+            classes = _names(meta["label_names"], folder / "batches.meta", "cifar10", "label_names")
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    have = 0
+    for name in names:
+        if limit is not None and have >= limit:
+            break
+        batch_images, batch_labels = _cifar_batch(folder / name, "cifar10", "labels", len(classes))
+        images.append(batch_images)
+        labels.append(batch_labels)
+        have += batch_images.shape[0]
+    count = _limited(have, limit)
+    pixels = np.concatenate(images)[:count]  # (N, 3, 32, 32) uint8
+    split = "train" if train else "test"
+    return to_unit_float(pixels, "cifar10"), np.concatenate(labels)[:count], classes, f"CIFAR-10 {split} split from {folder}"
+
+
+def load_cifar100(root: Path, *, train: bool, limit: int | None) -> Loaded:
+    name = "train" if train else "test"
+    expected = "train, test and meta (cifar-100-python or its parent)"
+    folder = _find_folder(root, "cifar100", [root, root / "cifar-100-python"], [name], expected)
+    classes = [str(i) for i in range(100)]
+    if (folder / "meta").is_file():
+        meta = _read_pickle(folder / "meta", "cifar100")
+        if "fine_label_names" in meta:
+            classes = _names(meta["fine_label_names"], folder / "meta", "cifar100", "fine_label_names")
+    pixels, labels = _cifar_batch(folder / name, "cifar100", "fine_labels", len(classes))
+    count = _limited(pixels.shape[0], limit)
+    return (
+        to_unit_float(pixels[:count], "cifar100"),
+        labels[:count],
+        classes,
+        f"CIFAR-100 {name} split (fine labels) from {folder}",
+    )
+
+
+# --------------------------------------------------------------------------- SVHN
+
+
+def load_svhn(root: Path, *, train: bool, limit: int | None) -> Loaded:
+    import scipy.io
+
+    name = "train_32x32.mat" if train else "test_32x32.mat"
+    folder = _find_folder(root, "svhn", [root], [name], "train_32x32.mat and test_32x32.mat")
+    path = folder / name
+    try:
+        content = scipy.io.loadmat(str(path), variable_names=["X", "y"])
+    except NotImplementedError as exc:  # MATLAB v7.3 files are HDF5
+        raise LinearCNNInputError(f"svhn file {str(path)!r} cannot be read by scipy ({exc})") from None
+    except Exception as exc:  # any parse failure of a user file is bad input
+        raise LinearCNNInputError(
+            f"svhn file {str(path)!r} is not a readable .mat file ({type(exc).__name__}: {exc})"
+        ) from None
+    if "X" not in content or "y" not in content:
+        found = sorted(key for key in content if not key.startswith("__"))
+        raise LinearCNNInputError(f"svhn file {str(path)!r} has variables {found}; expected 'X' and 'y'")
+    pixels = np.asarray(content["X"])
+    if pixels.ndim != 4 or pixels.shape[2] != 3:
+        raise LinearCNNInputError(f"svhn file {str(path)!r}: X has shape {pixels.shape}; expected (H, W, 3, N)")
+    labels = np.asarray(content["y"]).reshape(-1)
+    if labels.shape[0] != pixels.shape[3]:
+        raise LinearCNNInputError(
+            f"svhn file {str(path)!r}: {labels.shape[0]} labels for {pixels.shape[3]} images; expected one per image"
+        )
+    labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() > 10):
+        raise LinearCNNInputError(f"svhn file {str(path)!r}: labels span [{labels.min()}, {labels.max()}]; expected 1..10")
+    count = _limited(pixels.shape[3], limit)
+    images = to_unit_float(pixels[..., :count].transpose(3, 2, 0, 1), "svhn")  # (H, W, C, N) -> (N, C, H, W)
+    digits = np.where(labels[:count] == 10, 0, labels[:count])  # label 10 stands for the digit 0
+    split = "train" if train else "test"
+    return np.ascontiguousarray(images), digits, [str(d) for d in range(10)], f"SVHN {split} split (cropped digits) from {folder}"
+
+
+# --------------------------------------------------------------------------- MNIST-like IDX
+
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path, kind: str = "mnist") -> np.ndarray:
+    """An IDX file (raw, or gzip when the name ends in .gz) as a native-endian numpy array."""
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise LinearCNNInputError(f"{kind} file {str(path)!r} cannot be read ({type(exc).__name__}: {exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise LinearCNNInputError(f"{kind} file {str(path)!r} is not an IDX file (bad magic number {raw[:4].hex()!r})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise LinearCNNInputError(f"{kind} file {str(path)!r} is truncated inside its header")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise LinearCNNInputError(
+            f"{kind} file {str(path)!r} holds {len(raw) - header} data bytes; its header {tuple(dims)} "
+            f"needs {expected} (truncated or corrupt)"
+        )
+    array = np.frombuffer(raw, dtype=dtype, count=expected // dtype.itemsize, offset=header).reshape(dims)
+    return array.astype(dtype.newbyteorder("="))
+
+
+def _idx_file(folder: Path, stem_variants: list[str]) -> Path | None:
+    for stem in stem_variants:
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def load_mnist(root: Path, *, train: bool, limit: int | None) -> Loaded:
+    prefix = "train" if train else "t10k"
+    image_stems = [f"{prefix}-images-idx3-ubyte", f"{prefix}-images.idx3-ubyte"]
+    label_stems = [f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels.idx1-ubyte"]
+    _check_dir(root, "mnist", "IDX files such as train-images-idx3-ubyte[.gz]")
+    for folder in (root, root / "raw"):
+        if folder.is_dir():
+            image_path, label_path = _idx_file(folder, image_stems), _idx_file(folder, label_stems)
+            if image_path is not None and label_path is not None:
+                break
+    else:
+        raise LinearCNNInputError(
+            f"mnist folder {str(root)!r} lacks {image_stems[0]}[.gz] and {label_stems[0]}[.gz] "
+            f"(looked in {str(root)!r} and {str(root / 'raw')!r})"
+        )
+    pixels = read_idx(image_path)
+    labels = read_idx(label_path)
+    if pixels.ndim != 3:
+        raise LinearCNNInputError(f"mnist file {str(image_path)!r} has shape {pixels.shape}; expected (N, H, W)")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise LinearCNNInputError(f"mnist file {str(label_path)!r} has {labels.dtype} {labels.shape}; expected integer (N,)")
+    if labels.shape[0] != pixels.shape[0]:
+        raise LinearCNNInputError(
+            f"mnist files {image_path.name!r} and {label_path.name!r}: {labels.shape[0]} labels for "
+            f"{pixels.shape[0]} images; expected one per image"
+        )
+    if labels.size and labels.min() < 0:
+        raise LinearCNNInputError(f"mnist file {str(label_path)!r}: negative label {labels.min()}")
+    num_classes = max(10, int(labels.max()) + 1) if labels.size else 10
+    count = _limited(pixels.shape[0], limit)
+    images = to_unit_float(pixels[:count, None], "mnist")  # (N, 1, H, W)
+    split = "train" if train else "test"
+    return images, labels[:count].astype(np.int64), [str(c) for c in range(num_classes)], f"MNIST-like {split} split (IDX) from {image_path.parent}"
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        path for path in folder.iterdir()
+        if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+    )  # fmt: skip
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
+
+
+def _picture_array(picture: Any, gray: bool, what: str) -> np.ndarray:
+    """A Pillow image as float32 (H, W) (gray) or (H, W, 3) in [0, 1]; 16-bit grey kept exact."""
+    if gray and picture.mode.startswith("I"):  # 16-bit grey ("I;16*", or "I" as Pillow opens 16-bit PNGs)
+        samples = np.asarray(picture)
+        if samples.min() < 0 or samples.max() > 65535:
+            raise LinearCNNInputError(f"{what}: 32-bit integer pixels outside [0, 65535]")
+        return to_unit_float(samples.astype(np.uint16), what)
+    if gray and picture.mode == "F":
+        return to_unit_float(np.asarray(picture), what)
+    return to_unit_float(np.asarray(picture.convert("L" if gray else "RGB")), what)
+
+
+def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Centre-crop float (H, W[, C]) to the aspect ratio of `size` (width, height), then shrink it
+    to `size` with Pillow's antialiasing Lanczos filter, per channel in float, clipped to [0, 1]."""
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    target_w, target_h = size
+    if width * target_h > height * target_w:  # too wide: crop the sides
+        crop_w, crop_h = round(height * target_w / target_h), height
+    else:  # too tall: crop top and bottom
+        crop_w, crop_h = width, round(width * target_h / target_w)
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    image = image[top : top + crop_h, left : left + crop_w]
+    planes = image[..., None] if image.ndim == 2 else image  # (h, w, C)
+    shrunk = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(planes[..., c]), mode="F").resize(size, Image.Resampling.LANCZOS))
+        for c in range(planes.shape[2])
+    ]  # C x (H, W)
+    result = np.clip(np.stack(shrunk, axis=-1), 0.0, 1.0).astype(np.float32)  # (H, W, C)
+    return result[..., 0] if image.ndim == 2 else result
+
+
+def _read_picture(path: Path, size: tuple[int, int], gray: bool) -> np.ndarray:
+    """One image file as float32 (C, H, W) in [0, 1] at `size` (width, height)."""
+    from PIL import Image
+
+    what = f"image file {str(path)!r}"
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            image = _picture_array(picture, gray, what)  # (h, w) or (h, w, 3)
+    except LinearCNNInputError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:  # how Pillow reports bad files
+        raise LinearCNNInputError(f"{what} cannot be read ({type(exc).__name__}: {exc})") from None
+    if image.shape[1::-1] != size:
+        image = _shrink(image, size)
+    return image[None] if image.ndim == 2 else image.transpose(2, 0, 1)  # (C, H, W)
+
+
+def load_folder(root: Path, *, train: bool, limit: int | None) -> Loaded:
+    from PIL import Image
+
+    expected = "one sub-folder of images per class"
+    _check_dir(root, "folder", expected)
+    split_note = ""
+    subfolders = {path.name for path in _class_folders(root)}
+    if "train" in subfolders and ("test" in subfolders or "val" in subfolders):
+        split = "train" if train else ("test" if "test" in subfolders else "val")
+        root, split_note = root / split, f" ({split} split)"
+    class_dirs = _class_folders(root)
+    if not class_dirs:
+        raise LinearCNNInputError(f"folder {str(root)!r} has no sub-folders; expected {expected}")
+    files: list[tuple[Path, int]] = []
+    for label, class_dir in enumerate(class_dirs):
+        found = _image_files(class_dir)
+        if not found:
+            raise LinearCNNInputError(
+                f"class folder {str(class_dir)!r} holds no images; expected files ending in {', '.join(IMAGE_SUFFIXES)}"
+            )
+        files.extend((path, label) for path in found)
+    files = files[: _limited(len(files), limit)]
+    sizes: list[tuple[int, int]] = []
+    gray = True
+    for path, _ in files:
+        try:
+            with Image.open(path) as picture:
+                sizes.append(picture.size)
+                gray = gray and picture.mode in _GRAY_MODES
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise LinearCNNInputError(f"image file {str(path)!r} cannot be read ({type(exc).__name__}: {exc})") from None
+    counts = Counter(sizes)
+    common = max(counts, key=lambda size: (counts[size], -sizes.index(size)))  # most common; ties: first seen
+    for (path, _), (width, height) in zip(files, sizes):
+        if width < common[0] or height < common[1]:
+            raise LinearCNNInputError(
+                f"image file {str(path)!r} is {width}x{height}, smaller than the folder's common size "
+                f"{common[0]}x{common[1]}; images are only ever shrunk, never enlarged"
+            )
+    images = np.stack([_read_picture(path, common, gray) for path, _ in files])  # (N, C, H, W)
+    labels = np.asarray([label for _, label in files], dtype=np.int64)
+    resized = sum(size != common for size in sizes)
+    note = f", {resized} resized" if resized else ""
+    return images, labels, [path.name for path in class_dirs], f"image folder {root}{split_note}{note}"
+
+
+# --------------------------------------------------------------------------- npz
+
+
+def _channel_axis(shape: tuple[int, ...]) -> str:
+    """'NHWC' or 'NCHW' for a 4-d images array; last axis wins when both could be channels."""
+    if shape[3] in (1, 3):
+        return "NHWC"
+    if shape[1] in (1, 3):
+        return "NCHW"
+    return ""
+
+
+def load_npz(path: Path, *, train: bool, limit: int | None) -> Loaded:
+    del train  # an npz file holds one split
+    expected = "an .npz file with an 'images' array (NxHxWxC or NxCxHxW) and optional 'labels'"
+    _check_file(path, "npz", expected)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.files)
+            if "images" not in keys:
+                raise LinearCNNInputError(f"npz file {str(path)!r} has arrays {keys}; expected 'images' (and optional 'labels')")
+            raw = archive["images"]
+            labels = archive["labels"] if "labels" in keys else None
+            names = archive["classes"] if "classes" in keys else None
+    except LinearCNNInputError:
+        raise
+    except Exception as exc:  # any parse failure of a user file is bad input
+        raise LinearCNNInputError(f"npz file {str(path)!r} cannot be read ({type(exc).__name__}: {exc})") from None
+    if raw.ndim == 3:
+        raw = raw[..., None]  # (N, H, W) grayscale -> (N, H, W, 1)
+    if raw.ndim != 4:
+        raise LinearCNNInputError(
+            f"npz file {str(path)!r}: 'images' has shape {raw.shape}; expected NxHxWxC, NxCxHxW or NxHxW"
+        )
+    layout = _channel_axis(raw.shape)
+    if not layout:
+        raise LinearCNNInputError(
+            f"npz file {str(path)!r}: 'images' has shape {raw.shape}; expected 1 or 3 channels as the "
+            f"last (NxHxWxC) or second (NxCxHxW) axis"
+        )
+    count = _limited(raw.shape[0], limit)
+    pixels = raw[:count].transpose(0, 3, 1, 2) if layout == "NHWC" else raw[:count]  # (N, C, H, W)
+    images = np.ascontiguousarray(to_unit_float(pixels, f"npz file {str(path)!r}"))
+    classes: list[str] = []
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1) if np.asarray(labels).ndim == 2 and 1 in labels.shape else np.asarray(labels)
+        if labels.ndim != 1 or labels.shape[0] != raw.shape[0]:
+            raise LinearCNNInputError(
+                f"npz file {str(path)!r}: 'labels' has shape {labels.shape} for {raw.shape[0]} images; expected ({raw.shape[0]},)"
+            )
+        if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.bool_)):
+            if not (np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels))):
+                raise LinearCNNInputError(f"npz file {str(path)!r}: 'labels' are {labels.dtype}; expected integer class indices")
+        labels = labels.astype(np.int64)
+        if labels.size and labels.min() < 0:
+            raise LinearCNNInputError(f"npz file {str(path)!r}: 'labels' contain {labels.min()}; expected class indices >= 0")
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+        if names is not None:
+            classes = [str(name) for name in np.asarray(names).reshape(-1)]
+            if len(classes) < num_classes:
+                raise LinearCNNInputError(
+                    f"npz file {str(path)!r}: {len(classes)} 'classes' names for labels up to {num_classes - 1}"
+                )
+        else:
+            classes = [str(c) for c in range(num_classes)]
+        labels = labels[:count]
+    return images, labels, classes, f"npz file {path} ({layout})"

@@ -1,0 +1,37 @@
+"""The theory: SymPy derivation of the linear-CNN energy profile and its lambdified numerics.
+
+* `derive()` runs the derivation once (cached) and returns its steps and results.
+* `render(format)` writes it as text, LaTeX or Markdown (the documents in `theory/`).
+* `formula_profile`, `raw_formula_profile`, `gradient_flow_profile`, `raw_gradient_flow_profile`
+  and `whitening_profile` evaluate the derived expressions (numpy or torch).
+"""
+
+from linearcnn.theory.derivation import Derivation, Step, derive
+from linearcnn.theory.numeric import (
+    DivergentLearningRateError,
+    FormulaInputError,
+    check_stable_lr,
+    formula_profile,
+    gradient_flow_profile,
+    max_stable_lr,
+    raw_formula_profile,
+    raw_gradient_flow_profile,
+    whitening_profile,
+    x_star,
+)
+
+__all__ = [
+    "Derivation",
+    "DivergentLearningRateError",
+    "FormulaInputError",
+    "Step",
+    "check_stable_lr",
+    "derive",
+    "formula_profile",
+    "gradient_flow_profile",
+    "max_stable_lr",
+    "raw_formula_profile",
+    "raw_gradient_flow_profile",
+    "whitening_profile",
+    "x_star",
+]

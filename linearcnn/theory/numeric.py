@@ -1,0 +1,240 @@
+"""The numeric energy-profile formulas: the SymPy derivation, lambdified (numpy and torch).
+
+Nothing here restates the formula: every function evaluates an expression produced by
+`linearcnn.theory.derivation.derive()`, turned into code by `sympy.lambdify` once per process.
+
+Conventions shared by every function:
+
+* `eigenvalues` are the eigenvalues of the patch covariance: variances (PAPER's lambda_i^2), a
+  1-D array of length d, all positive.
+* `lr`, `steps`, `tau`, `init_ratio` broadcast against each other; the result has shape
+  `broadcast(lr, steps, ...).shape + (d,)`, so a vector of 1,000 step counts gives a (1000, d)
+  array of profiles in one call.
+* The backend follows the inputs: any `torch.Tensor` argument gives a torch result (on the
+  eigenvalues' device and dtype), otherwise numpy float64.
+* Profiles are unnormalised (the constant of Thm 4.2 is dropped); Pearson correlation, the
+  similarity of PAPER Sec. 1, ignores it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Callable
+
+import numpy as np
+import sympy as sp
+from sympy.printing.pytorch import TorchPrinter
+
+from linearcnn.errors import LinearCNNInputError
+from linearcnn.theory.derivation import derive
+
+
+class FormulaInputError(LinearCNNInputError):
+    """Invalid eigenvalues, learning rate or steps for the closed-form profile."""
+
+
+class DivergentLearningRateError(FormulaInputError):
+    """lr * max(eigenvalue) >= 2: gradient descent diverges (derivation step 'divergence')."""
+
+
+class _StableTorchPrinter(TorchPrinter):
+    """TorchPrinter plus the C99 functions that SymPy's stable rewriting introduces."""
+
+    def _print_expm1(self, expr: sp.Expr) -> str:
+        return f"{self._module_format('torch.expm1')}({self._print(expr.args[0])})"
+
+    def _print_log1p(self, expr: sp.Expr) -> str:
+        return f"{self._module_format('torch.log1p')}({self._print(expr.args[0])})"
+
+
+@lru_cache(maxsize=1)
+def _expressions() -> dict[str, tuple[tuple[sp.Symbol, ...], sp.Expr]]:
+    """The derivation's results that the numeric code evaluates, with their argument symbols."""
+    derivation = derive()
+    sym, res = derivation.symbols, derivation.results
+    mu, eta, t, tau, r, x = sym["mu"], sym["eta"], sym["t"], sym["tau"], sym["r"], sym["x"]
+    growth_symbol = next(s for s in res["raw_profile_in_growth"].free_symbols if s.name == "g")
+    stable_growth = res["stable_growth"].subs(x, eta * mu)
+    stable_profile = stable_growth / sp.sqrt(mu)
+    flow_growth = sp.sqrt(mu) * res["stable_gradient_flow_profile"]  # -expm1(-tau mu)
+    return {
+        "profile_naive": ((mu, eta, t), res["profile"]),
+        "profile_stable": ((mu, eta, t), stable_profile),
+        "raw_profile_stable": ((mu, eta, t, r), res["raw_profile_in_growth"].subs(growth_symbol, stable_growth)),
+        "flow_profile": ((mu, tau), res["stable_gradient_flow_profile"]),
+        "raw_flow_profile": ((mu, tau, r), res["raw_profile_in_growth"].subs(growth_symbol, flow_growth)),
+        "whitening_profile": ((mu,), res["whitening_profile"]),
+        "raw_whitening_profile": ((mu, r), res["whitening_raw_profile"]),
+    }
+
+
+@lru_cache(maxsize=None)
+def lambdified(name: str, backend: str) -> Callable[..., Any]:
+    """The lambdified function `name` for `backend` ('numpy' or 'torch'), compiled once."""
+    args, expr = _expressions()[name]
+    if backend == "numpy":
+        return sp.lambdify(args, expr, modules="numpy")
+    if backend == "torch":
+        import torch
+
+        return sp.lambdify(args, expr, modules=[{"torch": torch}], printer=_StableTorchPrinter)
+    raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
+
+
+def x_star() -> float:
+    """x* = tau * mu at the maximum of the gradient-flow profile (root of 2x e^-x = 1 - e^-x)."""
+    return float(derive().results["x_star_value"])
+
+
+# --------------------------------------------------------------------------------------------
+# input handling
+
+
+def _is_torch(*values: Any) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return any(isinstance(v, torch.Tensor) for v in values)
+
+
+def _check_eigenvalues(eigenvalues: Any) -> np.ndarray:
+    values = np.asarray(eigenvalues.detach().cpu() if _is_torch(eigenvalues) else eigenvalues, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise FormulaInputError(f"eigenvalues must be a non-empty 1-D array, got shape {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise FormulaInputError("eigenvalues must be finite; found NaN or Inf")
+    if np.any(values <= 0):
+        i = int(np.argmin(values))
+        raise FormulaInputError(
+            f"eigenvalues must be positive (variances of the patch PCA); found {values[i]:g} at index {i}"
+        )
+    return values
+
+
+def _check_param(value: Any, name: str, *, positive: bool) -> np.ndarray:
+    arr = np.asarray(value.detach().cpu() if _is_torch(value) else value, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise FormulaInputError(f"{name} must be finite; found NaN or Inf")
+    if positive and np.any(arr <= 0):
+        raise FormulaInputError(f"{name} must be > 0; found {arr.min():g}")
+    if not positive and np.any(arr < 0):
+        raise FormulaInputError(f"{name} must be >= 0; found {arr.min():g}")
+    return arr
+
+
+def check_stable_lr(eigenvalues: Any, lr: Any) -> None:
+    """Raise `DivergentLearningRateError` unless lr * max(eigenvalue) < 2 (stable region (0, 2))."""
+    mu_max = float(_check_eigenvalues(eigenvalues).max())
+    lr_max = float(_check_param(lr, "lr", positive=True).max())
+    if lr_max * mu_max >= 2:
+        raise DivergentLearningRateError(
+            f"lr={lr_max:g} diverges: lr * max eigenvalue = {lr_max * mu_max:g} >= 2 "
+            f"(max eigenvalue {mu_max:g}); use lr < {2 / mu_max:g}"
+        )
+
+
+def _evaluate(name: str, eigenvalues: Any, params: list[Any]) -> Any:
+    """Evaluate `name` with eigenvalues on the last axis and `params` broadcast in front."""
+    if _is_torch(eigenvalues, *params):
+        import torch
+
+        mu = eigenvalues if isinstance(eigenvalues, torch.Tensor) else torch.as_tensor(eigenvalues, dtype=torch.float64)
+        tensors = [torch.as_tensor(p, dtype=mu.dtype, device=mu.device) for p in params]
+        shape = torch.broadcast_shapes(*(p.shape for p in tensors)) if tensors else torch.Size()
+        columns = [p.expand(shape).unsqueeze(-1) for p in tensors]  # (*P, 1)
+        out = lambdified(name, "torch")(mu, *columns)  # (*P, d)
+        return torch.as_tensor(out, dtype=mu.dtype, device=mu.device).expand(*shape, mu.shape[-1])
+    mu = np.asarray(eigenvalues, dtype=np.float64)
+    arrays = [np.asarray(p, dtype=np.float64) for p in params]
+    shape = np.broadcast_shapes(*(p.shape for p in arrays)) if arrays else ()
+    columns = [np.broadcast_to(p, shape)[..., None] for p in arrays]  # (*P, 1)
+    # The piecewise stable form evaluates every branch (numpy.select); the unused branch may
+    # produce NaN for out-of-range arguments, which select then discards.
+    with np.errstate(all="ignore"):
+        out = lambdified(name, "numpy")(mu, *columns)  # (*P, d)
+    return np.broadcast_to(np.asarray(out, dtype=np.float64), (*shape, mu.shape[-1])).copy()
+
+
+def _check_steps(eigenvalues: np.ndarray, lr: np.ndarray, steps: Any) -> np.ndarray:
+    t = _check_param(steps, "steps", positive=False)
+    oscillating = np.broadcast_to(lr, np.broadcast_shapes(lr.shape, t.shape))[..., None] * eigenvalues > 1
+    if np.any(oscillating & (np.floor(t) != t)[..., None]):
+        raise FormulaInputError(
+            "steps must be integers where lr * eigenvalue > 1 (the factor (1 - lr*eigenvalue)^steps "
+            "has a negative base there)"
+        )
+    return t
+
+
+# --------------------------------------------------------------------------------------------
+# public formulas
+
+
+def formula_profile(eigenvalues: Any, lr: Any, steps: Any, *, stable: bool = True) -> Any:
+    """Energy profile of a linear CNN after `steps` gradient steps (Thm 4.2), unnormalised.
+
+        e_i = sqrt(mu_i) * (1 - (1 - lr * mu_i)^steps) / mu_i
+
+    Args:
+        eigenvalues: patch-covariance eigenvalues mu_i (variances), shape (d,), positive.
+        lr: learning rate (constants from K and the number of locations absorbed), > 0,
+            with lr * max(mu) < 2.
+        steps: number of gradient steps, >= 0 (integers where lr * mu > 1).
+        stable: evaluate the expm1/log1p form that SymPy's rewriting produced (default; accurate
+            to ~1e-15 relative for lr*mu down to 1e-15 and steps up to 1e15). False evaluates the
+            lambdified textbook form, which loses precision when lr * mu * steps is small.
+
+    Returns:
+        Array of shape broadcast(lr, steps).shape + (d,); torch if any input is a tensor.
+    """
+    mu = _check_eigenvalues(eigenvalues)
+    lr_arr = _check_param(lr, "lr", positive=True)
+    check_stable_lr(mu, lr_arr)
+    _check_steps(mu, lr_arr, steps)
+    return _evaluate("profile_stable" if stable else "profile_naive", eigenvalues, [lr, steps])
+
+
+def raw_formula_profile(eigenvalues: Any, lr: Any, steps: Any, init_ratio: Any) -> Any:
+    """Expected energy profile of the *raw* (not init-subtracted) weights, many filters.
+
+        e_i = sqrt( g_i^2 / mu_i + r^2 ),  g_i = 1 - (1 - lr mu_i)^steps,  r = sigma / s
+
+    `init_ratio` r is the initial filter standard deviation over the scale of the label
+    correlation (derivation step 'init_term'); r = 0 gives `formula_profile`.
+    """
+    mu = _check_eigenvalues(eigenvalues)
+    lr_arr = _check_param(lr, "lr", positive=True)
+    check_stable_lr(mu, lr_arr)
+    _check_steps(mu, lr_arr, steps)
+    _check_param(init_ratio, "init_ratio", positive=False)
+    return _evaluate("raw_profile_stable", eigenvalues, [lr, steps, init_ratio])
+
+
+def gradient_flow_profile(eigenvalues: Any, tau: Any) -> Any:
+    """Gradient-flow profile (lr -> 0 with tau = lr * steps fixed): (1 - exp(-tau mu)) / sqrt(mu).
+
+    The one-parameter family used to fit real networks; evaluated as -expm1(-tau mu)/sqrt(mu).
+    """
+    _check_eigenvalues(eigenvalues)
+    _check_param(tau, "tau", positive=False)
+    return _evaluate("flow_profile", eigenvalues, [tau])
+
+
+def raw_gradient_flow_profile(eigenvalues: Any, tau: Any, init_ratio: Any) -> Any:
+    """Gradient-flow profile of raw weights: sqrt((1 - exp(-tau mu))^2 / mu + r^2)."""
+    _check_eigenvalues(eigenvalues)
+    _check_param(tau, "tau", positive=False)
+    _check_param(init_ratio, "init_ratio", positive=False)
+    return _evaluate("raw_flow_profile", eigenvalues, [tau, init_ratio])
+
+
+def whitening_profile(eigenvalues: Any) -> Any:
+    """The steps -> infinity limit (Thm 4.3): 1 / sqrt(mu), a whitening filter bank."""
+    _check_eigenvalues(eigenvalues)
+    return _evaluate("whitening_profile", eigenvalues, [])
+
+
+def max_stable_lr(eigenvalues: Any) -> float:
+    """The supremum of stable learning rates, 2 / max(mu) (derivation step 'divergence')."""
+    return float(2.0 / _check_eigenvalues(eigenvalues).max())
