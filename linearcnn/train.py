@@ -226,6 +226,7 @@ class TrainResult:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps done
     data_info: dict[str, Any] = field(default_factory=dict)
+    partial: dict[str, Any] = field(default_factory=lambda: {"loss_sum": 0.0, "correct": 0.0, "count": 0, "seconds": 0.0})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,7 +288,7 @@ def prepare_training_data(config: TrainConfig, dataset: Any, device: torch.devic
     else:
         targets = labels  # (N,) class indices
     mean, std = dataset.channel_stats()
-    normalized = torch.from_numpy(np.ascontiguousarray(dataset.normalized(mean, std)))  # (N, C, H, W) float32
+    normalized = torch.from_numpy(np.ascontiguousarray(dataset.normalized()))  # (N, C, H, W) float32
     info = {
         "spec": str(dataset.spec),
         "description": str(getattr(dataset, "description", "")),
@@ -394,29 +395,37 @@ def _precision(config: TrainConfig, device: torch.device) -> tuple[torch.dtype, 
 class _Dist:
     rank: int = 0
     world_size: int = 1
-    created_group: bool = False
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
 
-def _init_distributed(device: torch.device) -> tuple[_Dist, torch.device]:
-    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+@contextlib.contextmanager
+def _distributed(device: torch.device) -> Iterator[tuple[_Dist, torch.device]]:
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA).
+
+    A group that is already initialised (by a caller, or by `train_seeds` around several runs) is
+    used as it is and left open; one created here is destroyed on the way out.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return _Dist(), device
+        yield _Dist(), device
+        return
     import torch.distributed as dist
 
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    created = False
-    if not dist.is_initialized():
+    created = not dist.is_initialized()
+    if created:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        created = True
-    return _Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), created_group=created), device
+    try:
+        yield _Dist(rank=dist.get_rank(), world_size=dist.get_world_size()), device
+    finally:
+        if created:
+            dist.destroy_process_group()
 
 
 def _epoch_order(seed: int, epoch: int, num_images: int) -> torch.Tensor:
@@ -430,7 +439,7 @@ def versions() -> dict[str, str]:
     """Package versions recorded in every result file."""
     return {
         "linearcnn": linearcnn.__version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
@@ -596,15 +605,10 @@ def train(config: TrainConfig, *, dataset: Any = None, progress: bool = False) -
     `progress` shows a progress bar (pass `progress_enabled(quiet)`).
     """
     config = config.validate().resolved()
-    device = resolve_device(config.device)
-    dist_info, device = _init_distributed(device)
-    try:
+    if dataset is not None and getattr(dataset, "spec", None) and dataset.spec != config.data:
+        config = dataclasses.replace(config, data=str(dataset.spec))  # record where the images came from
+    with _distributed(resolve_device(config.device)) as (dist_info, device):
         return _train(config, dataset, progress and dist_info.is_main, device, dist_info)
-    finally:
-        if dist_info.created_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
 
 
 def _train(config: TrainConfig, dataset: Any, show_progress: bool, device: torch.device, dist_info: _Dist) -> TrainResult:
@@ -747,6 +751,8 @@ def _train(config: TrainConfig, dataset: Any, show_progress: bool, device: torch
                     else:
                         index = order[shard_lo:shard_hi]  # (b,)
                         images = data.images.index_select(0, index)  # (b, C, H, W)
+                        if channels_last:
+                            images = images.contiguous(memory_format=torch.channels_last)  # no-op when already NHWC
                         targets = data.targets.index_select(0, index)  # (b,)
                     optimizer.zero_grad(set_to_none=True)
                     with autocast:
@@ -788,7 +794,7 @@ def _train(config: TrainConfig, dataset: Any, show_progress: bool, device: torch
                 else:  # stopped inside an epoch (--steps): keep the exact running sums for a resume
                     partial = {"loss_sum": loss_total, "correct": correct_total, "count": count_total, "seconds": elapsed}
                 if not math.isfinite(loss_total):
-                    raise FloatingPointError(f"training diverged at step {step}: loss {loss_total}")
+                    raise LinearCNNInputError(f"training diverged by step {step} (loss {loss_total}) with --lr {config.lr:g}; use a smaller --lr")
                 if step < total_steps and time.perf_counter() - last_save >= config.checkpoint_seconds:
                     save(final=False)
                     last_save = time.perf_counter()
@@ -811,6 +817,7 @@ def _train(config: TrainConfig, dataset: Any, show_progress: bool, device: torch
         epoch=epoch,
         step=step,
         data_info=data.info,
+        partial=dict(partial),
     )
 
 
@@ -856,13 +863,19 @@ def checkpoint_dict(
     }
 
 
+def _final(metrics: dict[str, Any], partial: dict[str, Any]) -> dict[str, float]:
+    if partial["count"]:
+        return {"loss": partial["loss_sum"] / partial["count"], "accuracy": partial["correct"] / partial["count"]}
+    if metrics["loss"]:
+        return {"loss": metrics["loss"][-1], "accuracy": metrics["accuracy"][-1]}
+    return {"loss": float("nan"), "accuracy": float("nan")}
+
+
 def _metrics_summary(
     config: TrainConfig, metrics: dict[str, Any], partial: dict[str, Any], epoch: int, step: int,
     device: torch.device, world_size: int, final: bool,
 ) -> dict[str, Any]:
-    last = {"loss": metrics["loss"][-1], "accuracy": metrics["accuracy"][-1]} if metrics["loss"] else None
-    if partial["count"]:
-        last = {"loss": partial["loss_sum"] / partial["count"], "accuracy": partial["correct"] / partial["count"]}
+    last = _final(metrics, partial)
     return {
         "config": config.to_dict(), "seed": config.seed, "versions": versions(), "device": str(device),
         "world_size": world_size, "finished": final, "epoch": epoch, "step": step,
@@ -871,11 +884,8 @@ def _metrics_summary(
 
 
 def final_metrics(result: TrainResult) -> dict[str, float]:
-    """Loss and accuracy of the last (possibly partial) epoch segment: the mean over its steps."""
-    if result.metrics["loss"] and (result.config.steps is None or result.metrics["step"][-1] == result.step):
-        return {"loss": result.metrics["loss"][-1], "accuracy": result.metrics["accuracy"][-1]}
-    return {"loss": float(np.mean(result.metrics["step_loss"][-1:])) if result.metrics["step_loss"] else float("nan"),
-            "accuracy": float("nan")}
+    """Mean loss and accuracy over the last epoch (or over the last partial epoch, when `steps` ended inside one)."""
+    return _final(result.metrics, result.partial)
 
 
 def seed_out_dir(out: str | os.PathLike, seed: int) -> Path:
@@ -900,14 +910,13 @@ def train_seeds(config: TrainConfig, seeds: Sequence[int], *, dataset: Any = Non
         dataclasses.replace(config, seed=s, out=None if config.out is None else str(seed_out_dir(config.out, s))) for s in seeds
     ]
     for one in configs:  # every seed's inputs and output folder checked before the first trains
-        one.validate()
-        if int(os.environ.get("RANK", "0")) == 0:
-            _check_out_dir(one, True)
+        _check_out_dir(one.validate(), int(os.environ.get("RANK", "0")) == 0)
     config.validate()
     if dataset is None:
         dataset = _load_dataset(config.resolved())
-    results = [train(one, dataset=dataset, progress=progress) for one in configs]
-    if config.out is not None and int(os.environ.get("RANK", "0")) == 0:
+    with _distributed(resolve_device(config.device)) as (dist_info, _):  # one process group for all seeds
+        results = [train(one, dataset=dataset, progress=progress) for one in configs]
+    if config.out is not None and dist_info.is_main:
         finals = [final_metrics(r) for r in results]
         summary = {
             "config": config.validate().resolved().to_dict(), "seeds": seeds, "versions": versions(),

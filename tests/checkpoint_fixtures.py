@@ -1,7 +1,7 @@
 """Small models and files for the checkpoint tests, written independently of the loader.
 
-Each model knows its true first layer (`first_conv`), so tests compare the loader's answer
-with the model's own weights, not with anything the loader computed.
+Each model knows its true first layer (`stem`, or `first_conv` for the ViT), so tests compare
+the loader's answer with the model's own weights, not with anything the loader computed.
 """
 
 from __future__ import annotations
@@ -29,10 +29,6 @@ class TinyCNN(nn.Module):
         self.body = nn.Conv2d(8, 8, 3, padding=1)
         self.fc = nn.Linear(8, 10)
 
-    @property
-    def first_conv(self) -> nn.Conv2d:
-        return self.stem
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.stem(x))  # (B, 8, H, W)
         x = torch.relu(self.body(x))  # (B, 8, H, W)
@@ -49,10 +45,6 @@ class HeadFirstNet(nn.Module):
         self.head = nn.Conv2d(3, 4, 1)
         self.stem = nn.Conv2d(3, 3, 3, padding=1)
 
-    @property
-    def first_conv(self) -> nn.Conv2d:
-        return self.stem
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.relu(self.stem(x)))  # (B, 4, H, W)
 
@@ -65,10 +57,6 @@ class DepthwiseNet(nn.Module):
         torch.manual_seed(seed)
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
         self.stages = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8))
-
-    @property
-    def first_conv(self) -> nn.Conv2d:
-        return self.stem
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
@@ -83,7 +71,9 @@ class PatchEmbed(nn.Module):
 class TinyViT(nn.Module):
     """ViT-like: a patch embedding (D, 3, p, p) with stride p, tokens, positional embedding."""
 
-    def __init__(self, seed: int = 0, torchvision_names: bool = False, patch: int = 4, dim: int = 16) -> None:
+    def __init__(
+        self, seed: int = 0, torchvision_names: bool = False, patch: int = 4, dim: int = 16
+    ) -> None:
         super().__init__()
         torch.manual_seed(seed)
         self.torchvision_names = torchvision_names
@@ -149,6 +139,7 @@ def linearcnn_checkpoint(model: nn.Module, initial: torch.Tensor, first_name: st
         "snapshots": {"steps": torch.tensor([0, 10]), "weights": torch.stack([initial, weight])},
         "config": {"lr": 0.1, "epochs": 2, "model": "tiny", "widths": [8, 8]},
         "seed": 0,
+        # torch.__version__ is a TorchVersion (str subclass), kept as is: the loader tolerates it.
         "versions": {"linearcnn": "0.1.0", "torch": torch.__version__, "python": "3.11"},
         "epoch": 2,
         "step": 10,
@@ -171,8 +162,15 @@ def onnx_head_first_model(stem_w: np.ndarray, head_w: np.ndarray, *, use_constan
     initializers = [numpy_helper.from_array(np.ones((1, 3, 4, 4), np.float32), "decoy_in")]
     if use_constants:
         nodes += [
-            helper.make_node("Constant", [], ["w_head"], value=numpy_helper.from_array(head_w, "w_head_value")),
-            helper.make_node("Constant", [], ["w_stem_raw"], value=numpy_helper.from_array(stem_w, "w_stem_value")),
+            helper.make_node(
+                "Constant", [], ["w_head"], value=numpy_helper.from_array(head_w, "w_head_value")
+            ),
+            helper.make_node(
+                "Constant",
+                [],
+                ["w_stem_raw"],
+                value=numpy_helper.from_array(stem_w, "w_stem_value"),
+            ),
             helper.make_node("Identity", ["w_stem_raw"], ["w_stem"]),
         ]
         head_name, stem_name = "w_head", "w_stem"

@@ -91,7 +91,9 @@ class FirstLayer:
     weight: np.ndarray  # (K, C, kh, kw) float64
     init_weight: np.ndarray | None  # (K, C, kh, kw) float64 initial weights, when known
     path: str
-    format: str  # "torch-state-dict", "linearcnn", "torchscript", "safetensors", "onnx", "npy", "npz", "torch-module"
+    # "torch-state-dict", "linearcnn", "torchscript", "safetensors", "onnx", "npy", "npz",
+    # or "torch-module" (a whole module, read with unsafe_load)
+    format: str
     selected_by: str = ""  # how the layer was chosen, in words (for reports)
 
 
@@ -102,7 +104,9 @@ def _read_inventory(path: PathLike, *, unsafe_load: bool) -> Inventory:
     if kind in ("torch-zip", "torch-legacy"):
         from linearcnn.checkpoints._torch_pickle import torch_pickle_inventory
 
-        return torch_pickle_inventory(target, unsafe_load=unsafe_load, zip_format=kind == "torch-zip")
+        return torch_pickle_inventory(
+            target, unsafe_load=unsafe_load, zip_format=kind == "torch-zip"
+        )
     if kind == "torchscript":
         from linearcnn.checkpoints._torchscript import torchscript_inventory
 
@@ -113,7 +117,11 @@ def _read_inventory(path: PathLike, *, unsafe_load: bool) -> Inventory:
         return onnx_inventory(target)
     from linearcnn.checkpoints import _arrays
 
-    readers = {"npy": _arrays.npy_inventory, "npz": _arrays.npz_inventory, "safetensors": _arrays.safetensors_inventory}
+    readers = {
+        "npy": _arrays.npy_inventory,
+        "npz": _arrays.npz_inventory,
+        "safetensors": _arrays.safetensors_inventory,
+    }
     return readers[kind](target)
 
 
@@ -131,7 +139,9 @@ def _shape_checked(weights: np.ndarray, shape: tuple[int, ...], what: str) -> np
     return weights
 
 
-def load_first_layer(path: PathLike, *, layer: str | None = None, unsafe_load: bool = False) -> FirstLayer:
+def load_first_layer(
+    path: PathLike, *, layer: str | None = None, unsafe_load: bool = False
+) -> FirstLayer:
     """Load the first convolution layer of the checkpoint at `path` (rules in the module docstring).
 
     Args:
@@ -161,12 +171,18 @@ def load_first_layer(path: PathLike, *, layer: str | None = None, unsafe_load: b
         init_weight = _shape_checked(init_fetch(), candidate.shape, init_what)  # (K, C, kh, kw)
         check_weights(init_weight, init_what, allow_zero=True)
     return FirstLayer(
-        name=candidate.name, weight=weight, init_weight=init_weight, path=inv.path, format=inv.format,
+        name=candidate.name,
+        weight=weight,
+        init_weight=init_weight,
+        path=inv.path,
+        format=inv.format,
         selected_by=selected_by,
     )
 
 
-def list_conv_layers(path: PathLike, *, unsafe_load: bool = False) -> list[tuple[str, tuple[int, ...]]]:
+def list_conv_layers(
+    path: PathLike, *, unsafe_load: bool = False
+) -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of every convolution weight found, in the order the first-layer rule sees
     them: graph order for TorchScript/ONNX, stored order otherwise."""
     inv = _read_inventory(path, unsafe_load=unsafe_load)
@@ -212,7 +228,9 @@ def with_init_from(
     """`first` with `init_weight` read from the checkpoint at `path`: the layer `layer`, or by
     default the layer of the same name; shapes must agree."""
     init = load_init_weight(
-        path, layer if layer is not None else first.name, expected_shape=first.weight.shape,
+        path,
+        layer if layer is not None else first.name,
+        expected_shape=first.weight.shape,
         unsafe_load=unsafe_load,
     )
     return dataclasses.replace(first, init_weight=init)

@@ -42,8 +42,12 @@ def npy_inventory(path: Path) -> Inventory:
     except Exception as exc:  # noqa: BLE001 - any failure to parse a user's file is bad input
         raise _numpy_error(path, exc) from None
     return single_array_inventory(
-        path, shape=tuple(array.shape), dtype=str(array.dtype),
-        floating=bool(np.issubdtype(array.dtype, np.floating)), fmt="npy", fetch=_const(array),
+        path,
+        shape=tuple(array.shape),
+        dtype=str(array.dtype),
+        floating=bool(np.issubdtype(array.dtype, np.floating)),
+        fmt="npy",
+        fetch=_const(array),
     )
 
 
@@ -64,7 +68,11 @@ def npz_inventory(path: Path) -> Inventory:
     ]
     candidates, others = tensor_candidates(entries, any_name=True)
     inv = Inventory(
-        path=str(path), format="npz", candidates=candidates, order="file order", rule="first",
+        path=str(path),
+        format="npz",
+        candidates=candidates,
+        order="file order",
+        rule="first",
         other_tensors=others,
     )
     if init_key is not None:
@@ -84,7 +92,10 @@ def safetensors_inventory(path: Path) -> Inventory:
     try:
         with safe_open(str(path), framework="pt") as handle:
             keys = sorted(handle.keys(), key=natural_key)
-            meta = {key: (tuple(handle.get_slice(key).get_shape()), handle.get_slice(key).get_dtype()) for key in keys}
+            meta = {
+                key: (tuple(handle.get_slice(key).get_shape()), handle.get_slice(key).get_dtype())
+                for key in keys
+            }
     except Exception as exc:  # noqa: BLE001 - any failure to parse a user's file is bad input
         raise LinearCNNInputError(
             f"checkpoint {str(path)!r}: cannot read safetensors, truncated or corrupt? {exc}"
@@ -97,9 +108,15 @@ def safetensors_inventory(path: Path) -> Inventory:
 
         return fetch
 
-    entries = [(key, shape, dtype in _SAFETENSORS_FLOAT, fetcher(key)) for key, (shape, dtype) in meta.items()]
+    entries = [
+        (key, shape, dtype in _SAFETENSORS_FLOAT, fetcher(key))
+        for key, (shape, dtype) in meta.items()
+    ]
     candidates, others = tensor_candidates(entries)
     return Inventory(
-        path=str(path), format="safetensors", candidates=candidates, order="sorted name order",
+        path=str(path),
+        format="safetensors",
+        candidates=candidates,
+        order="sorted name order",
         other_tensors=others,
     )

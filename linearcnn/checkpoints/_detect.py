@@ -25,11 +25,17 @@ def check_checkpoint_path(path: str | os.PathLike[str]) -> Path:
     """The path as a `Path`, after checking it names an existing, non-empty file."""
     target = Path(path)
     if not target.exists():
-        raise LinearCNNInputError(f"checkpoint {str(target)!r} does not exist; expected a checkpoint file")
+        raise LinearCNNInputError(
+            f"checkpoint {str(target)!r} does not exist; expected a checkpoint file"
+        )
     if target.is_dir():
-        raise LinearCNNInputError(f"checkpoint {str(target)!r} is a directory; expected a checkpoint file")
+        raise LinearCNNInputError(
+            f"checkpoint {str(target)!r} is a directory; expected a checkpoint file"
+        )
     if target.stat().st_size == 0:
-        raise LinearCNNInputError(f"checkpoint {str(target)!r} is empty (0 bytes); expected a checkpoint file")
+        raise LinearCNNInputError(
+            f"checkpoint {str(target)!r} is empty (0 bytes); expected a checkpoint file"
+        )
     return target
 
 

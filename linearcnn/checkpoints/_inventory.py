@@ -102,15 +102,19 @@ class Inventory:
     recorded_first: str | None = None  # first layer named by the file itself (linearcnn format)
     rule: str = "shape"  # "shape": prefer image-like input channels; "first": first in order
     init_weights: dict[str, Callable[[], np.ndarray]] = field(default_factory=dict)
-    shared_init: Callable[[], np.ndarray] | None = None  # init for whichever layer matches its shape
+    shared_init: Callable[[], np.ndarray] | None = (
+        None  # init for whichever layer matches its shape
+    )
     shared_init_shape: Shape | None = None
     other_tensors: list[tuple[str, Shape]] = field(default_factory=list)  # for error messages
     single_array: bool = False  # the file holds one bare array (npy, a saved tensor)
 
     def init_fetch(self, candidate: ConvCandidate) -> Callable[[], np.ndarray] | None:
         """How to read the stored initial weights of `candidate`, if the file has them."""
-        if candidate.name in self.init_weights:
-            return self.init_weights[candidate.name]
+        names = candidate.names()
+        for name, fetch in self.init_weights.items():
+            if layer_name(name) in names:
+                return fetch
         if self.shared_init is not None and self.shared_init_shape == candidate.shape:
             return self.shared_init
         return None
@@ -125,12 +129,14 @@ def tensor_candidates(
 
     A candidate is a floating-point 4-D tensor whose key's last component ends in `weight`
     (`conv1.weight`, `stem.0.weight`); when no key looks like that (arrays named freely), every
-    floating-point 4-D tensor is a candidate, as it is always with `any_name`. Names are canonical (`module.`/`_orig_mod.`
-    stripped); a name seen twice keeps its first tensor.
+    floating-point 4-D tensor is a candidate, as it always is with `any_name`. Names are canonical
+    (`module.`/`_orig_mod.` stripped); a name seen twice keeps its first tensor.
     """
     listed = list(entries)
     four_d = [entry for entry in listed if len(entry[1]) == 4 and entry[2]]
-    weight_like = [entry for entry in four_d if canonical_name(entry[0]).split(".")[-1].endswith("weight")]
+    weight_like = [
+        entry for entry in four_d if canonical_name(entry[0]).split(".")[-1].endswith("weight")
+    ]
     chosen = four_d if any_name else (weight_like or four_d)
     chosen_keys = {entry[0] for entry in chosen}
     candidates: list[ConvCandidate] = []
@@ -146,7 +152,13 @@ def tensor_candidates(
 
 
 def single_array_inventory(
-    path: Any, *, shape: Shape, dtype: str, floating: bool, fmt: str, fetch: Callable[[], np.ndarray]
+    path: Any,
+    *,
+    shape: Shape,
+    dtype: str,
+    floating: bool,
+    fmt: str,
+    fetch: Callable[[], np.ndarray],
 ) -> Inventory:
     """Inventory of a file holding one bare array (npy, a saved tensor): it must be a
     floating-point 4-D weight; its layer is called `weight` (the file's stem also works)."""
@@ -156,7 +168,9 @@ def single_array_inventory(
             f"{dtype}; expected a floating-point 4-D convolution weight (K, C, kh, kw)"
         )
     stem = getattr(path, "stem", "")
-    candidate = ConvCandidate(name="weight", key="weight", shape=tuple(shape), fetch=fetch, aliases=(stem,))
+    candidate = ConvCandidate(
+        name="weight", key="weight", shape=tuple(shape), fetch=fetch, aliases=(stem,)
+    )
     return Inventory(
         path=str(path), format=fmt, candidates=[candidate], order="single array", single_array=True
     )
@@ -213,14 +227,21 @@ def _layer_not_found(inv: Inventory, query: str) -> LinearCNNInputError:
                 "expected a floating-point 4-D convolution weight (K, C, kh, kw)"
             )
     names = [c.name for c in inv.candidates]
+    suffix_hits = [
+        c.name for c in inv.candidates if any(n.endswith("." + wanted) for n in c.names())
+    ]
     close = difflib.get_close_matches(wanted, names, n=3, cutoff=0.5)
-    if close:
+    if len(suffix_hits) > 1:
+        hint = "it is ambiguous, name one of: " + ", ".join(suffix_hits[:6])
+    elif close:
         hint = "close matches: " + ", ".join(close)
     elif names:
         hint = "convolution layers: " + ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
     else:
         hint = _describe_contents(inv)
-    return LinearCNNInputError(f"--layer {query!r} not found in {inv.path!r} ({inv.format}); {hint}")
+    return LinearCNNInputError(
+        f"--layer {query!r} not found in {inv.path!r} ({inv.format}); {hint}"
+    )
 
 
 def select_layer(inv: Inventory, layer: str | None) -> tuple[ConvCandidate, str]:

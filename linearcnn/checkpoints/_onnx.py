@@ -31,7 +31,10 @@ def _is_float(tensor: Any) -> bool:
     from onnx import TensorProto
 
     return tensor.data_type in {
-        TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16,
+        TensorProto.FLOAT,
+        TensorProto.DOUBLE,
+        TensorProto.FLOAT16,
+        TensorProto.BFLOAT16,
     }
 
 
@@ -44,7 +47,9 @@ def _constant_tensor(node: Any) -> Any | None:
     return None
 
 
-def _weight_source(name: str, initializers: dict[str, Any], producers: dict[str, Any]) -> tuple[str, Any] | None:
+def _weight_source(
+    name: str, initializers: dict[str, Any], producers: dict[str, Any]
+) -> tuple[str, Any] | None:
     """(source name, TensorProto) of the stored tensor behind the value `name`, or None."""
     for _ in range(16):
         if name in initializers:
@@ -97,9 +102,8 @@ def onnx_inventory(path: Path) -> Inventory:
     initializers = {t.name: t for t in graph.initializer}
     producers = {output: node for node in graph.node for output in node.output}
     derived = {value.name for value in graph.input} - set(initializers)
-    candidates: list[ConvCandidate] = []
+    found: dict[str, tuple[str, Any, list[str]]] = {}  # name -> (source name, tensor, aliases)
     first: str | None = None
-    seen: set[str] = set()
     for node in graph.node:
         from_input = bool(node.input) and node.input[0] in derived
         if any(name in derived for name in node.input if name):
@@ -110,35 +114,55 @@ def onnx_inventory(path: Path) -> Inventory:
         if source is None or len(source[1].dims) != 4 or not _is_float(source[1]):
             continue
         source_name, tensor = source
-        name = source_name[: -len(".weight")] if source_name.endswith(".weight") else (node.name or source_name)
+        name = (
+            source_name[: -len(".weight")]
+            if source_name.endswith(".weight")
+            else (node.name or source_name)
+        )
         if first is None and from_input:
             first = name
-        if name in seen:
-            continue
-        seen.add(name)
-        candidates.append(
-            ConvCandidate(
-                name=name, key=source_name, shape=tuple(int(d) for d in tensor.dims),
-                fetch=_tensor_fetch(tensor), aliases=tuple(a for a in (node.name, node.input[1]) if a),
-            )
+        # A weight used by several Conv nodes is one layer; every node's name selects it.
+        entry = found.setdefault(name, (source_name, tensor, []))
+        entry[2].extend(alias for alias in (node.name, node.input[1]) if alias)
+    candidates = [
+        ConvCandidate(
+            name=name,
+            key=source_name,
+            shape=tuple(int(d) for d in tensor.dims),
+            fetch=_tensor_fetch(tensor),
+            aliases=tuple(aliases),
         )
+        for name, (source_name, tensor, aliases) in found.items()
+    ]
     used = {c.key for c in candidates}
     constants = [
         (node.output[0], tensor)
         for node in graph.node
-        if node.op_type == "Constant" and node.output and (tensor := _constant_tensor(node)) is not None
+        if node.op_type == "Constant"
+        and node.output
+        and (tensor := _constant_tensor(node)) is not None
         and hasattr(tensor, "dims")
     ]
     stored = [(t.name, t) for t in graph.initializer] + constants
     if candidates:
         others = [(name, tuple(int(d) for d in t.dims)) for name, t in stored if name not in used]
         return Inventory(
-            path=str(path), format="onnx", candidates=candidates, order="graph order",
-            graph_ordered=True, graph_first=first, other_tensors=others,
+            path=str(path),
+            format="onnx",
+            candidates=candidates,
+            order="graph order",
+            graph_ordered=True,
+            graph_first=first,
+            other_tensors=others,
         )
-    entries = [(name, tuple(int(d) for d in t.dims), _is_float(t), _tensor_fetch(t)) for name, t in stored]
+    entries = [
+        (name, tuple(int(d) for d in t.dims), _is_float(t), _tensor_fetch(t)) for name, t in stored
+    ]
     fallback, others = tensor_candidates(entries)
     return Inventory(
-        path=str(path), format="onnx", candidates=fallback,
-        order="initializer order (no Conv node found)", other_tensors=others,
+        path=str(path),
+        format="onnx",
+        candidates=fallback,
+        order="initializer order (no Conv node found)",
+        other_tensors=others,
     )

@@ -47,21 +47,41 @@ CONTAINER_KEYS: tuple[str, ...] = (
 
 #: Top-level entries that never hold the model's weights (skipped when flattening a mapping).
 _NOT_WEIGHTS: frozenset[str] = frozenset(
-    {"optimizer", "optimizer_state_dict", "optim", "scheduler", "lr_scheduler", "scaler", "rng_state"}
+    {
+        "optimizer",
+        "optimizer_state_dict",
+        "optim",
+        "scheduler",
+        "lr_scheduler",
+        "scaler",
+        "rng_state",
+    }
 )
+
+#: Extra classes `weights_only` may rebuild: `torch.__version__` is a `TorchVersion` (a plain
+#: `str` subclass) and lands in many checkpoints' metadata by accident.
+_HARMLESS_GLOBALS: tuple[type, ...] = (torch.torch_version.TorchVersion,)
 
 _MAX_DEPTH = 6
 LINEARCNN_FORMAT = "linearcnn-checkpoint"
 LINEARCNN_FORMAT_VERSIONS = (1,)
 
 
+_BOILERPLATE = (
+    "Weights only load failed",
+    "Please file an issue",
+    "Check the documentation",
+    "In PyTorch 2.6",
+    "(1)",
+    "(2)",
+)
+
+
 def _short(message: str) -> str:
-    """The most informative single line of a library error message."""
+    """The informative line of a (multi-line) library error message, without torch's boilerplate."""
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    for line in lines:
-        if "GLOBAL" in line or "Error" in line:
-            return line[:200]
-    return (lines[-1] if lines else type(message).__name__)[:200]
+    useful = [line for line in lines if not line.startswith(_BOILERPLATE)]
+    return (useful or lines or ["no details"])[0][:200]
 
 
 def _refusal(path: Path, global_name: str) -> LinearCNNInputError:
@@ -69,9 +89,10 @@ def _refusal(path: Path, global_name: str) -> LinearCNNInputError:
     last = global_name.rsplit(".", 1)[-1]
     if last[:1].isupper():  # a class: almost always a whole model saved with torch.save(model)
         return LinearCNNInputError(
-            f"checkpoint {str(path)!r} holds a pickled Python object of class {global_name} (a whole model "
-            "saved with torch.save(model)?), which safe loading refuses because unpickling it runs code "
-            "from the file; save model.state_dict() instead, or pass --unsafe-load if you trust the file"
+            f"checkpoint {str(path)!r} holds a pickled Python object of class {global_name} (for example a "
+            "whole model saved with torch.save(model)), which safe loading refuses because unpickling it "
+            "runs code from the file; save model.state_dict() instead, or pass --unsafe-load if you trust "
+            "the file"
         )
     return LinearCNNInputError(
         f"checkpoint {str(path)!r} refused: unpickling it would call {global_name}, which safe loading "
@@ -79,25 +100,45 @@ def _refusal(path: Path, global_name: str) -> LinearCNNInputError:
     )
 
 
+def _torch_load_raw(path: Path, *, unsafe_load: bool, mmap: bool) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.serialization.safe_globals(list(_HARMLESS_GLOBALS)):
+            return torch.load(path, map_location="cpu", weights_only=not unsafe_load, mmap=mmap)
+
+
 def torch_load(path: Path, *, unsafe_load: bool, zip_format: bool) -> Any:
-    """`torch.load` on the CPU, `weights_only=True` unless `unsafe_load`; errors become one line."""
+    """`torch.load` on the CPU, `weights_only=True` unless `unsafe_load`; errors become one line.
+
+    Zip-format files are memory-mapped (only the tensors used are read from disk); if mapping
+    fails (an archive rewritten with compression, say) a safe load is retried without it.
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.load(
-                path, map_location="cpu", weights_only=not unsafe_load, mmap=zip_format
-            )
+        try:
+            return _torch_load_raw(path, unsafe_load=unsafe_load, mmap=zip_format)
+        except (RuntimeError, ValueError):
+            if (
+                not zip_format or unsafe_load
+            ):  # an unsafe load may have run code: never run it twice
+                raise
+            return _torch_load_raw(path, unsafe_load=unsafe_load, mmap=False)
     except MemoryError:
         raise
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found and not unsafe_load:
             raise _refusal(path, found.group(1)) from None
+        advice = (
+            "truncated or corrupt?"
+            if unsafe_load
+            else "truncated or corrupt, or not a torch.save file; if it is one and you trust it, "
+            "pass --unsafe-load"
+        )
         raise LinearCNNInputError(
-            f"checkpoint {str(path)!r}: cannot unpickle (truncated or corrupt?): {_short(str(exc))}"
+            f"checkpoint {str(path)!r}: unpickling failed ({_short(str(exc))}): {advice}"
         ) from None
     except Exception as exc:  # noqa: BLE001 - any failure to parse a user's file is bad input
-        hint = " (with --unsafe-load the classes it pickles must be importable)" if unsafe_load else ""
+        hint = " (with --unsafe-load its classes must be importable)" if unsafe_load else ""
         raise LinearCNNInputError(
             f"checkpoint {str(path)!r}: cannot load as a PyTorch checkpoint, truncated or corrupt? "
             f"{type(exc).__name__}: {_short(str(exc))}{hint}"
@@ -151,7 +192,11 @@ def state_dict_inventory(path: Path, mapping: Any, *, fmt: str) -> Inventory:
     ]
     candidates, others = tensor_candidates(entries)
     return Inventory(
-        path=str(path), format=fmt, candidates=candidates, order="state-dict order", other_tensors=others
+        path=str(path),
+        format=fmt,
+        candidates=candidates,
+        order="state-dict order",
+        other_tensors=others,
     )
 
 
@@ -162,18 +207,25 @@ def _module_inventory(path: Path, model: nn.Module) -> Inventory:
     seen: set[str] = set()
     for module_name, module in model.named_modules():
         weight = getattr(module, "weight", None)
-        if isinstance(module, nn.modules.conv._ConvTransposeNd) or not isinstance(weight, torch.Tensor):
+        if isinstance(module, nn.modules.conv._ConvTransposeNd) or not isinstance(
+            weight, torch.Tensor
+        ):
             continue
         name = canonical_name(module_name) or "weight"
         if weight.dim() != 4 or not weight.is_floating_point() or name in seen:
             continue
         seen.add(name)
         key = f"{module_name}.weight" if module_name else "weight"
-        candidates.append(ConvCandidate(name=name, key=key, shape=tuple(weight.shape), fetch=_fetcher(weight)))
+        candidates.append(
+            ConvCandidate(name=name, key=key, shape=tuple(weight.shape), fetch=_fetcher(weight))
+        )
     chosen = {c.key for c in candidates}
     others = [(k, tuple(t.shape)) for k, t in model.state_dict().items() if k not in chosen]
     return Inventory(
-        path=str(path), format="torch-module", candidates=candidates, order="named_modules() order",
+        path=str(path),
+        format="torch-module",
+        candidates=candidates,
+        order="named_modules() order",
         other_tensors=others,
     )
 
@@ -188,7 +240,11 @@ def _linearcnn_inventory(path: Path, checkpoint: Mapping[str, Any]) -> Inventory
         )
     state = checkpoint.get("model_state_dict")
     first = checkpoint.get("first_layer")
-    if not isinstance(state, Mapping) or not isinstance(first, Mapping) or not isinstance(first.get("name"), str):
+    if (
+        not isinstance(state, Mapping)
+        or not isinstance(first, Mapping)
+        or not isinstance(first.get("name"), str)
+    ):
         raise LinearCNNInputError(
             f"checkpoint {str(path)!r}: linearcnn checkpoint lacks model_state_dict or first_layer.name; "
             "expected the keys written by linearcnn training"
@@ -211,8 +267,12 @@ def torch_pickle_inventory(path: Path, *, unsafe_load: bool, zip_format: bool) -
         return _module_inventory(path, obj)
     if isinstance(obj, torch.Tensor):
         return single_array_inventory(
-            path, shape=tuple(obj.shape), dtype=str(obj.dtype), floating=bool(obj.is_floating_point()),
-            fmt="torch-state-dict", fetch=_fetcher(obj),
+            path,
+            shape=tuple(obj.shape),
+            dtype=str(obj.dtype),
+            floating=bool(obj.is_floating_point()),
+            fmt="torch-state-dict",
+            fetch=_fetcher(obj),
         )
     if isinstance(obj, (Mapping, list, tuple)):
         return state_dict_inventory(path, obj, fmt="torch-state-dict")

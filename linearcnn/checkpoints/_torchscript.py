@@ -146,7 +146,10 @@ def _graph_convolutions(module: Any) -> tuple[list[ConvCandidate], str | None]:
         seen.add(name)
         candidates.append(
             ConvCandidate(
-                name=name, key=key, shape=tuple(tensor.shape), fetch=(lambda t=tensor: as_float64(t)),
+                name=name,
+                key=key,
+                shape=tuple(tensor.shape),
+                fetch=(lambda t=tensor: as_float64(t)),
                 aliases=(canonical_name(key),),
             )
         )
@@ -179,6 +182,11 @@ def torchscript_inventory(path: Path) -> Inventory:
     used = {c.key for c in candidates}
     others = [(k, tuple(t.shape)) for k, t in state.items() if k not in used]
     return Inventory(
-        path=str(path), format="torchscript", candidates=candidates, order="graph order",
-        graph_ordered=True, graph_first=first, other_tensors=others,
+        path=str(path),
+        format="torchscript",
+        candidates=candidates,
+        order="graph order",
+        graph_ordered=True,
+        graph_first=first,
+        other_tensors=others,
     )

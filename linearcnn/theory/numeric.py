@@ -134,8 +134,14 @@ def check_stable_lr(eigenvalues: Any, lr: Any) -> None:
         )
 
 
-def _evaluate(name: str, eigenvalues: Any, params: list[Any]) -> Any:
-    """Evaluate `name` with eigenvalues on the last axis and `params` broadcast in front."""
+def evaluate_unchecked(name: str, eigenvalues: Any, params: list[Any]) -> Any:
+    """Evaluate the lambdified expression `name` with eigenvalues on the last axis and `params`
+    broadcast in front, without validating the inputs.
+
+    For inner loops (the fit) that validated their inputs once with the public functions.
+    Names: profile_stable, profile_naive, raw_profile_stable, flow_profile, raw_flow_profile,
+    whitening_profile, raw_whitening_profile.
+    """
     if _is_torch(eigenvalues, *params):
         import torch
 
@@ -192,7 +198,7 @@ def formula_profile(eigenvalues: Any, lr: Any, steps: Any, *, stable: bool = Tru
     lr_arr = _check_param(lr, "lr", positive=True)
     check_stable_lr(mu, lr_arr)
     _check_steps(mu, lr_arr, steps)
-    return _evaluate("profile_stable" if stable else "profile_naive", eigenvalues, [lr, steps])
+    return evaluate_unchecked("profile_stable" if stable else "profile_naive", eigenvalues, [lr, steps])
 
 
 def raw_formula_profile(eigenvalues: Any, lr: Any, steps: Any, init_ratio: Any) -> Any:
@@ -208,7 +214,7 @@ def raw_formula_profile(eigenvalues: Any, lr: Any, steps: Any, init_ratio: Any) 
     check_stable_lr(mu, lr_arr)
     _check_steps(mu, lr_arr, steps)
     _check_param(init_ratio, "init_ratio", positive=False)
-    return _evaluate("raw_profile_stable", eigenvalues, [lr, steps, init_ratio])
+    return evaluate_unchecked("raw_profile_stable", eigenvalues, [lr, steps, init_ratio])
 
 
 def gradient_flow_profile(eigenvalues: Any, tau: Any) -> Any:
@@ -218,7 +224,7 @@ def gradient_flow_profile(eigenvalues: Any, tau: Any) -> Any:
     """
     _check_eigenvalues(eigenvalues)
     _check_param(tau, "tau", positive=False)
-    return _evaluate("flow_profile", eigenvalues, [tau])
+    return evaluate_unchecked("flow_profile", eigenvalues, [tau])
 
 
 def raw_gradient_flow_profile(eigenvalues: Any, tau: Any, init_ratio: Any) -> Any:
@@ -226,13 +232,13 @@ def raw_gradient_flow_profile(eigenvalues: Any, tau: Any, init_ratio: Any) -> An
     _check_eigenvalues(eigenvalues)
     _check_param(tau, "tau", positive=False)
     _check_param(init_ratio, "init_ratio", positive=False)
-    return _evaluate("raw_flow_profile", eigenvalues, [tau, init_ratio])
+    return evaluate_unchecked("raw_flow_profile", eigenvalues, [tau, init_ratio])
 
 
 def whitening_profile(eigenvalues: Any) -> Any:
     """The steps -> infinity limit (Thm 4.3): 1 / sqrt(mu), a whitening filter bank."""
     _check_eigenvalues(eigenvalues)
-    return _evaluate("whitening_profile", eigenvalues, [])
+    return evaluate_unchecked("whitening_profile", eigenvalues, [])
 
 
 def max_stable_lr(eigenvalues: Any) -> float:
