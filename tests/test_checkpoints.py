@@ -98,6 +98,7 @@ def test_data_parallel_and_compile_prefixes_are_stripped(tmp_path: Path) -> None
         lambda sd: {"params": sd},
         lambda sd: {"ema": sd},
         lambda sd: {"model": {"state_dict": {f"module.{k}": v for k, v in sd.items()}}},
+        lambda sd: {"model": {"arch": "tiny", "width": 8}, "network": sd},
     ],
     ids=[
         "state_dict",
@@ -108,6 +109,7 @@ def test_data_parallel_and_compile_prefixes_are_stripped(tmp_path: Path) -> None
         "params",
         "ema",
         "doubly-nested",
+        "model-is-a-description",
     ],
 )
 def test_nested_checkpoints(tmp_path: Path, wrap) -> None:  # noqa: ANN001

@@ -29,8 +29,9 @@ from linearcnn.checkpoints._inventory import (
 from linearcnn.errors import LinearCNNInputError
 
 #: Keys under which training scripts nest the model's weights, in order of preference. The live
-#: model comes before its EMA copy. Descended into only when the value is itself a mapping (or a
-#: module), so a flat state dict (whose values are tensors) is never mistaken for a wrapper.
+#: model comes before its EMA copy. Descended into only when the value is itself a mapping holding
+#: tensors (or a module), so neither a flat state dict (whose values are tensors) nor a model
+#: description (`"model": {"arch": ...}`) is mistaken for the weights.
 CONTAINER_KEYS: tuple[str, ...] = (
     "model_state_dict",
     "state_dict",
@@ -152,7 +153,9 @@ def unwrap(obj: Any) -> Any:
             return obj
         for key in CONTAINER_KEYS:
             inner = obj.get(key)
-            if isinstance(inner, (Mapping, nn.Module)):
+            if isinstance(inner, nn.Module) or (
+                isinstance(inner, Mapping) and flatten_tensors(inner, depth=1)
+            ):
                 obj = inner
                 break
         else:

@@ -1,3 +1,355 @@
-"""Commands: measure_commands (being written)."""
+"""`linearcnn stats | profile | fit | compare`: measure first layers against patch statistics."""
 
-from linearcnn.cli._app import app  # noqa: F401
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional
+
+import numpy as np
+import typer
+
+from linearcnn._files import atomic_write_text, check_writable_file
+from linearcnn.cli._app import app
+from linearcnn.cli._format import console, print_json, to_json
+from linearcnn.errors import LinearCNNInputError
+
+DATA_HELP = "Data set spec: builtin (default), cifar10:DIR, cifar100:DIR, svhn:DIR, mnist:DIR, folder:DIR, npz:FILE."
+
+
+@dataclass
+class Measurement:
+    """One checkpoint's first layer, measured against patch statistics."""
+
+    layer: Any          # checkpoints.FirstLayer
+    weights: np.ndarray  # (K, C, k, k), init subtracted when init_subtracted
+    init_subtracted: bool
+    stats: Any          # patches.PatchStats
+
+
+def _load_stats(data: str, channels: int, kernel: int, *, centered: bool, device: str, limit: Optional[int],
+                stats_file: Optional[Path], what: str) -> Any:
+    from linearcnn.patches import PatchStats, dataset_patch_stats
+
+    if stats_file is not None:
+        stats = PatchStats.load(stats_file)
+        if stats.channels != channels or stats.kernel_size != kernel:
+            raise LinearCNNInputError(
+                f"{what} has {channels}x{kernel}x{kernel} patches but --stats {stats_file} holds "
+                f"{stats.channels}x{stats.kernel_size}x{stats.kernel_size} statistics"
+            )
+        return stats
+    from linearcnn.data import load_dataset
+
+    dataset = load_dataset(data, limit=limit)
+    n, c, h, w = dataset.images.shape
+    if c != channels:
+        raise LinearCNNInputError(
+            f"{what} expects {channels} input channel(s) but data {data!r} has {c}; pass --data with a matching set"
+        )
+    if kernel > min(h, w):
+        raise LinearCNNInputError(f"{what} has kernel {kernel}x{kernel}, larger than the {h}x{w} images of {data!r}")
+    return dataset_patch_stats(dataset, kernel, centered=centered, device=device, progress=True)
+
+
+def _measure(checkpoint: Path, *, data: str, layer: Optional[str], init: bool, init_checkpoint: Optional[Path],
+             unsafe_load: bool, centered: bool, device: str, limit: Optional[int], stats_file: Optional[Path],
+             stats_cache: Optional[dict] = None) -> Measurement:
+    from linearcnn.checkpoints import load_first_layer
+
+    first = load_first_layer(checkpoint, layer=layer, unsafe_load=unsafe_load)
+    weights = np.asarray(first.weight, dtype=np.float64)  # (K, C, kh, kw)
+    k_out, channels, kh, kw = weights.shape
+    if kh != kw:
+        raise LinearCNNInputError(f"layer {first.name!r} has a {kh}x{kw} kernel; only square kernels are supported")
+    init_subtracted = False
+    if init or init_checkpoint is not None:
+        if init_checkpoint is not None:
+            init_layer = load_first_layer(init_checkpoint, layer=first.name, unsafe_load=unsafe_load)
+            initial = np.asarray(init_layer.weight, dtype=np.float64)
+        elif first.init_weight is not None:
+            initial = np.asarray(first.init_weight, dtype=np.float64)
+        else:
+            raise LinearCNNInputError(
+                f"--init: {checkpoint} stores no initial weights for {first.name!r}; pass --init-checkpoint PATH"
+            )
+        if initial.shape != weights.shape:
+            raise LinearCNNInputError(
+                f"--init: initial weights have shape {tuple(initial.shape)} but layer {first.name!r} has {tuple(weights.shape)}"
+            )
+        weights = weights - initial
+        init_subtracted = True
+        if not np.any(weights):
+            raise LinearCNNInputError(f"layer {first.name!r} equals its initial weights; nothing was learned to measure")
+    key = (channels, kh)
+    if stats_cache is not None and key in stats_cache:
+        stats = stats_cache[key]
+    else:
+        stats = _load_stats(data, channels, kh, centered=centered, device=device, limit=limit,
+                            stats_file=stats_file, what=f"layer {first.name!r}")
+        if stats_cache is not None:
+            stats_cache[key] = stats
+    return Measurement(layer=first, weights=weights, init_subtracted=init_subtracted, stats=stats)
+
+
+def _check_outputs(*paths: Optional[Path]) -> None:
+    for path in paths:
+        if path is not None:
+            check_writable_file(path)
+
+
+@app.command()
+def stats(
+    data: str = typer.Option("builtin", "--data", "-d", help=DATA_HELP),
+    kernel: int = typer.Option(3, "--kernel", "-k", help="Patch size k (patches are C x k x k)."),
+    centered: bool = typer.Option(False, "--centered/--uncentered", help="Subtract the mean patch (covariance)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Save the statistics (.npz) for --stats."),
+    plot_eigenvectors: Optional[Path] = typer.Option(None, "--plot-eigenvectors", help="Draw eigenvectors as patches (PNG)."),
+    top: int = typer.Option(10, "--top", help="Eigenvalues to show in the table."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Exact second moments of all stride-1 patches of a data set, and their eigen-decomposition."""
+    from linearcnn.data import load_dataset
+    from linearcnn.patches import dataset_patch_stats
+
+    if kernel < 1:
+        raise LinearCNNInputError(f"--kernel must be >= 1, got {kernel}")
+    _check_outputs(out, plot_eigenvectors)
+    dataset = load_dataset(data, limit=limit)
+    h, w = dataset.images.shape[-2:]
+    if kernel > min(h, w):
+        raise LinearCNNInputError(f"--kernel {kernel} is larger than the {h}x{w} images of {data!r}")
+    result = dataset_patch_stats(dataset, kernel, centered=centered, device=device, progress=not as_json)
+    if out is not None:
+        result.save(out)
+    if plot_eigenvectors is not None:
+        from linearcnn.plots import plot_eigenvectors as draw
+
+        draw(result.eigenvectors, result.channels, kernel, plot_eigenvectors, eigenvalues=result.eigenvalues)
+    payload = {
+        "data": data, "images": int(dataset.images.shape[0]), "patch_shape": [result.channels, kernel, kernel],
+        "num_patches": int(result.num_patches), "centered": centered, "eigenvalues": result.eigenvalues,
+        "channel_mean": result.channel_mean, "channel_std": result.channel_std,
+        "saved": str(out) if out else None,
+    }
+    if as_json:
+        print_json(payload)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"patch statistics: {data}, {result.channels}x{kernel}x{kernel}, "
+                        f"{result.num_patches:,} patches, {'centred' if centered else 'uncentred'}")
+    table.add_column("component", justify="right")
+    table.add_column("eigenvalue", justify="right")
+    table.add_column("share of variance", justify="right")
+    total = float(np.sum(result.eigenvalues))
+    for i, value in enumerate(result.eigenvalues[:top]):
+        table.add_row(str(i), f"{value:.5g}", f"{value / total:.2%}")
+    console().print(table)
+    for path in (out, plot_eigenvectors):
+        if path is not None:
+            console().print(f"wrote {path}")
+
+
+@app.command()
+def profile(
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Checkpoint file (torch, TorchScript, safetensors, ONNX, npy/npz)."),
+    data: str = typer.Option("builtin", "--data", "-d", help=DATA_HELP),
+    layer: Optional[str] = typer.Option(None, "--layer", help="First-layer name (default: found automatically)."),
+    init: bool = typer.Option(False, "--init", help="Subtract the initial weights stored in the checkpoint."),
+    init_checkpoint: Optional[Path] = typer.Option(None, "--init-checkpoint", help="Subtract this checkpoint's weights of the same layer."),
+    stats_file: Optional[Path] = typer.Option(None, "--stats", help="Precomputed patch statistics (from `linearcnn stats --out`)."),
+    centered: bool = typer.Option(False, "--centered/--uncentered"),
+    device: str = typer.Option("auto", "--device"),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    unsafe_load: bool = typer.Option(False, "--unsafe-load", help="Allow loading a pickled nn.Module (runs code from the file)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The energy profile of a checkpoint's first layer (PAPER Sec. 1)."""
+    from linearcnn.energy import energy_profile, whitening_indicators
+
+    m = _measure(checkpoint, data=data, layer=layer, init=init, init_checkpoint=init_checkpoint, unsafe_load=unsafe_load,
+                 centered=centered, device=device, limit=limit, stats_file=stats_file)
+    energy = energy_profile(m.weights, m.stats.eigenvectors)
+    indicators = whitening_indicators(m.weights, m.stats)
+    payload = {
+        "layer": m.layer.name, "format": m.layer.format, "filters": int(m.weights.shape[0]),
+        "patch_shape": list(m.weights.shape[1:]), "data": data, "init_subtracted": m.init_subtracted,
+        "eigenvalues": m.stats.eigenvalues, "profile": energy, "whitening": indicators,
+    }
+    if as_json:
+        print_json(payload)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"energy profile of {m.layer.name} ({m.weights.shape[0]} filters, "
+                        f"{'init subtracted' if m.init_subtracted else 'raw weights'}) on {data}")
+    for col in ("component", "eigenvalue", "energy", "energy / max"):
+        table.add_column(col, justify="right")
+    peak = energy.max()
+    for i, (mu, e) in enumerate(zip(m.stats.eigenvalues, energy)):
+        table.add_row(str(i), f"{mu:.4g}", f"{e:.4g}", f"{e / peak:.3f}")
+    console().print(table)
+
+
+@app.command()
+def fit(
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Checkpoint file (torch, TorchScript, safetensors, ONNX, npy/npz)."),
+    data: str = typer.Option("builtin", "--data", "-d", help=DATA_HELP),
+    layer: Optional[str] = typer.Option(None, "--layer", help="First-layer name (default: found automatically)."),
+    init: bool = typer.Option(False, "--init", help="Subtract the initial weights stored in the checkpoint."),
+    init_checkpoint: Optional[Path] = typer.Option(None, "--init-checkpoint", help="Subtract this checkpoint's weights of the same layer."),
+    raw: bool = typer.Option(False, "--raw", help="Fit the two-parameter raw-weights family (init term)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Fit steps of the discrete formula at this lr (default: gradient-flow tau)."),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples over filters for 95% intervals (0: none)."),
+    stats_file: Optional[Path] = typer.Option(None, "--stats", help="Precomputed patch statistics (from `linearcnn stats --out`)."),
+    centered: bool = typer.Option(False, "--centered/--uncentered"),
+    device: str = typer.Option("auto", "--device"),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    unsafe_load: bool = typer.Option(False, "--unsafe-load", help="Allow loading a pickled nn.Module (runs code from the file)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw profile vs formula to this PNG."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the JSON result to this file."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Fit the linear-CNN formula to a checkpoint's first-layer energy profile."""
+    from linearcnn.energy import whitening_indicators
+    from linearcnn.fit import fit_filters
+
+    if bootstrap < 0:
+        raise LinearCNNInputError(f"--bootstrap must be >= 0, got {bootstrap}")
+    _check_outputs(plot, out)
+    m = _measure(checkpoint, data=data, layer=layer, init=init, init_checkpoint=init_checkpoint, unsafe_load=unsafe_load,
+                 centered=centered, device=device, limit=limit, stats_file=stats_file)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit_filters(m.weights, m.stats.eigenvalues, m.stats.eigenvectors, lr=lr, raw=raw, bootstrap=bootstrap)
+    for w in caught:
+        typer.echo(f"warning: {w.message}", err=True)
+    indicators = whitening_indicators(m.weights, m.stats)
+    payload = {
+        "checkpoint": str(checkpoint), "layer": m.layer.name, "format": m.layer.format,
+        "filters": int(m.weights.shape[0]), "patch_shape": list(m.weights.shape[1:]), "data": data,
+        "init_subtracted": m.init_subtracted, "family": result.family,
+        "correlation": result.correlation, "correlation_ci95": result.interval.get("correlation"),
+        "spearman": result.spearman, "tau": result.tau, "tau_ci95": result.interval.get("tau"),
+        "steps": result.steps, "lr": result.lr, "init_ratio": result.init_ratio,
+        "whitening": indicators, "eigenvalues": m.stats.eigenvalues,
+        "profile": result.profile, "formula_profile": result.fitted_profile,
+    }
+    if plot is not None:
+        from linearcnn.plots import plot_fit
+
+        plot_fit(result.profile, result.fitted_profile, result.correlation, plot,
+                 label=f"{Path(checkpoint).name}:{m.layer.name}", eigenvalues=m.stats.eigenvalues,
+                 interval=result.interval.get("correlation"))
+    if out is not None:
+        atomic_write_text(out, to_json(payload))
+    if as_json:
+        print_json(payload)
+        return
+    _print_fit_table(payload, plot, out)
+
+
+def _print_fit_table(p: dict, plot: Optional[Path], out: Optional[Path]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"formula fit: {p['checkpoint']}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    ci = p["correlation_ci95"]
+    tci = p["tau_ci95"]
+    rows = [
+        ("layer", f"{p['layer']} ({p['format']})"),
+        ("filters x patch", f"{p['filters']} x {'x'.join(map(str, p['patch_shape']))}"),
+        ("data", p["data"]),
+        ("weights", "init subtracted" if p["init_subtracted"] else "raw"),
+        ("family", p["family"]),
+        ("correlation (Pearson)", f"{p['correlation']:.4f}" + (f"  [95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")),
+        ("Spearman", f"{p['spearman']:.4f}"),
+        ("tau", f"{p['tau']:.4g}" + (f"  [95% CI {tci[0]:.3g}, {tci[1]:.3g}]" if tci else "")),
+    ]
+    if p["steps"] is not None:
+        rows.append(("steps at lr", f"{p['steps']:.4g} at lr={p['lr']:g}"))
+    if p["init_ratio"] is not None:
+        rows.append(("init ratio r", f"{p['init_ratio']:.4g} (x max of init-free profile)"))
+    wh = p["whitening"]
+    for key, value in wh.items():
+        rows.append((key.replace("_", " "), f"{value:.4f}"))
+    for k, v in rows:
+        table.add_row(k, str(v))
+    console().print(table)
+    for path in (plot, out):
+        if path is not None:
+            console().print(f"wrote {path}")
+
+
+@app.command()
+def compare(
+    checkpoints: List[Path] = typer.Argument(..., help="Two or more checkpoints whose first layers to compare."),
+    data: str = typer.Option("builtin", "--data", "-d", help=DATA_HELP),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Layer name to use in every checkpoint."),
+    init: bool = typer.Option(False, "--init", help="Subtract each checkpoint's stored initial weights."),
+    stats_file: Optional[Path] = typer.Option(None, "--stats"),
+    centered: bool = typer.Option(False, "--centered/--uncentered"),
+    device: str = typer.Option("auto", "--device"),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    unsafe_load: bool = typer.Option(False, "--unsafe-load"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Heatmap PNG of the correlation matrix."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON result to this file."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Correlation matrix of the energy profiles of several first layers (PAPER Sec. 1 similarity)."""
+    from linearcnn.energy import energy_profile, similarity_matrix
+
+    if len(checkpoints) < 2:
+        raise LinearCNNInputError(f"compare needs at least 2 checkpoints, got {len(checkpoints)}")
+    _check_outputs(plot, out)
+    cache: dict = {}
+    measurements = [
+        _measure(c, data=data, layer=layer, init=init, init_checkpoint=None, unsafe_load=unsafe_load, centered=centered,
+                 device=device, limit=limit, stats_file=stats_file, stats_cache=cache)
+        for c in checkpoints
+    ]
+    shapes = {m.weights.shape[1:] for m in measurements}
+    if len(shapes) > 1:
+        listing = ", ".join(f"{c}: {'x'.join(map(str, m.weights.shape[1:]))}" for c, m in zip(checkpoints, measurements))
+        raise LinearCNNInputError(f"first layers have different patch shapes ({listing}); profiles are not comparable")
+    profiles = [energy_profile(m.weights, m.stats.eigenvectors) for m in measurements]
+    matrix = similarity_matrix(profiles)
+    labels = _short_labels(checkpoints)
+    payload = {
+        "checkpoints": [str(c) for c in checkpoints], "labels": labels,
+        "layers": [m.layer.name for m in measurements], "data": data,
+        "init_subtracted": init, "correlation_matrix": matrix, "profiles": profiles,
+    }
+    if plot is not None:
+        from linearcnn.plots import plot_similarity_heatmap
+
+        plot_similarity_heatmap(matrix, labels, plot)
+    if out is not None:
+        atomic_write_text(out, to_json(payload))
+    if as_json:
+        print_json(payload)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"energy-profile correlation on {data}{' (init subtracted)' if init else ''}")
+    table.add_column("")
+    for lab in labels:
+        table.add_column(lab, justify="right")
+    for lab, row in zip(labels, matrix):
+        table.add_row(lab, *(f"{v:.3f}" for v in row))
+    console().print(table)
+    for path in (plot, out):
+        if path is not None:
+            console().print(f"wrote {path}")
+
+
+def _short_labels(paths: List[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [str(Path(p.parent.name) / p.name) if names.count(p.name) > 1 else p.name for p in paths]

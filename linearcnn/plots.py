@@ -1,0 +1,158 @@
+"""Every figure linearcnn draws. Each function writes one PNG atomically and returns its path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from linearcnn._files import atomic_save
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    plt = _pyplot()
+    try:
+        return atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+    finally:
+        plt.close(fig)
+
+
+def plot_fit(
+    profile: np.ndarray,
+    fitted_profile: np.ndarray,
+    correlation: float,
+    path: str | os.PathLike,
+    *,
+    label: str = "network",
+    title: str | None = None,
+    eigenvalues: np.ndarray | None = None,
+    interval: Sequence[float] | None = None,
+) -> Path:
+    """Measured profile vs fitted formula over PCA components (like the paper's Fig. 5).
+
+    Both curves are max-normalised; the correlation is in the title. With `eigenvalues`, the
+    whitening limit 1/sqrt(eigenvalue) is drawn faintly for reference.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    comps = np.arange(len(profile))
+    ax.plot(comps, fitted_profile / np.max(fitted_profile), color="tab:blue", label="Formula", lw=1.8)
+    ax.plot(comps, profile / np.max(profile), color="tab:orange", label=label, lw=1.5)
+    if eigenvalues is not None:
+        white = 1 / np.sqrt(np.asarray(eigenvalues))
+        ax.plot(comps, white / white.max(), color="0.6", ls=":", lw=1, label="whitening limit")
+    ax.set_xlabel("Component (decreasing patch variance)")
+    ax.set_ylabel("Energy (max-normalised)")
+    ax.set_ylim(-0.05, 1.1)
+    band = f", 95% CI [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else ""
+    ax.set_title(title or f"{label}: correlation {correlation:.3f}{band}", fontsize=10)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_similarity_heatmap(matrix: np.ndarray, labels: Sequence[str], path: str | os.PathLike,
+                            *, title: str = "Energy-profile correlation") -> Path:
+    """Correlation matrix of energy profiles with the values written in the cells."""
+    plt = _pyplot()
+    n = len(labels)
+    size = max(3.5, 0.6 * n + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
+    ax.set_xticks(range(n), [str(s) for s in labels], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), [str(s) for s in labels], fontsize=8)
+    if n <= 16:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(matrix[i, j]) > 0.6 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_profile_bands(groups: Mapping[str, np.ndarray], path: str | os.PathLike, *, title: str = "",
+                       formula: np.ndarray | None = None) -> Path:
+    """Mean +- std over seeds of max-normalised profiles, one band per group (true vs random labels)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, profiles in groups.items():
+        p = np.asarray(profiles, dtype=float)
+        p = p / p.max(axis=-1, keepdims=True)  # (S, d)
+        mean, std = p.mean(axis=0), p.std(axis=0)
+        comps = np.arange(p.shape[-1])
+        (line,) = ax.plot(comps, mean, label=f"{name} ({p.shape[0]} seeds)")
+        ax.fill_between(comps, mean - std, mean + std, color=line.get_color(), alpha=0.25)
+    if formula is not None:
+        ax.plot(np.arange(len(formula)), formula / np.max(formula), color="k", ls="--", lw=1, label="formula")
+    ax.set_xlabel("Component")
+    ax.set_ylabel("Energy (max-normalised)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_eigenvectors(eigenvectors: np.ndarray, channels: int, kernel_size: int, path: str | os.PathLike,
+                      *, eigenvalues: np.ndarray | None = None, max_components: int = 48) -> Path:
+    """The patch-PCA eigenvectors drawn as k x k image patches (RGB for 3 channels)."""
+    plt = _pyplot()
+    d = eigenvectors.shape[1]
+    n = min(d, max_components)
+    cols = min(n, 9 if d <= 27 else 12)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.0, rows * 1.15), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if i >= n:
+            continue
+        patch = eigenvectors[:, i].reshape(channels, kernel_size, kernel_size)  # (C, k, k)
+        patch = patch / (2 * np.abs(patch).max() + 1e-12) + 0.5
+        if channels == 3:
+            ax.imshow(np.transpose(patch, (1, 2, 0)), interpolation="nearest")
+        else:
+            ax.imshow(patch[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        label = f"{i}" if eigenvalues is None else f"{i}: {eigenvalues[i]:.2g}"
+        ax.set_title(label, fontsize=6)
+    fig.suptitle(f"Patch PCA eigenvectors ({channels}x{kernel_size}x{kernel_size}), decreasing variance", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_trajectories(curves: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike, *,
+                      title: str = "Along training") -> Path:
+    """Fit correlation and fitted tau against training step, one line per run.
+
+    `curves[name]` holds arrays 'steps', 'correlation', 'tau' (and optionally 'correlation_std').
+    """
+    plt = _pyplot()
+    fig, (ax_c, ax_t) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, c in curves.items():
+        steps = np.asarray(c["steps"])
+        (line,) = ax_c.plot(steps, c["correlation"], marker=".", label=name)
+        if "correlation_std" in c:
+            mean, std = np.asarray(c["correlation"]), np.asarray(c["correlation_std"])
+            ax_c.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax_t.plot(steps, c["tau"], marker=".", color=line.get_color(), label=name)
+    ax_c.set_xlabel("training step")
+    ax_c.set_ylabel("fit correlation")
+    ax_c.set_ylim(-1.05, 1.05)
+    ax_t.set_xlabel("training step")
+    ax_t.set_ylabel("fitted tau")
+    ax_t.set_yscale("log")
+    ax_c.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
