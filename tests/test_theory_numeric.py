@@ -192,3 +192,12 @@ def test_bad_input_raises_formula_input_error(call, words):
 def test_divergent_lr_is_refused(lr):
     with pytest.raises(DivergentLearningRateError, match="diverges"):
         formula_profile([1.0, 0.5], lr, 10)
+
+
+@given(x=st.floats(0.0, 1.999), steps=st.integers(0, 500))
+def test_growth_factor_matches_textbook_form(x, steps):
+    from linearcnn.theory import growth_factor
+
+    expected = 1 - (1 - x) ** steps
+    assert growth_factor(x, steps) == pytest.approx(expected, rel=1e-9, abs=1e-13)
+    assert float(growth_factor(torch.tensor(x, dtype=torch.float64), steps)) == pytest.approx(expected, rel=1e-9, abs=1e-13)

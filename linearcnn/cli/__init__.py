@@ -14,6 +14,7 @@ from linearcnn.errors import LinearCNNInputError
 # Importing the command modules registers their commands on `app`.
 from linearcnn.cli import (  # noqa: E402,F401
     data_commands,
+    dynamics_commands,
     measure_commands,
     theory_commands,
     train_commands,

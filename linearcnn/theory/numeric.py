@@ -63,6 +63,7 @@ def _expressions() -> dict[str, tuple[tuple[sp.Symbol, ...], sp.Expr]]:
         "raw_profile_stable": ((mu, eta, t, r), res["raw_profile_in_growth"].subs(growth_symbol, stable_growth)),
         "flow_profile": ((mu, tau), res["stable_gradient_flow_profile"]),
         "raw_flow_profile": ((mu, tau, r), res["raw_profile_in_growth"].subs(growth_symbol, flow_growth)),
+        "growth_factor": ((x, t), res["stable_growth"]),
         "whitening_profile": ((mu,), res["whitening_profile"]),
         "raw_whitening_profile": ((mu, r), res["whitening_raw_profile"]),
     }
@@ -239,6 +240,30 @@ def whitening_profile(eigenvalues: Any) -> Any:
     """The steps -> infinity limit (Thm 4.3): 1 / sqrt(mu), a whitening filter bank."""
     _check_eigenvalues(eigenvalues)
     return evaluate_unchecked("whitening_profile", eigenvalues, [])
+
+
+def growth_factor(x: Any, steps: Any) -> Any:
+    """g = 1 - (1 - x)^steps for x = lr * eigenvalue in [0, 2), the stable lambdified form.
+
+    Elementwise with broadcasting (numpy, or torch if an input is a tensor); g(0, t) = 0.
+    The exact linear dynamics (`linearcnn.dynamics`) use it for every eigen-direction of A.
+    """
+    xs = _check_param(x, "lr * eigenvalue", positive=False)
+    if np.any(xs >= 2):
+        raise DivergentLearningRateError(f"lr * eigenvalue = {xs.max():g} >= 2: gradient descent diverges")
+    t = _check_param(steps, "steps", positive=False)
+    if np.any((np.broadcast_to(xs, np.broadcast_shapes(xs.shape, t.shape)) > 1) & (np.floor(t) != t)):
+        raise FormulaInputError("steps must be integers where lr * eigenvalue > 1")
+    if _is_torch(x, steps):
+        import torch
+
+        ref = x if isinstance(x, torch.Tensor) else steps
+        xt = torch.as_tensor(x, dtype=ref.dtype, device=ref.device)
+        tt = torch.as_tensor(steps, dtype=ref.dtype, device=ref.device)
+        return torch.as_tensor(lambdified("growth_factor", "torch")(xt, tt), dtype=ref.dtype, device=ref.device)
+    with np.errstate(all="ignore"):
+        out = lambdified("growth_factor", "numpy")(np.asarray(x, dtype=np.float64), np.asarray(steps, dtype=np.float64))
+    return np.broadcast_to(np.asarray(out, dtype=np.float64), np.broadcast_shapes(np.shape(x), np.shape(steps))).copy()
 
 
 def max_stable_lr(eigenvalues: Any) -> float:

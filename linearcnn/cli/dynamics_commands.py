@@ -1,0 +1,3 @@
+"""Commands: simulate (being written)."""
+
+from linearcnn.cli._app import app  # noqa: F401
