@@ -66,8 +66,9 @@ def _measure(checkpoint: Path, *, data: str, layer: Optional[str], init: bool, i
     init_subtracted = False
     if init or init_checkpoint is not None:
         if init_checkpoint is not None:
-            init_layer = load_first_layer(init_checkpoint, layer=first.name, unsafe_load=unsafe_load)
-            initial = np.asarray(init_layer.weight, dtype=np.float64)
+            from linearcnn.checkpoints import load_init_weight
+
+            initial = load_init_weight(init_checkpoint, first.name, expected_shape=weights.shape, unsafe_load=unsafe_load)
         elif first.init_weight is not None:
             initial = np.asarray(first.init_weight, dtype=np.float64)
         else:
@@ -231,6 +232,7 @@ def fit(
     indicators = whitening_indicators(m.weights, m.stats)
     payload = {
         "checkpoint": str(checkpoint), "layer": m.layer.name, "format": m.layer.format,
+        "selected_by": getattr(m.layer, "selected_by", ""),
         "filters": int(m.weights.shape[0]), "patch_shape": list(m.weights.shape[1:]), "data": data,
         "init_subtracted": m.init_subtracted, "family": result.family,
         "correlation": result.correlation, "correlation_ci95": result.interval.get("correlation"),
@@ -262,7 +264,7 @@ def _print_fit_table(p: dict, plot: Optional[Path], out: Optional[Path]) -> None
     ci = p["correlation_ci95"]
     tci = p["tau_ci95"]
     rows = [
-        ("layer", f"{p['layer']} ({p['format']})"),
+        ("layer", f"{p['layer']} ({p['format']}; {p['selected_by']})" if p.get("selected_by") else f"{p['layer']} ({p['format']})"),
         ("filters x patch", f"{p['filters']} x {'x'.join(map(str, p['patch_shape']))}"),
         ("data", p["data"]),
         ("weights", "init subtracted" if p["init_subtracted"] else "raw"),
