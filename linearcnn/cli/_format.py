@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -12,9 +11,8 @@ import numpy as np
 from linearcnn.errors import LinearCNNInputError
 
 
-@lru_cache(maxsize=1)
 def console():
-    """The rich console for human output (stdout); tables degrade to plain text when piped."""
+    """A rich console on the current stdout (not cached: tests and pipes replace sys.stdout)."""
     from rich.console import Console
 
     return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120)

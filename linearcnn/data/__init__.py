@@ -26,19 +26,36 @@ The built-in set (`builtin`)
 10,000 train and 2,000 test CIFAR-like images: 32x32 RGB crops of ten natural colour photos that
 ship with scikit-image (astronaut, chelsea the cat, coffee, the Hubble deep field, an IHC tissue
 stain, motorcycle_left, retina, rocket) and scikit-learn (china: the Summer Palace; flower), read
-by path, offline. The label is the source photo (10 balanced classes). Each crop is taken from a
-view of the photo shrunk so its short side is 64 to 256 pixels (12 geometric scales: the crop
-spans 1/2 to 1/8 of the photo's height), at a random position, mirrored left-right with
-probability 1/2; train crops come only from the left half of each photo and test crops only from
-the right half, so the splits share no source pixel and the test measures generalisation to
-unseen parts of the scene. Grayscale photos are left out (as three equal channels they would be
-recognised by their lack of colour alone) and so are synthetic images. Deterministic for a seed
-(train and test use separate streams); `builtin:N` asks for N images, and the first N images are
-the same for every size. Construction: `linearcnn.data._builtin`.
+by path, offline, in about a second and cached in-process. The label is the source photo (10
+balanced classes). Each crop is cut from a view of the photo shrunk (antialiased Lanczos) so its
+short side is 64 to 256 pixels (12 geometric scales: a crop spans 1/2 to 1/8 of the photo's
+height, so it shows objects and layout, not just texture), at a random position, mirrored
+left-right with probability 1/2, and given a random exposure (x 1/2 .. 2) and white balance
+(x 1/1.3 .. 1.3 per channel) capped so that nothing clips. Train crops come only from the left half
+of each photo and test crops only from the right half (each half is cut out before shrinking), so
+the splits share no source pixel and the test measures generalisation to unseen parts of each
+scene. Grayscale photos are left out (as three equal channels they would be recognised by their
+lack of colour alone), and so are synthetic images (chessboard, logo, text, phantom, page, colour
+wheel). Deterministic for a seed (train and test use separate streams); `builtin:N` asks for N
+images, and the first N images are the same for every N. Construction: `linearcnn.data._builtin`.
 
-Spectrum, measured (`linearcnn data builtin --spectrum`, which fits log power against log
-frequency of the Hann-windowed luminance over 2/32 .. 12/32 cycles per pixel, averaged over all
-10,000 train images, seed 0): SPECTRUM_RESULT
+How hard the labels are (logistic regression / ridge probes, train -> test accuracy, chance
+10%): mean colour of the crop 54% -> 47% (80% -> 68% without the photometric jitter, which is why
+it is there); mean and std per channel 73% -> 62%; raw pixels (ridge) 74% -> 44%. A network has to
+use spatial structure to go beyond that.
+
+Spectrum, measured: `linearcnn data builtin --spectrum` fits log power against log frequency of
+the Hann-windowed luminance over 2/32 .. 12/32 cycles per pixel, averaged over the images.
+Train split: P(f) ~ f^-2.48 (amplitude ~ f^-1.24, R^2 0.999; seeds 0-4: 2.48 +- 0.01); test
+split: 2.58 +- 0.02. Natural photographs average P ~ f^-2 (amplitude 1/f; van der Schaaf and van
+Hateren 1996: 1.88 +- 0.43 across 276 photos), so the set lies inside the natural range, on its
+steep side: several of the photos are close-ups with smooth surfaces and shallow depth of field
+(astronaut, cat, coffee, flower: 2.7-3.0 per class) while the deep field, rocket, motorcycle and
+tissue are at 1.9-2.2. The same fit on 128x128 crops of the photos at full resolution gives 2.1
+to 3.8 (camera blur and JPEG smoothing steepen it), so shrinking makes the crops more natural.
+The estimator recovers synthetic 1/f^beta fields to within 0.05 for 1.5 <= beta <= 2.5. Patch
+view: for 3x3x3 patches of the normalised images, the first PCA component (mean luminance)
+carries 76% of the variance and the second (colour) 15%.
 """
 
 from __future__ import annotations
@@ -92,7 +109,7 @@ _LOADERS = {
 def _check_count(value: object, name: str, minimum: int) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise LinearCNNInputError(f"{name} {value!r}: expected an integer >= {minimum}")
     return int(value)
 
@@ -123,10 +140,16 @@ def load_dataset(
         crops, labels = builtin_crops(count, seed, bool(train))  # cached, read-only uint8
         images = crops.astype(np.float32) / np.float32(255)  # (N, 3, 32, 32), a fresh array
         result = ImageDataset(
-            images, labels.copy(), list(BUILTIN_CLASSES), parsed.text, builtin_description(count, seed, bool(train))
+            images,
+            labels.copy(),
+            list(BUILTIN_CLASSES),
+            parsed.text,
+            builtin_description(count, seed, bool(train)),
         )
     else:
-        images, labels, classes, description = _LOADERS[parsed.kind](parsed.path, train=bool(train), limit=limit)
+        images, labels, classes, description = _LOADERS[parsed.kind](
+            parsed.path, train=bool(train), limit=limit
+        )
         result = ImageDataset(images, labels, classes, parsed.text, description)
     if len(result) == 0:
         raise LinearCNNInputError(f"data set {parsed.text!r} is empty; expected at least one image")
@@ -136,4 +159,3 @@ def load_dataset(
             f"data set {parsed.text!r} has {height}x{width} images; at least {min_size}x{min_size} needed"
         )
     return result
-

@@ -36,9 +36,14 @@ from linearcnn.errors import LinearCNNInputError
 
 CROP = 32
 #: Short side (pixels) of the shrunk photo for each scale level: 64 * 4**(j/11), j = 0..11.
-LEVELS = tuple(int(round(64 * 4 ** (j / 11))) for j in range(12))
+LEVELS = tuple(round(64 * 4 ** (j / 11)) for j in range(12))
 #: Default number of images per split.
 DEFAULT_SIZE = {True: 10_000, False: 2_000}
+#: Photometric jitter per crop: exposure gain log-uniform in [1/EXPOSURE, EXPOSURE] times a
+#: white-balance gain per channel log-uniform in [1/WHITE_BALANCE, WHITE_BALANCE], each channel's
+#: gain capped so that the crop's brightest value in that channel stays <= 255 (no clipping).
+EXPOSURE = 2.0
+WHITE_BALANCE = 1.3
 #: A crop may hold at most this fraction of pure-black pixels (all channels <= BLACK_LEVEL).
 MAX_BLACK_FRACTION = 0.25
 BLACK_LEVEL = 4
@@ -67,7 +72,7 @@ def photo_path(package: str, relative: str) -> Path:
             f"builtin data set needs the {package!r} package for its photos; install "
             f"{'scikit-image' if package == 'skimage' else 'scikit-learn'}"
         )
-    return Path(list(spec.submodule_search_locations)[0]) / relative
+    return Path(next(iter(spec.submodule_search_locations))) / relative
 
 
 @lru_cache(maxsize=1)
@@ -110,7 +115,9 @@ def _allowed_positions(view: np.ndarray) -> np.ndarray:
     """(P, 2) top-left corners of CROP x CROP windows at most MAX_BLACK_FRACTION pure black."""
     black = np.all(view <= BLACK_LEVEL, axis=2).astype(np.int64)  # (h, w)
     table = np.pad(black.cumsum(0).cumsum(1), ((1, 0), (1, 0)))  # (h+1, w+1) summed-area table
-    window = table[CROP:, CROP:] - table[:-CROP, CROP:] - table[CROP:, :-CROP] + table[:-CROP, :-CROP]
+    window = (
+        table[CROP:, CROP:] - table[:-CROP, CROP:] - table[CROP:, :-CROP] + table[:-CROP, :-CROP]
+    )
     ys, xs = np.nonzero(window <= MAX_BLACK_FRACTION * CROP * CROP)  # window: (h-31, w-31)
     if ys.size == 0:  # never happens for the shipped photos; fall back to every position
         ys, xs = np.indices(window.shape).reshape(2, -1)
@@ -130,12 +137,15 @@ def _views(train: bool) -> tuple[tuple[_View, ...], ...]:
         short = min(height, width)
         views = []
         for level in LEVELS:
-            size = (max(CROP, round((stop - start) * level / short)), max(CROP, round(height * level / short)))
-            pixels = np.asarray(half.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0))  # (h, w, 3)
-            pixels.setflags(write=False)
-            views.append(
-                _View(pixels, size[0] / (stop - start), size[1] / height, _allowed_positions(pixels))
+            size = (
+                max(CROP, round((stop - start) * level / short)),
+                max(CROP, round(height * level / short)),
             )
+            shrunk = half.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+            pixels = np.asarray(shrunk)  # (h, w, 3) uint8
+            pixels.setflags(write=False)
+            scale_x, scale_y = size[0] / (stop - start), size[1] / height
+            views.append(_View(pixels, scale_x, scale_y, _allowed_positions(pixels)))
         result.append(tuple(views))
     return tuple(result)
 
@@ -145,8 +155,9 @@ class BuiltinLayout:
     """Where each builtin image came from (arrays of length N).
 
     label: photo index (= class); level: index into LEVELS; y, x: top-left corner in the view;
-    flip: mirrored left-right; box: (N, 4) float64 (x0, y0, x1, y1) source rectangle in photo
-    pixel coordinates (before the flip).
+    flip: mirrored left-right; gain: (N, 3) requested per-channel photometric gain (before the
+    no-clipping cap); box: (N, 4) float64 (x0, y0, x1, y1) source rectangle in photo pixel
+    coordinates (before the flip).
     """
 
     label: np.ndarray
@@ -154,6 +165,7 @@ class BuiltinLayout:
     y: np.ndarray
     x: np.ndarray
     flip: np.ndarray
+    gain: np.ndarray
     box: np.ndarray
 
 
@@ -161,12 +173,17 @@ def builtin_layout(count: int, seed: int, train: bool) -> BuiltinLayout:
     """The draws behind the first `count` images of a split (prefix-stable: see module doc)."""
     views = _views(train)
     split = 0 if train else 1
-    draws = np.random.default_rng([seed, split, 0]).random((count, 3))  # row i belongs to image i
+    draws = np.random.default_rng([seed, split, 0]).random((count, 7))  # row i belongs to image i
     blocks = -(-count // len(PHOTOS))
-    order = np.argsort(np.random.default_rng([seed, split, 1]).random((blocks, len(PHOTOS))), axis=1)
+    order = np.argsort(
+        np.random.default_rng([seed, split, 1]).random((blocks, len(PHOTOS))), axis=1
+    )
     label = order.reshape(-1)[:count].astype(np.int64)  # (N,) balanced in every block of ten
     level = np.minimum((draws[:, 0] * len(LEVELS)).astype(np.int64), len(LEVELS) - 1)
     flip = draws[:, 2] < 0.5
+    exposure = (2 * draws[:, 3:4] - 1) * np.log(EXPOSURE)  # (N, 1) log gain, all channels
+    white_balance = (2 * draws[:, 4:7] - 1) * np.log(WHITE_BALANCE)  # (N, 3) log gain per channel
+    gain = np.exp(exposure + white_balance)  # (N, 3)
     y = np.empty(count, dtype=np.int64)
     x = np.empty(count, dtype=np.int64)
     box = np.empty((count, 4), dtype=np.float64)
@@ -178,20 +195,24 @@ def builtin_layout(count: int, seed: int, train: bool) -> BuiltinLayout:
             if chosen.size == 0:
                 continue
             view = views[photo_index][level_index]
-            pick = np.minimum((draws[chosen, 1] * len(view.positions)).astype(np.int64), len(view.positions) - 1)
+            pick = np.minimum(
+                (draws[chosen, 1] * len(view.positions)).astype(np.int64), len(view.positions) - 1
+            )
             y[chosen], x[chosen] = view.positions[pick, 0], view.positions[pick, 1]
             box[chosen, 0] = start + x[chosen] / view.scale_x
             box[chosen, 1] = y[chosen] / view.scale_y
             box[chosen, 2] = start + (x[chosen] + CROP) / view.scale_x
             box[chosen, 3] = (y[chosen] + CROP) / view.scale_y
-    return BuiltinLayout(label, level, y, x, flip, box)
+    return BuiltinLayout(label, level, y, x, flip, gain, box)
 
 
 @lru_cache(maxsize=4)
 def builtin_crops(count: int, seed: int, train: bool) -> tuple[np.ndarray, np.ndarray]:
     """The first `count` images of a split: read-only uint8 (N, 3, 32, 32) and int64 labels (N,)."""
     if count <= 0:
-        raise LinearCNNInputError(f"builtin data set size {count}: expected a positive number of images")
+        raise LinearCNNInputError(
+            f"builtin data set size {count}: expected a positive number of images"
+        )
     layout = builtin_layout(count, seed, train)
     views = _views(train)
     crops = np.empty((count, 3, CROP, CROP), dtype=np.uint8)
@@ -205,6 +226,10 @@ def builtin_crops(count: int, seed: int, train: bool) -> tuple[np.ndarray, np.nd
             )  # (h-31, w-31, 3, 32, 32)
             crops[chosen] = windows[layout.y[chosen], layout.x[chosen]]  # (k, 3, 32, 32)
     crops[layout.flip] = crops[layout.flip][..., ::-1]
+    brightest = np.maximum(crops.max(axis=(2, 3)), 1).astype(np.float64)  # (N, 3)
+    gain = np.minimum(layout.gain, 255.0 / brightest)  # (N, 3) capped: nothing clips
+    scale = gain[:, :, None, None].astype(np.float32)  # (N, 3, 1, 1)
+    crops = np.rint(crops * scale).astype(np.uint8)  # (N, 3, 32, 32)
     crops.setflags(write=False)
     labels = layout.label.copy()
     labels.setflags(write=False)
@@ -216,5 +241,5 @@ def builtin_description(count: int, seed: int, train: bool) -> str:
     return (
         f"builtin: {count} 32x32 RGB crops of {len(PHOTOS)} natural photos (one class per photo), "
         f"{split} split from the {half} half of each photo, {len(LEVELS)} scales, random "
-        f"left-right flips, seed {seed}"
+        f"left-right flips and exposure/white-balance jitter, seed {seed}"
     )

@@ -59,7 +59,9 @@ def to_unit_float(pixels: np.ndarray, what: str) -> np.ndarray:
             f"{what}: float pixel values span [{low:.4g}, {high:.4g}]; expected [0, 1] "
             f"(or [0, 255] for 8-bit values stored as floats)"
         )
-    raise LinearCNNInputError(f"{what}: pixel dtype {array.dtype} is not an image type; expected uint8 or float")
+    raise LinearCNNInputError(
+        f"{what}: pixel dtype {array.dtype} is not an image type; expected uint8 or float"
+    )
 
 
 def normalize_images(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -108,7 +110,9 @@ class ImageDataset:
     classes: list[str]
     spec: str
     description: str
-    _stats: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
+    _stats: tuple[np.ndarray, np.ndarray] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         images = np.asarray(self.images)
@@ -161,14 +165,19 @@ class ImageDataset:
             mean = total / count  # (C,)
             squares = np.zeros(channels, dtype=np.float64)
             for start in range(0, images.shape[0], _STATS_CHUNK):
-                chunk = images[start : start + _STATS_CHUNK].astype(np.float64) - mean[None, :, None, None]
+                chunk = (
+                    images[start : start + _STATS_CHUNK].astype(np.float64)
+                    - mean[None, :, None, None]
+                )
                 squares += np.einsum("nchw,nchw->c", chunk, chunk)
             std = np.sqrt(squares / count)  # (C,)
             self._stats = (mean, std)
         mean, std = self._stats
         return mean.copy(), std.copy()
 
-    def normalized(self, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> np.ndarray:
+    def normalized(
+        self, mean: np.ndarray | None = None, std: np.ndarray | None = None
+    ) -> np.ndarray:
         """Images normalised per channel, float32 (N, C, H, W); the set's own stats by default."""
         own_mean, own_std = self.channel_stats() if mean is None or std is None else (None, None)
         return normalize_images(
@@ -218,7 +227,9 @@ class ImageDataset:
         tiles = self.images[:count]  # (n, C, H, W)
         if tiles.shape[1] != 3:
             tiles = tiles[:, :1]  # (n, 1, H, W)
-        tiles = np.clip(np.rint(tiles * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)  # (n, H, W, C')
+        tiles = (
+            np.clip(np.rint(tiles * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+        )  # (n, H, W, C')
         height, width = tiles.shape[1:3]
         zoom = max(1, 64 // max(height, width))
         tiles = tiles.repeat(zoom, axis=1).repeat(zoom, axis=2)  # (n, zH, zW, C')
@@ -227,7 +238,9 @@ class ImageDataset:
         gap = 2
         tile_h, tile_w = tiles.shape[1:3]
         canvas = np.full(
-            (rows * (tile_h + gap) + gap, cols * (tile_w + gap) + gap, tiles.shape[3]), 255, np.uint8
+            (rows * (tile_h + gap) + gap, cols * (tile_w + gap) + gap, tiles.shape[3]),
+            255,
+            np.uint8,
         )
         for index in range(count):
             top = gap + (index // cols) * (tile_h + gap)

@@ -16,7 +16,7 @@ import struct
 import zlib
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -30,7 +30,9 @@ CIFAR10_CLASSES = [
 ]  # fmt: skip
 
 #: File suffixes the folder loader reads (case-insensitive); other files are ignored.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+IMAGE_SUFFIXES = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
+)  # fmt: skip
 
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -40,9 +42,13 @@ _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 def _check_dir(path: Path, kind: str, expected: str) -> None:
     if not path.exists():
-        raise LinearCNNInputError(f"{kind} folder {str(path)!r} does not exist; expected {expected}")
+        raise LinearCNNInputError(
+            f"{kind} folder {str(path)!r} does not exist; expected {expected}"
+        )
     if not path.is_dir():
-        raise LinearCNNInputError(f"{kind} path {str(path)!r} is a file; expected a folder with {expected}")
+        raise LinearCNNInputError(
+            f"{kind} path {str(path)!r} is a file; expected a folder with {expected}"
+        )
 
 
 def _check_file(path: Path, kind: str, expected: str) -> None:
@@ -52,7 +58,9 @@ def _check_file(path: Path, kind: str, expected: str) -> None:
         raise LinearCNNInputError(f"{kind} path {str(path)!r} is a folder; expected {expected}")
 
 
-def _find_folder(root: Path, kind: str, candidates: list[Path], needed: list[str], expected: str) -> Path:
+def _find_folder(
+    root: Path, kind: str, candidates: list[Path], needed: list[str], expected: str
+) -> Path:
     """The first of `candidates` that holds every file in `needed`; else name what is missing."""
     _check_dir(root, kind, expected)
     best: tuple[int, Path, list[str]] | None = None
@@ -61,7 +69,9 @@ def _find_folder(root: Path, kind: str, candidates: list[Path], needed: list[str
             continue
         for name in needed:
             if (folder / name).is_dir():
-                raise LinearCNNInputError(f"{kind} path {str(folder / name)!r} is a folder; expected a file")
+                raise LinearCNNInputError(
+                    f"{kind} path {str(folder / name)!r} is a folder; expected a file"
+                )
         missing = [name for name in needed if not (folder / name).is_file()]
         if not missing:
             return folder
@@ -69,7 +79,9 @@ def _find_folder(root: Path, kind: str, candidates: list[Path], needed: list[str
             best = (len(missing), folder, missing)
     looked = " and ".join(repr(str(folder)) for folder in candidates)
     missing = best[2] if best is not None else needed
-    raise LinearCNNInputError(f"{kind} folder {str(root)!r} lacks {', '.join(missing)} (looked in {looked})")
+    raise LinearCNNInputError(
+        f"{kind} folder {str(root)!r} lacks {', '.join(missing)} (looked in {looked})"
+    )
 
 
 def _limited(count: int, limit: int | None) -> int:
@@ -82,25 +94,32 @@ def _limited(count: int, limit: int | None) -> int:
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays only: a data file cannot run code."""
 
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),  # how Python 3 writes bytes in protocol-2 pickles
-    }
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("numpy.core.numeric", "_frombuffer"),  # arrays in pickle protocol 5
+            ("numpy._core.numeric", "_frombuffer"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),  # how Python 3 writes bytes in protocol-2 pickles
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only arrays and lists are allowed)")
-        if module.startswith("numpy.") and module.endswith("multiarray"):
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name} (only arrays and lists are allowed)"
+            )
+        if module.startswith("numpy.") and module != "numpy":
+            submodule = module.rsplit(".", 1)[1]  # numpy.core.X and numpy._core.X: same X
             try:
-                multiarray = importlib.import_module("numpy._core.multiarray")
+                found = importlib.import_module(f"numpy._core.{submodule}")
             except ImportError:  # numpy < 2
-                multiarray = importlib.import_module("numpy.core.multiarray")
-            return getattr(multiarray, name)
+                found = importlib.import_module(f"numpy.core.{submodule}")
+            return getattr(found, name)
         return super().find_class(module, name)
 
 
@@ -110,23 +129,34 @@ def _read_pickle(path: Path, kind: str) -> dict[str, Any]:
         with path.open("rb") as handle:
             content = _SafeUnpickler(handle, encoding="bytes").load()
     except OSError as exc:
-        raise LinearCNNInputError(f"{kind} file {str(path)!r} cannot be read ({exc.strerror or exc})") from None
-    except Exception as exc:  # any parse failure of a user file is bad input
+        raise LinearCNNInputError(
+            f"{kind} file {str(path)!r} cannot be read ({exc.strerror or exc})"
+        ) from None
+    except Exception as exc:  # noqa: BLE001  (any parse failure of a user file is bad input)
         raise LinearCNNInputError(
             f"{kind} file {str(path)!r} is not a readable CIFAR python batch ({type(exc).__name__}: {exc})"
         ) from None
     if not isinstance(content, dict):
-        raise LinearCNNInputError(f"{kind} file {str(path)!r} holds a {type(content).__name__}; expected a dict")
-    return {key.decode("latin1") if isinstance(key, bytes) else str(key): value for key, value in content.items()}
+        raise LinearCNNInputError(
+            f"{kind} file {str(path)!r} holds a {type(content).__name__}; expected a dict"
+        )
+    return {
+        key.decode("latin1") if isinstance(key, bytes) else str(key): value
+        for key, value in content.items()
+    }
 
 
 def _names(value: Any, path: Path, kind: str, key: str) -> list[str]:
     if not isinstance(value, (list, tuple)):
-        raise LinearCNNInputError(f"{kind} file {str(path)!r}: {key!r} is a {type(value).__name__}; expected a list of names")
+        raise LinearCNNInputError(
+            f"{kind} file {str(path)!r}: {key!r} is a {type(value).__name__}; expected a list of names"
+        )
     return [item.decode("utf-8") if isinstance(item, bytes) else str(item) for item in value]
 
 
-def _cifar_batch(path: Path, kind: str, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_batch(
+    path: Path, kind: str, label_key: str, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """One batch: uint8 images (n, 3, 32, 32) and int64 labels (n,)."""
     batch = _read_pickle(path, kind)
     for key in ("data", label_key):
@@ -142,7 +172,9 @@ def _cifar_batch(path: Path, kind: str, label_key: str, num_classes: int) -> tup
     try:
         labels = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
     except (TypeError, ValueError):
-        raise LinearCNNInputError(f"{kind} file {str(path)!r}: {label_key!r} is not a list of integers") from None
+        raise LinearCNNInputError(
+            f"{kind} file {str(path)!r}: {label_key!r} is not a list of integers"
+        ) from None
     if labels.shape[0] != data.shape[0]:
         raise LinearCNNInputError(
             f"{kind} file {str(path)!r}: {labels.shape[0]} labels for {data.shape[0]} images; expected one per image"
@@ -176,7 +208,12 @@ def load_cifar10(root: Path, *, train: bool, limit: int | None) -> Loaded:
     count = _limited(have, limit)
     pixels = np.concatenate(images)[:count]  # (N, 3, 32, 32) uint8
     split = "train" if train else "test"
-    return to_unit_float(pixels, "cifar10"), np.concatenate(labels)[:count], classes, f"CIFAR-10 {split} split from {folder}"
+    return (
+        to_unit_float(pixels, "cifar10"),
+        np.concatenate(labels)[:count],
+        classes,
+        f"CIFAR-10 {split} split from {folder}",
+    )
 
 
 def load_cifar100(root: Path, *, train: bool, limit: int | None) -> Loaded:
@@ -187,7 +224,9 @@ def load_cifar100(root: Path, *, train: bool, limit: int | None) -> Loaded:
     if (folder / "meta").is_file():
         meta = _read_pickle(folder / "meta", "cifar100")
         if "fine_label_names" in meta:
-            classes = _names(meta["fine_label_names"], folder / "meta", "cifar100", "fine_label_names")
+            classes = _names(
+                meta["fine_label_names"], folder / "meta", "cifar100", "fine_label_names"
+            )
     pixels, labels = _cifar_batch(folder / name, "cifar100", "fine_labels", len(classes))
     count = _limited(pixels.shape[0], limit)
     return (
@@ -210,17 +249,23 @@ def load_svhn(root: Path, *, train: bool, limit: int | None) -> Loaded:
     try:
         content = scipy.io.loadmat(str(path), variable_names=["X", "y"])
     except NotImplementedError as exc:  # MATLAB v7.3 files are HDF5
-        raise LinearCNNInputError(f"svhn file {str(path)!r} cannot be read by scipy ({exc})") from None
-    except Exception as exc:  # any parse failure of a user file is bad input
+        raise LinearCNNInputError(
+            f"svhn file {str(path)!r} cannot be read by scipy ({exc})"
+        ) from None
+    except Exception as exc:  # noqa: BLE001  (any parse failure of a user file is bad input)
         raise LinearCNNInputError(
             f"svhn file {str(path)!r} is not a readable .mat file ({type(exc).__name__}: {exc})"
         ) from None
     if "X" not in content or "y" not in content:
         found = sorted(key for key in content if not key.startswith("__"))
-        raise LinearCNNInputError(f"svhn file {str(path)!r} has variables {found}; expected 'X' and 'y'")
+        raise LinearCNNInputError(
+            f"svhn file {str(path)!r} has variables {found}; expected 'X' and 'y'"
+        )
     pixels = np.asarray(content["X"])
     if pixels.ndim != 4 or pixels.shape[2] != 3:
-        raise LinearCNNInputError(f"svhn file {str(path)!r}: X has shape {pixels.shape}; expected (H, W, 3, N)")
+        raise LinearCNNInputError(
+            f"svhn file {str(path)!r}: X has shape {pixels.shape}; expected (H, W, 3, N)"
+        )
     labels = np.asarray(content["y"]).reshape(-1)
     if labels.shape[0] != pixels.shape[3]:
         raise LinearCNNInputError(
@@ -228,12 +273,20 @@ def load_svhn(root: Path, *, train: bool, limit: int | None) -> Loaded:
         )
     labels = labels.astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() > 10):
-        raise LinearCNNInputError(f"svhn file {str(path)!r}: labels span [{labels.min()}, {labels.max()}]; expected 1..10")
+        raise LinearCNNInputError(
+            f"svhn file {str(path)!r}: labels span [{labels.min()}, {labels.max()}]; expected 1..10"
+        )
     count = _limited(pixels.shape[3], limit)
-    images = to_unit_float(pixels[..., :count].transpose(3, 2, 0, 1), "svhn")  # (H, W, C, N) -> (N, C, H, W)
+    pixels = pixels[..., :count].transpose(3, 2, 0, 1)  # (H, W, C, N) -> (N, C, H, W)
+    images = to_unit_float(pixels, "svhn")
     digits = np.where(labels[:count] == 10, 0, labels[:count])  # label 10 stands for the digit 0
     split = "train" if train else "test"
-    return np.ascontiguousarray(images), digits, [str(d) for d in range(10)], f"SVHN {split} split (cropped digits) from {folder}"
+    return (
+        np.ascontiguousarray(images),
+        digits,
+        [str(d) for d in range(10)],
+        f"SVHN {split} split (cropped digits) from {folder}",
+    )
 
 
 # --------------------------------------------------------------------------- MNIST-like IDX
@@ -248,9 +301,13 @@ def read_idx(path: Path, kind: str = "mnist") -> np.ndarray:
         if path.suffix == ".gz":
             raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as exc:
-        raise LinearCNNInputError(f"{kind} file {str(path)!r} cannot be read ({type(exc).__name__}: {exc})") from None
+        raise LinearCNNInputError(
+            f"{kind} file {str(path)!r} cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise LinearCNNInputError(f"{kind} file {str(path)!r} is not an IDX file (bad magic number {raw[:4].hex()!r})")
+        raise LinearCNNInputError(
+            f"{kind} file {str(path)!r} is not an IDX file (bad magic number {raw[:4].hex()!r})"
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
@@ -263,7 +320,9 @@ def read_idx(path: Path, kind: str = "mnist") -> np.ndarray:
             f"{kind} file {str(path)!r} holds {len(raw) - header} data bytes; its header {tuple(dims)} "
             f"needs {expected} (truncated or corrupt)"
         )
-    array = np.frombuffer(raw, dtype=dtype, count=expected // dtype.itemsize, offset=header).reshape(dims)
+    array = np.frombuffer(
+        raw, dtype=dtype, count=expected // dtype.itemsize, offset=header
+    ).reshape(dims)
     return array.astype(dtype.newbyteorder("="))
 
 
@@ -293,9 +352,13 @@ def load_mnist(root: Path, *, train: bool, limit: int | None) -> Loaded:
     pixels = read_idx(image_path)
     labels = read_idx(label_path)
     if pixels.ndim != 3:
-        raise LinearCNNInputError(f"mnist file {str(image_path)!r} has shape {pixels.shape}; expected (N, H, W)")
+        raise LinearCNNInputError(
+            f"mnist file {str(image_path)!r} has shape {pixels.shape}; expected (N, H, W)"
+        )
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise LinearCNNInputError(f"mnist file {str(label_path)!r} has {labels.dtype} {labels.shape}; expected integer (N,)")
+        raise LinearCNNInputError(
+            f"mnist file {str(label_path)!r} has {labels.dtype} {labels.shape}; expected integer (N,)"
+        )
     if labels.shape[0] != pixels.shape[0]:
         raise LinearCNNInputError(
             f"mnist files {image_path.name!r} and {label_path.name!r}: {labels.shape[0]} labels for "
@@ -307,7 +370,12 @@ def load_mnist(root: Path, *, train: bool, limit: int | None) -> Loaded:
     count = _limited(pixels.shape[0], limit)
     images = to_unit_float(pixels[:count, None], "mnist")  # (N, 1, H, W)
     split = "train" if train else "test"
-    return images, labels[:count].astype(np.int64), [str(c) for c in range(num_classes)], f"MNIST-like {split} split (IDX) from {image_path.parent}"
+    return (
+        images,
+        labels[:count].astype(np.int64),
+        [str(c) for c in range(num_classes)],
+        f"MNIST-like {split} split (IDX) from {image_path.parent}",
+    )
 
 
 # --------------------------------------------------------------------------- image folders
@@ -321,18 +389,22 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _class_folders(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
+    return sorted(
+        path for path in folder.iterdir() if path.is_dir() and not path.name.startswith(".")
+    )
 
 
 def _picture_array(picture: Any, gray: bool, what: str) -> np.ndarray:
-    """A Pillow image as float32 (H, W) (gray) or (H, W, 3) in [0, 1]; 16-bit grey kept exact."""
-    if gray and picture.mode.startswith("I"):  # 16-bit grey ("I;16*", or "I" as Pillow opens 16-bit PNGs)
+    """A Pillow image as float32 (H, W) (gray) or (H, W, 3) in [0, 1]; 16-bit and float grey
+    are read at full precision (and repeated into three channels when the set is in colour)."""
+    if picture.mode.startswith("I") or picture.mode == "F":  # 16-bit ("I;16*", "I") or float grey
         samples = np.asarray(picture)
-        if samples.min() < 0 or samples.max() > 65535:
-            raise LinearCNNInputError(f"{what}: 32-bit integer pixels outside [0, 65535]")
-        return to_unit_float(samples.astype(np.uint16), what)
-    if gray and picture.mode == "F":
-        return to_unit_float(np.asarray(picture), what)
+        if picture.mode.startswith("I"):
+            if samples.min() < 0 or samples.max() > 65535:
+                raise LinearCNNInputError(f"{what}: 32-bit integer pixels outside [0, 65535]")
+            samples = samples.astype(np.uint16)
+        plane = to_unit_float(samples, what)  # (H, W)
+        return plane if gray else np.repeat(plane[..., None], 3, axis=2)
     return to_unit_float(np.asarray(picture.convert("L" if gray else "RGB")), what)
 
 
@@ -350,8 +422,9 @@ def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     top, left = (height - crop_h) // 2, (width - crop_w) // 2
     image = image[top : top + crop_h, left : left + crop_w]
     planes = image[..., None] if image.ndim == 2 else image  # (h, w, C)
-    shrunk = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(planes[..., c]), mode="F").resize(size, Image.Resampling.LANCZOS))
+    planes = np.ascontiguousarray(planes, dtype=np.float32)
+    shrunk = [  # float32 planes become Pillow "F" images: no 8-bit rounding on the way
+        np.asarray(Image.fromarray(planes[..., c].copy()).resize(size, Image.Resampling.LANCZOS))
         for c in range(planes.shape[2])
     ]  # C x (H, W)
     result = np.clip(np.stack(shrunk, axis=-1), 0.0, 1.0).astype(np.float32)  # (H, W, C)
@@ -406,9 +479,12 @@ def load_folder(root: Path, *, train: bool, limit: int | None) -> Loaded:
                 sizes.append(picture.size)
                 gray = gray and picture.mode in _GRAY_MODES
         except (OSError, SyntaxError, ValueError) as exc:
-            raise LinearCNNInputError(f"image file {str(path)!r} cannot be read ({type(exc).__name__}: {exc})") from None
+            raise LinearCNNInputError(
+                f"image file {str(path)!r} cannot be read ({type(exc).__name__}: {exc})"
+            ) from None
     counts = Counter(sizes)
-    common = max(counts, key=lambda size: (counts[size], -sizes.index(size)))  # most common; ties: first seen
+    # the most common size; ties go to the size seen first
+    common = max(counts, key=lambda size: (counts[size], -sizes.index(size)))
     for (path, _), (width, height) in zip(files, sizes):
         if width < common[0] or height < common[1]:
             raise LinearCNNInputError(
@@ -419,7 +495,12 @@ def load_folder(root: Path, *, train: bool, limit: int | None) -> Loaded:
     labels = np.asarray([label for _, label in files], dtype=np.int64)
     resized = sum(size != common for size in sizes)
     note = f", {resized} resized" if resized else ""
-    return images, labels, [path.name for path in class_dirs], f"image folder {root}{split_note}{note}"
+    return (
+        images,
+        labels,
+        [path.name for path in class_dirs],
+        f"image folder {root}{split_note}{note}",
+    )
 
 
 # --------------------------------------------------------------------------- npz
@@ -442,14 +523,18 @@ def load_npz(path: Path, *, train: bool, limit: int | None) -> Loaded:
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.files)
             if "images" not in keys:
-                raise LinearCNNInputError(f"npz file {str(path)!r} has arrays {keys}; expected 'images' (and optional 'labels')")
+                raise LinearCNNInputError(
+                    f"npz file {str(path)!r} has arrays {keys}; expected 'images' (and optional 'labels')"
+                )
             raw = archive["images"]
             labels = archive["labels"] if "labels" in keys else None
             names = archive["classes"] if "classes" in keys else None
     except LinearCNNInputError:
         raise
-    except Exception as exc:  # any parse failure of a user file is bad input
-        raise LinearCNNInputError(f"npz file {str(path)!r} cannot be read ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001  (any parse failure of a user file is bad input)
+        raise LinearCNNInputError(
+            f"npz file {str(path)!r} cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
     if raw.ndim == 3:
         raw = raw[..., None]  # (N, H, W) grayscale -> (N, H, W, 1)
     if raw.ndim != 4:
@@ -467,17 +552,28 @@ def load_npz(path: Path, *, train: bool, limit: int | None) -> Loaded:
     images = np.ascontiguousarray(to_unit_float(pixels, f"npz file {str(path)!r}"))
     classes: list[str] = []
     if labels is not None:
-        labels = np.asarray(labels).reshape(-1) if np.asarray(labels).ndim == 2 and 1 in labels.shape else np.asarray(labels)
+        labels = np.asarray(labels)
+        if labels.ndim == 2 and 1 in labels.shape:  # (N, 1) or (1, N) column/row of labels
+            labels = labels.reshape(-1)
         if labels.ndim != 1 or labels.shape[0] != raw.shape[0]:
             raise LinearCNNInputError(
                 f"npz file {str(path)!r}: 'labels' has shape {labels.shape} for {raw.shape[0]} images; expected ({raw.shape[0]},)"
             )
-        if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.bool_)):
-            if not (np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels))):
-                raise LinearCNNInputError(f"npz file {str(path)!r}: 'labels' are {labels.dtype}; expected integer class indices")
+        integral = np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.bool_)
+        whole_floats = (
+            np.issubdtype(labels.dtype, np.floating)
+            and bool(np.all(np.isfinite(labels)))
+            and bool(np.all(labels == np.round(labels)))
+        )
+        if not (integral or whole_floats):
+            raise LinearCNNInputError(
+                f"npz file {str(path)!r}: 'labels' are {labels.dtype}; expected integer class indices"
+            )
         labels = labels.astype(np.int64)
         if labels.size and labels.min() < 0:
-            raise LinearCNNInputError(f"npz file {str(path)!r}: 'labels' contain {labels.min()}; expected class indices >= 0")
+            raise LinearCNNInputError(
+                f"npz file {str(path)!r}: 'labels' contain {labels.min()}; expected class indices >= 0"
+            )
         num_classes = int(labels.max()) + 1 if labels.size else 0
         if names is not None:
             classes = [str(name) for name in np.asarray(names).reshape(-1)]

@@ -1,0 +1,719 @@
+"""Exact streaming statistics of all stride-1 image patches, and their eigen-decomposition.
+
+    >>> import numpy as np
+    >>> from linearcnn.patches import patch_stats
+    >>> images = np.random.default_rng(0).normal(size=(20, 3, 8, 8))
+    >>> stats = patch_stats(images, 3, device="cpu")
+    >>> stats.eigenvalues.shape, stats.num_patches           # d = 3*3*3, 20 images x 6 x 6 positions
+    ((27,), 720)
+
+PAPER Sec. 1: the patches are all `C x k x k` windows at valid stride-1 positions, flattened in
+`(C, k, k)` order (the order of `conv_weight.reshape(K, -1)`); their second-moment matrix is
+`(1/M) sum_m p_m p_m^T` over all M patches, its eigenvectors `u_i` sorted by decreasing
+eigenvalue `lambda_i^2` (a variance).
+
+How it is computed (exact, no patch matrix is ever formed)
+----------------------------------------------------------
+Entry `((c1, dy1, dx1), (c2, dy2, dx2))` of the moment matrix is a sum over images and over the
+patch positions `(y, x)` of `I[c1, y+dy1, x+dx1] * I[c2, y+dy2, x+dx2]`: a product of two pixels
+at relative offset `(Dy, Dx) = (dy2-dy1, dx2-dx1)`, summed over a rectangle of anchor pixels
+that depends only on `(dy1, dx1)`. So we compute, per anchor pixel, the products with its
+neighbours at every offset `Dy in [0, k)`, `Dx in (-k, k)` summed over the images (a batched
+matrix product per pixel, K = images: `(C, n) @ (n, (2k-1) C)`, in float64), then take the k*k
+rectangle sums with an integral image and scatter them into the `d x d` matrix. This costs
+about `2 k (2k-1) C^2 H W` flops per image instead of the `2 d^2 (H-k+1)(W-k+1)` of forming the
+patch matrix (`d = C k k`), about 5x fewer for 3x3x3 patches, and it needs only one
+`(H W, C, n)` float64 copy of a batch of n images instead of a `(n H W, d)` patch matrix. All
+products and sums are float64, so the result equals a float64 brute-force computation to
+rounding (~1e-15 relative). Memory is bounded by the batch size, whatever the number of images.
+
+Centred or not
+--------------
+`centered=False` (default) decomposes the uncentred second moment `E[p p^T]`; `centered=True`
+the covariance `E[p p^T] - m m^T` (m the mean patch). The default is uncentred because it is
+what gradient descent on the linear model sees (PAPER Sec. 2: `A = E[pbar pbar^T]` involves no
+centring), and because images are normalised per channel before the statistics are taken, so
+the mean patch is close to zero and the two matrices differ by the rank-one `m m^T` only.
+Measured on 10,000 normalised 1/f ("natural-like") 32x32 RGB images, 3x3 patches
+(`benchmarks/bench_patch_stats.py`, which records it in `benchmarks/results/patch_stats.json`):
+the mean patch has squared norm ~1e-31 of the trace, the eigenvalues of the two matrices agree
+to ~1e-15 relative; on the built-in photo set the mean patch is exactly zero up to the boundary
+effect of valid positions (pixels near the border are in fewer patches), so the difference is
+below 1e-4 of the top eigenvalue. On un-normalised images (pixels in [0, 1]) the uncentred
+top eigenvector is the mean patch direction ("brightness") and differs from the covariance's:
+normalise first (`dataset_patch_stats` does) or pass `centered=True`.
+
+For `centered=True` the sums are taken of images minus a per-channel shift (the first batch's
+channel means) and corrected exactly afterwards, so the covariance does not lose digits to
+cancellation when the pixel mean is large compared with the spread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import warnings
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from linearcnn._files import atomic_save, check_writable_file
+from linearcnn.errors import LinearCNNInputError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from linearcnn.data import ImageDataset
+
+__all__ = ["PatchStats", "patch_stats", "dataset_patch_stats", "resolve_device", "STATS_FORMAT"]
+
+#: The `format` tag and version written into saved statistics.
+STATS_FORMAT = "linearcnn-patch-stats"
+STATS_FORMAT_VERSION = 1
+
+#: Largest per-pixel neighbour-product map kept across batches (bytes); larger maps (big images,
+#: big kernels) are reduced to their rectangle sums after every chunk instead.
+_MAP_BUDGET_BYTES = 64 * 2**20
+#: Target size of one CPU chunk, in float64 pixel values: chunks of this size keep the working
+#: set of the per-pixel products in cache (tuned on a 2-core Xeon; see the benchmark).
+_CPU_CHUNK_VALUES = 2**18
+
+
+@dataclass
+class PatchStats:
+    """Second moments of all stride-1 `C x k x k` patches and their eigen-decomposition.
+
+    eigenvalues: (d,) float64, descending, the variances `lambda_i^2` along the eigenvectors
+        (clipped at 0 from below: a rank-deficient matrix can give eigenvalues of -1e-17 from
+        rounding, which are not variances); eigenvectors: (d, d) float64, column i = u_i, in
+        `(C, k, k)` order (the order of `conv_weight.reshape(K, -1)`), each with its largest
+        entry (in absolute value) positive so that results are reproducible;
+        second_moment: (d, d) the symmetric matrix decomposed (the covariance if `centered`);
+        mean: (d,) the mean patch; num_patches: number of patches averaged
+        (images x (H-k+1) x (W-k+1)); channel_mean/channel_std: the per-channel normalisation
+        applied to the images first (None when the images were used as given); data_spec: where
+        the images came from ("" when unknown).
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    second_moment: np.ndarray
+    mean: np.ndarray
+    num_patches: int
+    channels: int
+    kernel_size: int
+    centered: bool
+    channel_mean: np.ndarray | None = None
+    channel_std: np.ndarray | None = None
+    data_spec: str = ""
+    num_images: int = 0
+    image_size: tuple[int, int] | None = None  # (H, W) of the images
+    extra: dict[str, Any] = field(default_factory=dict)  # JSON-able provenance (versions, ...)
+
+    @property
+    def dim(self) -> int:
+        """d = C * k * k, the number of inputs per first-layer filter."""
+        return self.channels * self.kernel_size * self.kernel_size
+
+    @property
+    def stds(self) -> np.ndarray:
+        """lambda_i = sqrt(eigenvalues): the standard deviations along the eigenvectors."""
+        return np.sqrt(self.eigenvalues)
+
+    @property
+    def patch_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.kernel_size, self.kernel_size)
+
+    def describe(self) -> str:
+        """'3x5x5' style description of the patch shape (used in error messages)."""
+        return f"{self.channels}x{self.kernel_size}x{self.kernel_size}"
+
+    def uncentered_moment(self) -> np.ndarray:
+        """E[p p^T], whichever matrix was decomposed."""
+        if not self.centered:
+            return self.second_moment.copy()
+        return self.second_moment + np.outer(self.mean, self.mean)  # (d, d)
+
+    # ---------------------------------------------------------------- saving and loading
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the statistics to a `.npz` file (no pickled objects), atomically."""
+        target = check_writable_file(path, "patch statistics file")
+        meta = {
+            "format": STATS_FORMAT,
+            "format_version": STATS_FORMAT_VERSION,
+            "num_patches": int(self.num_patches),
+            "channels": int(self.channels),
+            "kernel_size": int(self.kernel_size),
+            "centered": bool(self.centered),
+            "data_spec": str(self.data_spec),
+            "num_images": int(self.num_images),
+            "image_size": None if self.image_size is None else [int(v) for v in self.image_size],
+            "extra": self.extra,
+        }
+        arrays: dict[str, np.ndarray] = {
+            "meta": np.array(json.dumps(meta)),
+            "eigenvalues": np.asarray(self.eigenvalues, dtype=np.float64),
+            "eigenvectors": np.asarray(self.eigenvectors, dtype=np.float64),
+            "second_moment": np.asarray(self.second_moment, dtype=np.float64),
+            "mean": np.asarray(self.mean, dtype=np.float64),
+        }
+        if self.channel_mean is not None:
+            arrays["channel_mean"] = np.asarray(self.channel_mean, dtype=np.float64)
+        if self.channel_std is not None:
+            arrays["channel_std"] = np.asarray(self.channel_std, dtype=np.float64)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npz"
+                np.savez(handle, **arrays)
+
+        atomic_save(target, write)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PatchStats:
+        """Read statistics written by `save`, checking every field (LinearCNNInputError if bad)."""
+        where = f"patch statistics file {str(path)!r}"
+        if not os.path.isfile(path):
+            raise LinearCNNInputError(f"{where} does not exist or is not a file")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {name: archive[name] for name in archive.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise LinearCNNInputError(f"{where} is not a readable .npz archive ({first_line})") from None
+        return _stats_from_arrays(arrays, where)
+
+
+def _stats_from_arrays(arrays: dict[str, np.ndarray], where: str) -> PatchStats:
+    """Validate the arrays of a saved file and build PatchStats from them."""
+    required = ["meta", "eigenvalues", "eigenvectors", "second_moment", "mean"]
+    missing = [name for name in required if name not in arrays]
+    if missing:
+        raise LinearCNNInputError(f"{where} lacks {', '.join(missing)}; expected a file written by PatchStats.save")
+    try:
+        meta = json.loads(str(arrays["meta"][()]))
+    except (ValueError, TypeError, IndexError):
+        raise LinearCNNInputError(f"{where} has unreadable metadata; expected a file written by PatchStats.save") from None
+    if not isinstance(meta, dict) or meta.get("format") != STATS_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise LinearCNNInputError(f"{where} has format {found!r}; expected {STATS_FORMAT!r}")
+    if meta.get("format_version") != STATS_FORMAT_VERSION:
+        raise LinearCNNInputError(
+            f"{where} has format version {meta.get('format_version')!r}; expected {STATS_FORMAT_VERSION}"
+        )
+    ints = {}
+    for key in ("num_patches", "channels", "kernel_size"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LinearCNNInputError(f"{where}: {key} is {value!r}; expected a positive integer")
+        ints[key] = value
+    if not isinstance(meta.get("centered"), bool):
+        raise LinearCNNInputError(f"{where}: centered is {meta.get('centered')!r}; expected true or false")
+    d = ints["channels"] * ints["kernel_size"] ** 2
+    expected_shapes = {"eigenvalues": (d,), "eigenvectors": (d, d), "second_moment": (d, d), "mean": (d,)}
+    checked: dict[str, np.ndarray] = {}
+    for name, shape in expected_shapes.items():
+        checked[name] = _checked_array(arrays[name], shape, name, where)
+    for name in ("channel_mean", "channel_std"):
+        checked[name] = (
+            _checked_array(arrays[name], (ints["channels"],), name, where) if name in arrays else None
+        )
+    if np.any(checked["eigenvalues"] < 0) or np.any(np.diff(checked["eigenvalues"]) > 0):
+        raise LinearCNNInputError(f"{where}: eigenvalues are not non-negative and descending")
+    image_size = meta.get("image_size")
+    if image_size is not None:
+        if not (isinstance(image_size, list) and len(image_size) == 2 and all(isinstance(v, int) for v in image_size)):
+            raise LinearCNNInputError(f"{where}: image_size is {image_size!r}; expected [height, width]")
+        image_size = (image_size[0], image_size[1])
+    num_images = meta.get("num_images", 0)
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 0:
+        raise LinearCNNInputError(f"{where}: num_images is {num_images!r}; expected a non-negative integer")
+    extra = meta.get("extra", {})
+    return PatchStats(
+        eigenvalues=checked["eigenvalues"],
+        eigenvectors=checked["eigenvectors"],
+        second_moment=checked["second_moment"],
+        mean=checked["mean"],
+        num_patches=ints["num_patches"],
+        channels=ints["channels"],
+        kernel_size=ints["kernel_size"],
+        centered=meta["centered"],
+        channel_mean=checked["channel_mean"],
+        channel_std=checked["channel_std"],
+        data_spec=str(meta.get("data_spec", "")),
+        num_images=num_images,
+        image_size=image_size,
+        extra=extra if isinstance(extra, dict) else {},
+    )
+
+
+def _checked_array(array: np.ndarray, shape: tuple[int, ...], name: str, where: str) -> np.ndarray:
+    if array.dtype.kind not in "fiu":
+        raise LinearCNNInputError(f"{where}: {name} has dtype {array.dtype}; expected float64")
+    if array.shape != shape:
+        raise LinearCNNInputError(f"{where}: {name} has shape {array.shape}; expected {shape}")
+    out = array.astype(np.float64)
+    if not np.all(np.isfinite(out)):
+        raise LinearCNNInputError(f"{where}: {name} contains NaN or Inf")
+    return out
+
+
+# -------------------------------------------------------------------- device and input handling
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda', 'cuda:N' as given (checked)."""
+    if isinstance(device, torch.device):
+        resolved = device
+    else:
+        name = str(device).strip().lower()
+        if name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            resolved = torch.device(name)
+        except RuntimeError:
+            raise LinearCNNInputError(f"device {device!r} is not a device name; expected auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LinearCNNInputError(f"device {device!r}: CUDA is not available here; expected auto or cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise LinearCNNInputError(
+                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) are present"
+            )
+    elif resolved.type != "cpu":
+        raise LinearCNNInputError(f"device {device!r} is not supported; expected auto, cpu, cuda or cuda:N")
+    return resolved
+
+
+def _as_tensor(batch: Any, what: str) -> torch.Tensor:
+    """A 4-D real tensor of one batch (no copy for tensors and contiguous numeric numpy arrays)."""
+    if isinstance(batch, torch.Tensor):
+        tensor = batch.detach()
+    else:
+        array = _as_array(batch, what)
+        if array.dtype.kind == "u" and array.dtype != np.uint8:  # torch has few uint16/32/64 ops
+            array = array.astype(np.float64)
+        if any(s < 0 for s in array.strides):  # torch cannot view negative strides
+            array = np.ascontiguousarray(array)
+        tensor = torch.from_numpy(array)
+    if tensor.is_complex():
+        raise LinearCNNInputError(f"{what} has dtype {tensor.dtype}; expected real numbers (float or integer)")
+    _check_ndim(tuple(tensor.shape), what)
+    return tensor
+
+
+def _as_array(batch: Any, what: str) -> np.ndarray:
+    try:
+        array = np.asarray(batch)
+    except (ValueError, TypeError):
+        raise LinearCNNInputError(f"{what} is not an array; expected an (N, C, H, W) array or tensor") from None
+    if array.dtype.kind not in "biuf":
+        raise LinearCNNInputError(f"{what} has dtype {array.dtype}; expected real numbers (float or integer)")
+    return array
+
+
+def _check_ndim(shape: tuple[int, ...], what: str) -> None:
+    if len(shape) != 4:
+        hint = "; add a leading axis for one image" if len(shape) == 3 else ""
+        raise LinearCNNInputError(
+            f"{what} has shape {shape} ({len(shape)}-D); expected a 4-D (N, C, H, W) batch{hint}"
+        )
+
+
+def _batches(images: Any, batch_size: int) -> tuple[Iterator[tuple[torch.Tensor, str]], int | None]:
+    """(iterator of (batch of at most batch_size images, its name), total images if known)."""
+    if isinstance(images, torch.Tensor):
+        whole = _as_tensor(images, "images")
+
+        def split_tensor() -> Iterator[tuple[torch.Tensor, str]]:
+            for start in range(0, whole.shape[0], batch_size):
+                yield whole[start : start + batch_size], f"images[{start}:{start + batch_size}]"
+
+        return split_tensor(), int(whole.shape[0])
+    if isinstance(images, np.ndarray):
+        array = _as_array(images, "images")
+        _check_ndim(array.shape, "images")
+
+        def split_array() -> Iterator[tuple[torch.Tensor, str]]:
+            for start in range(0, array.shape[0], batch_size):
+                name = f"images[{start}:{start + batch_size}]"
+                yield _as_tensor(array[start : start + batch_size], name), name  # converted per batch
+
+        return split_array(), int(array.shape[0])
+    if isinstance(images, (str, bytes)) or not isinstance(images, Iterable):
+        raise LinearCNNInputError(
+            f"images of type {type(images).__name__}: expected an (N, C, H, W) array or tensor, "
+            f"or an iterable of such batches"
+        )
+
+    def stream() -> Iterator[tuple[torch.Tensor, str]]:
+        for index, batch in enumerate(images):
+            tensor = _as_tensor(batch, f"batch {index} of images")
+            for start in range(0, tensor.shape[0], batch_size):
+                yield tensor[start : start + batch_size], f"batch {index} of images"
+
+    return stream(), None
+
+
+# ------------------------------------------------------------------------------ the core
+class _MomentAccumulator:
+    """Running float64 sums of pixel-neighbour products (the shift structure of patch moments).
+
+    For an anchor pixel q = (y, x) and an offset (Dy, Dx), Dy in [0, k), Dx in (-k, k), the map
+    T[Dy, q, c1, (Dx, c2)] = sum_images I[c1, q] I[c2, q + (Dy, Dx)]. The patch moment entry
+    ((c1, dy1, dx1), (c2, dy1+Dy, dx1+Dx)) is the sum of that map over the anchors
+    q in [dy1, dy1+H-k] x [dx1, dx1+W-k]; the rectangle sums are `rects`.
+    """
+
+    def __init__(self, channels: int, height: int, width: int, kernel: int, device: torch.device,
+                 shift: torch.Tensor) -> None:
+        self.c, self.h, self.w, self.k = channels, height, width, kernel
+        self.device = device
+        self.shift = shift  # (C,) float64, subtracted from every pixel of its channel
+        self.shifted = bool(torch.any(shift != 0))
+        self.span = 2 * kernel - 1  # horizontal offsets Dx = -(k-1) .. k-1
+        pixels = height * width
+        map_shape = (kernel, pixels, channels, self.span * channels)
+        self.map_bytes = 8 * math.prod(map_shape)
+        self.maps = torch.zeros(map_shape, dtype=torch.float64, device=device)  # (k, HW, C, (2k-1)C)
+        self.rects = torch.zeros(
+            (kernel, kernel, kernel, channels, self.span, channels), dtype=torch.float64, device=device
+        )  # (dy1, dx1, Dy, c1, Dx + k-1, c2)
+        self.pixel_sums = torch.zeros((height, width, channels), dtype=torch.float64, device=device)  # (H, W, C)
+        self.num_images = 0
+        self.keep_maps = self.map_bytes <= _MAP_BUDGET_BYTES
+
+    def add(self, batch: torch.Tensor) -> bool:
+        """Add a (n, C, H, W) batch (any real dtype; on this device or the CPU).
+
+        Returns False, adding nothing, when the batch holds NaN or Inf (or overflows float64).
+        """
+        n = int(batch.shape[0])
+        c, h, w, k = self.c, self.h, self.w, self.k
+        pixels, pad = h * w, k - 1
+        # Pixel-major layout with the images last, padded by k-1 zero pixels at both ends so
+        # that every neighbour window below stays inside the buffer.
+        buf = torch.empty((pixels + 2 * pad, c, n), dtype=torch.float64, device=self.device)  # (HW+2pad, C, n)
+        buf[:pad].zero_()
+        buf[pad + pixels :].zero_()
+        body = buf[pad : pad + pixels]  # (HW, C, n)
+        body.view(h, w, c, n).copy_(batch.permute(2, 3, 1, 0))  # (H, W, C, n): transpose + float64 in one pass
+        if self.shifted:
+            body -= self.shift.view(1, c, 1)
+        chunk_sums = body.sum(dim=2)  # (HW, C)
+        # Host sync (CUDA): a NaN/Inf pixel makes its pixel sum non-finite; checked per chunk so
+        # bad data fails before the whole pass (cheap: HW*C values).
+        if not bool(torch.isfinite(chunk_sums).all()):
+            return False
+        self.pixel_sums += chunk_sums.view(h, w, c)
+        row = c * n  # elements per pixel in buf
+        for dy in range(k):
+            anchors = (h - dy) * w  # anchors whose row y + dy is inside the image
+            left = body[:anchors]  # (anchors, C, n)
+            # Neighbours of anchor q: pixels q + dy*W - (k-1) .. q + dy*W + (k-1), i.e. a sliding
+            # window of 2k-1 consecutive pixels; as_strided shares memory (windows overlap).
+            right = buf.as_strided(
+                (anchors, self.span * c, n), (row, n, 1), buf.storage_offset() + dy * w * row
+            )  # (anchors, (2k-1)C, n)
+            if self.keep_maps:
+                self.maps[dy, :anchors].baddbmm_(left, right.transpose(1, 2))  # (anchors, C, (2k-1)C)
+            else:
+                products = torch.zeros((pixels, c, self.span * c), dtype=torch.float64, device=self.device)
+                torch.bmm(left, right.transpose(1, 2), out=products[:anchors])  # (anchors, C, (2k-1)C)
+                self.rects[:, :, dy] += self._rectangle_sums(products).view(k, k, c, self.span, c)
+        self.num_images += n
+        return True
+
+    def _rectangle_sums(self, grid: torch.Tensor) -> torch.Tensor:
+        """(HW, ...) per-anchor values -> (k, k, ...) sums over the anchor rectangles (dy1, dx1)."""
+        h, w, k = self.h, self.w, self.k
+        rows, cols = h - k + 1, w - k + 1
+        values = grid.view(h, w, -1)  # (H, W, F)
+        cum = torch.zeros((h + 1, w, values.shape[-1]), dtype=torch.float64, device=self.device)
+        torch.cumsum(values, dim=0, out=cum[1:])
+        row_sums = cum[rows : rows + k] - cum[0:k]  # (k_dy1, W, F): rows dy1 .. dy1+rows-1
+        cum2 = torch.zeros((k, w + 1, values.shape[-1]), dtype=torch.float64, device=self.device)
+        torch.cumsum(row_sums, dim=1, out=cum2[:, 1:])
+        sums = cum2[:, cols : cols + k] - cum2[:, 0:k]  # (k_dy1, k_dx1, F)
+        return sums.reshape((k, k) + tuple(grid.shape[1:]))
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """(sum over patches of p p^T (d, d), sum of p (d,), number of patches), shifted data."""
+        c, k = self.c, self.k
+        rects = self.rects.clone()
+        if self.keep_maps:
+            for dy in range(k):
+                rects[:, :, dy] += self._rectangle_sums(self.maps[dy]).view(k, k, c, self.span, c)
+        rects_np = rects.cpu().numpy()  # host sync: the (k, k, k, C, 2k-1, C) sums, once per run
+        # Scatter: entry (c1, dy1, dx1, c2, dy1+Dy, dx1+Dx) for Dy > 0, or Dy == 0 and Dx >= 0
+        # (each unordered pair of patch entries once), then mirror.
+        dy1, dx1, dy2, dx2 = np.meshgrid(*(np.arange(k),) * 4, indexing="ij")
+        keep = (dy2 > dy1) | ((dy2 == dy1) & (dx2 >= dx1))
+        dy1, dx1, dy2, dx2 = dy1[keep], dx1[keep], dy2[keep], dx2[keep]
+        blocks = rects_np[dy1, dx1, dy2 - dy1, :, dx2 - dx1 + k - 1, :]  # (pairs, C1, C2)
+        moment = np.zeros((c, k, k, c, k, k))
+        # (numpy puts the advanced-index axis, pairs, first in these assignments)
+        moment[:, dy1, dx1, :, dy2, dx2] = blocks  # (pairs, c1, c2)
+        moment[:, dy2, dx2, :, dy1, dx1] = blocks.transpose(0, 2, 1)  # (pairs, c2, c1)
+        d = c * k * k
+        moment = moment.reshape(d, d)
+        moment = 0.5 * (moment + moment.T)  # exact up to the rounding of the diagonal blocks
+        # Sum of patches: per channel and offset, the pixel sums over the anchor rectangle.
+        pixel_rects = self._rectangle_sums(self.pixel_sums.view(self.h * self.w, c)).cpu().numpy()  # (k, k, C)
+        patch_sum = pixel_rects.transpose(2, 0, 1).reshape(d)  # (C, k, k) order
+        count = self.num_images * (self.h - k + 1) * (self.w - k + 1)
+        return moment, patch_sum, count
+
+
+def _progress_bar(total: int | None, enabled: bool):
+    """A rich progress bar on stderr (or a no-op) with an `advance(n)` method."""
+
+    class _NoBar:
+        def __enter__(self) -> _NoBar:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def advance(self, n: int) -> None:
+            return None
+
+    if not enabled:
+        return _NoBar()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    class _Bar:
+        def __enter__(self) -> _Bar:
+            self.progress = Progress(
+                TextColumn("patch statistics"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+                TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True,
+            )
+            self.progress.__enter__()
+            self.task = self.progress.add_task("patches", total=total)
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.progress.__exit__(*exc)
+
+        def advance(self, n: int) -> None:
+            self.progress.advance(self.task, n)
+
+    return _Bar()
+
+
+def _check_int(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise LinearCNNInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def patch_stats(
+    images: Any,
+    kernel_size: int,
+    *,
+    centered: bool = False,
+    batch_size: int = 512,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+) -> PatchStats:
+    """Exact second moments of all stride-1 `C x k x k` patches of `images`, eigen-decomposed.
+
+    images: an (N, C, H, W) numpy array or torch tensor (any real dtype, any device), or an
+        iterable of such batches (all with the same C, H, W), read once; at most `batch_size`
+        images are converted to float64 at a time, so memory does not grow with N.
+    kernel_size: k (patches are k x k, valid positions only: (H-k+1)(W-k+1) per image).
+    centered: False (default): decompose E[p p^T]; True: the covariance E[p p^T] - m m^T
+        (see the module docstring for why uncentred is the default and what the difference is).
+    device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"; arithmetic is float64
+        on every device. progress: show a progress bar on stderr.
+
+    The moments are normalised by the number of patches M (not M - 1). Eigenvalues come from
+    `numpy.linalg.eigh` of the symmetrised matrix, sorted descending and clipped at 0 from below.
+    Warns (and stays finite) when there are fewer patches than dimensions or the matrix is
+    rank-deficient (e.g. constant images). Raises LinearCNNInputError for a kernel larger than
+    the images, kernel_size < 1, a wrong number of dimensions, no images, or NaN/Inf pixels.
+    """
+    kernel = _check_int(kernel_size, "kernel_size", 1)
+    step = _check_int(batch_size, "batch_size", 1)
+    if not isinstance(centered, (bool, np.bool_)):
+        raise LinearCNNInputError(f"centered must be True or False, got {centered!r}")
+    target = resolve_device(device)
+    batches, total = _batches(images, step)
+    return _stream_stats(batches, total, kernel, centered=bool(centered), batch_size=step, device=target,
+                         progress=bool(progress))
+
+
+def _stream_stats(batches: Iterator[tuple[torch.Tensor, str]], total: int | None, kernel: int, *,
+                  centered: bool, batch_size: int, device: torch.device, progress: bool) -> PatchStats:
+    """The streaming pass behind `patch_stats` (arguments already checked)."""
+    target, step = device, batch_size
+    accumulator: _MomentAccumulator | None = None
+    shape: tuple[int, int, int] | None = None
+    with _progress_bar(total, progress) as bar:
+        for batch, name in batches:
+            if batch.shape[0] == 0:
+                continue
+            if shape is None:
+                shape = tuple(int(v) for v in batch.shape[1:])  # (C, H, W)
+                _check_kernel_fits(kernel, shape)
+            elif tuple(batch.shape[1:]) != shape:
+                raise LinearCNNInputError(
+                    f"{name} has images of shape {tuple(batch.shape[1:])}; expected {shape} like the first batch"
+                )
+            if accumulator is None:
+                c, h, w = shape
+                shift = (
+                    batch.to(device=target, dtype=torch.float64).mean(dim=(0, 2, 3))
+                    if centered else torch.zeros(c, dtype=torch.float64, device=target)
+                )  # (C,)
+                accumulator = _MomentAccumulator(c, h, w, kernel, target, shift)
+            # CPU: chunks sized for the cache, converted straight from the input; CUDA: one copy
+            # of the batch to the device in its own dtype, converted to float64 in `add`.
+            chunk = _chunk_images(shape, target, step)
+            source = batch if target.type == "cpu" else batch.to(device=target)
+            for start in range(0, source.shape[0], chunk):
+                if not accumulator.add(source[start : start + chunk]):
+                    bad = int((~torch.isfinite(batch.to(torch.float64))).sum())
+                    if bad:
+                        raise LinearCNNInputError(
+                            f"{name} contains {bad} NaN or Inf pixel value(s); expected finite pixels"
+                        )
+                    raise LinearCNNInputError(
+                        f"{name}: pixel sums overflow float64; expected pixel values far below 1e300"
+                    )
+            bar.advance(int(batch.shape[0]))
+    if accumulator is None:
+        raise LinearCNNInputError("images: no images given (0 images); expected at least one (N, C, H, W) image")
+    moment_sum, patch_sum, count = accumulator.result()
+    shift_patch = np.repeat(accumulator.shift.cpu().numpy(), kernel * kernel)  # (d,) in (C, k, k) order
+    shifted_mean = patch_sum / count  # (d,)
+    shifted_moment = moment_sum / count  # (d, d)
+    mean = shifted_mean + shift_patch
+    if centered:
+        matrix = shifted_moment - np.outer(shifted_mean, shifted_mean)  # covariance, shift-invariant
+    else:
+        matrix = shifted_moment  # the shift is zero when not centred
+    matrix = 0.5 * (matrix + matrix.T)
+    if not np.all(np.isfinite(matrix)):
+        raise LinearCNNInputError("images: patch moments overflow float64; expected pixel values below ~1e150")
+    c, h, w = shape  # type: ignore[misc]
+    eigenvalues, eigenvectors = _sorted_eigh(matrix)
+    _warn_if_degenerate(eigenvalues, count, c * kernel * kernel)
+    return PatchStats(
+        eigenvalues=eigenvalues,
+        eigenvectors=eigenvectors,
+        second_moment=matrix,
+        mean=mean,
+        num_patches=int(count),
+        channels=c,
+        kernel_size=kernel,
+        centered=bool(centered),
+        num_images=accumulator.num_images,
+        image_size=(h, w),
+        extra={"versions": _versions()},
+    )
+
+
+def _chunk_images(shape: tuple[int, int, int], device: torch.device, batch_size: int) -> int:
+    """Images per internal chunk: cache-sized on CPU, the whole batch on CUDA."""
+    if device.type != "cpu":
+        return batch_size
+    c, h, w = shape
+    return max(1, min(batch_size, _CPU_CHUNK_VALUES // (c * h * w)))
+
+
+def _check_kernel_fits(kernel: int, shape: tuple[int, int, int]) -> None:
+    c, h, w = shape
+    if c < 1 or h < 1 or w < 1:
+        raise LinearCNNInputError(f"images have shape (N, {c}, {h}, {w}); expected C, H and W >= 1")
+    if kernel > h or kernel > w:
+        raise LinearCNNInputError(
+            f"kernel_size {kernel} is larger than the {h}x{w} images; expected kernel_size <= {min(h, w)}"
+        )
+
+
+def _sorted_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending, clipped at 0) and eigenvectors (columns, sign-fixed)."""
+    values, vectors = np.linalg.eigh(matrix)
+    order = np.argsort(values)[::-1]
+    values, vectors = values[order], vectors[:, order]
+    # Rounding can make eigenvalues of a PSD matrix slightly negative; they are variances.
+    values = np.maximum(values, 0.0)
+    # Sign convention: the largest-magnitude entry of each eigenvector is positive.
+    peak = np.argmax(np.abs(vectors), axis=0)
+    signs = np.sign(vectors[peak, np.arange(vectors.shape[1])])
+    signs[signs == 0] = 1.0
+    return values, np.ascontiguousarray(vectors * signs)
+
+
+def _warn_if_degenerate(eigenvalues: np.ndarray, num_patches: int, d: int) -> None:
+    if num_patches < d:
+        warnings.warn(
+            f"only {num_patches} patches for {d} dimensions: the patch second-moment matrix has rank "
+            f"at most {num_patches}, so trailing eigenvalues are 0 and their eigenvectors arbitrary",
+            stacklevel=3,
+        )
+        return
+    top = float(eigenvalues[0]) if eigenvalues.size else 0.0
+    if top <= 0.0:
+        warnings.warn("all patch moments are zero (constant images?); eigenvectors are arbitrary", stacklevel=3)
+        return
+    tolerance = d * np.finfo(np.float64).eps * top
+    rank = int(np.sum(eigenvalues > tolerance))
+    if rank < d:
+        warnings.warn(
+            f"the patch second-moment matrix is rank-deficient (numerical rank {rank} of {d}; "
+            f"constant or duplicated channels?); eigenvectors of the zero eigenvalues are arbitrary",
+            stacklevel=3,
+        )
+
+
+def _versions() -> dict[str, str]:
+    from linearcnn import __version__
+
+    return {"linearcnn": __version__, "numpy": np.__version__, "torch": torch.__version__}
+
+
+def dataset_patch_stats(
+    dataset: ImageDataset,
+    kernel_size: int,
+    *,
+    centered: bool = False,
+    batch_size: int = 512,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+) -> PatchStats:
+    """Patch statistics of a data set normalised per channel exactly as training does.
+
+    Uses `dataset.channel_stats()` and `linearcnn.data.normalize_images` batch by batch (no
+    normalised copy of the whole set) and records the mean/std and `dataset.spec` in the result.
+    The other arguments are those of `patch_stats`.
+    """
+    from linearcnn.data import normalize_images
+
+    kernel = _check_int(kernel_size, "kernel_size", 1)
+    step = _check_int(batch_size, "batch_size", 1)
+    if not isinstance(centered, (bool, np.bool_)):
+        raise LinearCNNInputError(f"centered must be True or False, got {centered!r}")
+    target = resolve_device(device)
+    images = np.asarray(dataset.images)
+    if images.ndim != 4:
+        raise LinearCNNInputError(f"data set {dataset.spec!r}: images have shape {images.shape}; expected (N, C, H, W)")
+    if images.shape[0] == 0:
+        raise LinearCNNInputError(f"data set {dataset.spec!r} is empty; expected at least one image")
+    _check_kernel_fits(kernel, (int(images.shape[1]), int(images.shape[2]), int(images.shape[3])))
+    mean, std = dataset.channel_stats()  # (C,), (C,) float64
+
+    def normalised() -> Iterator[tuple[torch.Tensor, str]]:
+        for start in range(0, images.shape[0], step):
+            batch = normalize_images(images[start : start + step], mean, std)  # (n, C, H, W) float32
+            yield torch.from_numpy(batch), f"images[{start}:{start + step}] of {dataset.spec!r}"
+
+    stats = _stream_stats(normalised(), int(images.shape[0]), kernel, centered=bool(centered), batch_size=step,
+                          device=target, progress=bool(progress))
+    stats.channel_mean = np.asarray(mean, dtype=np.float64)
+    stats.channel_std = np.asarray(std, dtype=np.float64)
+    stats.data_spec = str(dataset.spec)
+    return stats

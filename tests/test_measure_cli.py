@@ -1,0 +1,166 @@
+"""End to end: `linearcnn stats | profile | fit | compare` on small data and checkpoints made here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from linearcnn.cli import main
+
+
+def write_npz_data(path: Path, n: int = 64, channels: int = 3, size: int = 12, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    # Smooth-ish random images: cumulative sums give a decaying spectrum, like natural images.
+    images = np.cumsum(np.cumsum(rng.normal(size=(n, size, size, channels)), axis=1), axis=2)
+    images = (images - images.min()) / (images.max() - images.min())
+    np.savez(path, images=(images * 255).astype(np.uint8), labels=rng.integers(0, 4, size=n))
+    return f"npz:{path}"
+
+
+class TinyNet(nn.Module):
+    def __init__(self, channels: int = 3, width: int = 16, kernel: int = 3):
+        super().__init__()
+        self.stem = nn.Conv2d(channels, width, kernel)
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, x):
+        return self.head(self.stem(x).mean(dim=(2, 3)))
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    data = write_npz_data(tmp_path / "data.npz")
+    torch.manual_seed(0)
+    initial = TinyNet()
+    trained = TinyNet()
+    trained.load_state_dict(initial.state_dict())
+    with torch.no_grad():
+        trained.stem.weight.add_(0.3 * torch.randn_like(trained.stem.weight))
+    init_path, ckpt_path = tmp_path / "init.pt", tmp_path / "trained.pt"
+    torch.save(initial.state_dict(), init_path)
+    torch.save({"model_state_dict": trained.state_dict(), "epoch": 3}, ckpt_path)
+    return data, ckpt_path, init_path, trained
+
+
+def run_json(argv, capsys):
+    code = main(argv + ["--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)
+
+
+def test_fit_json_has_required_fields_and_matches_independent_profile(setup, capsys, tmp_path):
+    data, ckpt, init, trained = setup
+    plot = tmp_path / "fit.png"
+    out = run_json(["fit", "--checkpoint", str(ckpt), "--data", data, "--bootstrap", "20", "--plot", str(plot)], capsys)
+    for key in ["layer", "filters", "patch_shape", "correlation", "tau", "profile", "formula_profile",
+                "init_subtracted", "data", "whitening", "correlation_ci95"]:
+        assert key in out
+    assert out["layer"] == "stem" and out["filters"] == 16 and out["patch_shape"] == [3, 3, 3]
+    assert out["init_subtracted"] is False and out["data"] == data
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Independent check of the profile: our own patch moments (unfold) and projection.
+    stats = run_json(["stats", "--data", data, "--kernel", "3"], capsys)
+    images = np.load(Path(data[4:]))["images"].astype(np.float64) / 255  # (N, H, W, C)
+    x = torch.tensor(images).permute(0, 3, 1, 2)
+    mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
+    x = (x - mean[None, :, None, None]) / std[None, :, None, None]
+    patches = torch.nn.functional.unfold(x, 3).transpose(1, 2).reshape(-1, 27).numpy()
+    second = patches.T @ patches / patches.shape[0]
+    mu, u = np.linalg.eigh(second)
+    mu, u = mu[::-1], u[:, ::-1]
+    np.testing.assert_allclose(stats["eigenvalues"], mu, rtol=2e-3, atol=1e-8)
+    w = trained.stem.weight.detach().double().reshape(16, -1).numpy()
+    profile = np.sqrt(np.mean((w @ u) ** 2, axis=0))
+    np.testing.assert_allclose(np.asarray(out["profile"]), profile / profile.max(), rtol=2e-3, atol=1e-6)
+
+
+def test_fit_with_init_checkpoint_subtracts_initial_weights(setup, capsys):
+    data, ckpt, init, _ = setup
+    raw = run_json(["fit", "--checkpoint", str(ckpt), "--data", data, "--bootstrap", "0"], capsys)
+    sub = run_json(["fit", "--checkpoint", str(ckpt), "--data", data, "--init-checkpoint", str(init),
+                    "--bootstrap", "0"], capsys)
+    assert sub["init_subtracted"] is True
+    assert sub["profile"] != raw["profile"]
+
+
+def test_fit_raw_two_parameter_fits_at_least_as_well(setup, capsys):
+    data, ckpt, _, _ = setup
+    one = run_json(["fit", "--checkpoint", str(ckpt), "--data", data, "--bootstrap", "0"], capsys)
+    two = run_json(["fit", "--checkpoint", str(ckpt), "--data", data, "--bootstrap", "0", "--raw"], capsys)
+    assert two["family"] == "raw_gradient_flow"
+    assert two["correlation"] >= one["correlation"] - 1e-9
+
+
+def test_human_output_is_a_table(setup, capsys):
+    data, ckpt, _, _ = setup
+    assert main(["fit", "--checkpoint", str(ckpt), "--data", data, "--bootstrap", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "correlation" in text and "stem" in text and "tau" in text
+
+
+def test_compare_writes_heatmap_and_json(setup, capsys, tmp_path):
+    data, ckpt, init, _ = setup
+    heat, out = tmp_path / "heat.png", tmp_path / "cmp.json"
+    res = run_json(["compare", str(ckpt), str(init), str(ckpt), "--data", data, "--plot", str(heat), "--out", str(out)], capsys)
+    matrix = np.asarray(res["correlation_matrix"])
+    assert matrix.shape == (3, 3)
+    np.testing.assert_allclose(np.diag(matrix), 1.0)
+    np.testing.assert_allclose(matrix, matrix.T)
+    assert matrix[0, 2] == pytest.approx(1.0)
+    assert heat.read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(out.read_text())["correlation_matrix"] == res["correlation_matrix"]
+
+
+def test_profile_and_stats_with_saved_stats(setup, capsys, tmp_path):
+    data, ckpt, _, _ = setup
+    saved = tmp_path / "stats.npz"
+    assert main(["stats", "--data", data, "--kernel", "3", "--out", str(saved)]) == 0
+    capsys.readouterr()
+    a = run_json(["profile", "--checkpoint", str(ckpt), "--stats", str(saved)], capsys)
+    b = run_json(["profile", "--checkpoint", str(ckpt), "--data", data], capsys)
+    np.testing.assert_allclose(a["profile"], b["profile"], rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "argv_fn, words",
+    [
+        (lambda d, c, t: ["fit", "--checkpoint", str(t / "missing.pt"), "--data", d], "missing.pt"),
+        (lambda d, c, t: ["fit", "--checkpoint", str(t), "--data", d], "directory"),
+        (lambda d, c, t: ["fit", "--checkpoint", str(c), "--data", "imagenet:/x"], "imagenet"),
+        (lambda d, c, t: ["fit", "--checkpoint", str(c), "--data", "npz:" + str(t / "nope.npz")], "nope.npz"),
+        (lambda d, c, t: ["fit", "--checkpoint", str(c), "--data", d, "--layer", "nonexistent"], "nonexistent"),
+        (lambda d, c, t: ["fit", "--checkpoint", str(c), "--data", d, "--init"], "--init"),
+        (lambda d, c, t: ["fit", "--checkpoint", str(c), "--data", d, "--plot", str(t / "no" / "x.png")], "does not exist"),
+        (lambda d, c, t: ["compare", str(c), "--data", d], "at least 2"),
+    ],
+)
+def test_bad_input_one_line_exit_2(setup, tmp_path, capsys, argv_fn, words):
+    data, ckpt, _, _ = setup
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(argv_fn(data, ckpt, tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing half-written
+
+
+def test_channel_mismatch_names_both(setup, tmp_path, capsys):
+    _, ckpt, _, _ = setup
+    gray = write_npz_data(tmp_path / "gray.npz", channels=1)
+    assert main(["fit", "--checkpoint", str(ckpt), "--data", gray]) == 2
+    err = capsys.readouterr().err
+    assert "3" in err and "1" in err and "channel" in err
+
+
+def test_kernel_larger_than_images(tmp_path, capsys):
+    data = write_npz_data(tmp_path / "small.npz", size=4)
+    net = TinyNet(kernel=5)
+    torch.save(net.state_dict(), tmp_path / "k5.pt")
+    assert main(["fit", "--checkpoint", str(tmp_path / "k5.pt"), "--data", data]) == 2
+    assert "larger" in capsys.readouterr().err
