@@ -15,17 +15,15 @@ from typing import Any
 __version__ = "0.1.0"
 
 from linearcnn.errors import LinearCNNInputError
-from linearcnn.theory import (
-    derive,
-    formula_profile,
-    gradient_flow_profile,
-    raw_formula_profile,
-    raw_gradient_flow_profile,
-    whitening_profile,
-)
 
-# Heavier parts load on first use, so `import linearcnn` stays quick.
+# Everything loads on first use, so `import linearcnn` (and the CLI's --help) stays quick.
 _LAZY = {
+    "derive": "linearcnn.theory",
+    "formula_profile": "linearcnn.theory",
+    "raw_formula_profile": "linearcnn.theory",
+    "gradient_flow_profile": "linearcnn.theory",
+    "raw_gradient_flow_profile": "linearcnn.theory",
+    "whitening_profile": "linearcnn.theory",
     "load_dataset": "linearcnn.data",
     "ImageDataset": "linearcnn.data",
     "patch_stats": "linearcnn.patches",
@@ -47,13 +45,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'linearcnn' has no attribute {name!r}")
 
 
-__all__ = [
-    "LinearCNNInputError",
-    "derive",
-    "formula_profile",
-    "gradient_flow_profile",
-    "raw_formula_profile",
-    "raw_gradient_flow_profile",
-    "whitening_profile",
-    *_LAZY,
-]
+__all__ = ["LinearCNNInputError", *_LAZY]

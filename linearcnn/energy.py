@@ -72,10 +72,10 @@ def _filter_matrix(weights: Any) -> tuple[np.ndarray, str, int | None]:
     w = _to_numpy(weights, "weights")
     if w.ndim == 4:
         k_out, channels, kh, kw = w.shape
-        shape_text = f"{channels * kh * kw} ({channels}x{kh}x{kw})"
+        shape_text = f"{channels * kh * kw} inputs per filter ({channels}x{kh}x{kw})"
         return w.reshape(k_out, -1), shape_text, channels
     if w.ndim == 2:
-        return w, str(w.shape[1]), None
+        return w, f"{w.shape[1]} inputs per filter", None
     raise LinearCNNInputError(
         f"weights have shape {w.shape}; expected (K, C, k, k) filters or a (K, d) matrix"
     )
@@ -123,7 +123,7 @@ def energy_profile(
     if w.shape[1] != d:
         stats_text = _describe_dim(d, channels, kernel) if channels else _describe_dim(d, w_channels, None)
         raise LinearCNNInputError(
-            f"layer has {w_shape} inputs per filter but patch statistics have {stats_text}"
+            f"layer has {w_shape} but patch statistics have {stats_text}"
         )
     projections = w @ u  # (K, d): w_k . u_i
     profile = np.sqrt(np.mean(projections**2, axis=0))  # (d,)
@@ -207,7 +207,8 @@ def whitening_indicators(weights: Any, stats: PatchStats) -> dict[str, float]:
         diagonalise; computed as squared singular values of W U diag(sqrt(eigenvalues))) restricted to its
         rank min(K, d): the covariance of the K filter outputs. 1 when the outputs are white
         (equal variances, e.g. W = C^{-1/2}); near 0 when a few directions dominate; 0 when
-        W C W^T has fewer than min(K, d) nonzero eigenvalues.
+        W C W^T has fewer than min(K, d) nonzero eigenvalues (numerical rank as in
+        `numpy.linalg.matrix_rank`, e.g. two identical filters).
     Raises LinearCNNInputError for mismatched shapes or a constant energy profile.
     """
     profile = energy_profile(weights, stats)
@@ -227,8 +228,10 @@ def whitening_indicators(weights: Any, stats: PatchStats) -> dict[str, float]:
     # Nonzero eigenvalues of W C W^T = squared singular values of W U diag(sqrt(eigenvalues)).
     w, _, _ = _filter_matrix(weights)
     scaled = (w @ u) * np.sqrt(eigenvalues)[None, :]  # (K, d)
-    output_variances = np.linalg.svd(scaled, compute_uv=False) ** 2  # min(K, d), descending
-    if output_variances[-1] <= 0.0:  # rank below min(K, d): a zero in the geometric mean
+    singular = np.linalg.svd(scaled, compute_uv=False)  # min(K, d), descending
+    output_variances = singular**2
+    # Numerical rank below min(K, d) (numpy's matrix_rank tolerance): a zero in the geometric mean.
+    if singular[-1] <= singular[0] * max(scaled.shape) * np.finfo(np.float64).eps:
         flatness = 0.0
     else:
         geometric = math.exp(float(np.mean(np.log(output_variances))))

@@ -164,21 +164,27 @@ def fit_formula(
         best_log_tau, best_ratio = _refine_1d(lambda lt: correlation_rows(family(np.atleast_1d(lt)), p)[0],
                                               grid, scores), None
     else:
-        ratios = np.concatenate([[0.0], np.logspace(-3, 2, 40)])
+        # r = 0 belongs to the raw family: start from the one-parameter optimum, so the
+        # two-parameter fit is never worse than it.
+        scores = correlation_rows(family(grid), p)
+        flow_log_tau = _refine_1d(lambda lt: correlation_rows(family(np.atleast_1d(lt)), p)[0], grid, scores)
+        candidates = [(correlation_rows(family(np.array([flow_log_tau])), p)[0], flow_log_tau, 0.0)]
+        ratios = np.logspace(-3, 2, 40)
         log_tau_2d, ratio_2d = np.meshgrid(grid[::4], ratios, indexing="ij")  # (n_tau, n_r)
-        scores = correlation_rows(family(log_tau_2d.ravel(), ratio_2d.ravel()), p)
-        i = int(np.argmax(scores))
-        start = np.array([log_tau_2d.ravel()[i], math.log(ratio_2d.ravel()[i] + 1e-6)])
+        scores_2d = correlation_rows(family(log_tau_2d.ravel(), ratio_2d.ravel()), p)
+        i = int(np.argmax(scores_2d))
+        candidates.append((scores_2d[i], float(log_tau_2d.ravel()[i]), float(ratio_2d.ravel()[i])))
 
         def negative(params: np.ndarray) -> float:
             lt = float(np.clip(params[0], lo, hi))
             return -correlation_rows(family(np.array([lt]), np.array([math.exp(params[1])])), p)[0]
 
-        refined = minimize(negative, start, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-12, "maxiter": 400})
-        if -refined.fun >= scores[i]:
-            best_log_tau, best_ratio = float(np.clip(refined.x[0], lo, hi)), math.exp(refined.x[1])
-        else:
-            best_log_tau, best_ratio = float(log_tau_2d.ravel()[i]), float(ratio_2d.ravel()[i])
+        for _, lt, ratio in list(candidates):
+            start = np.array([lt, math.log(max(ratio, 1e-4))])
+            refined = minimize(negative, start, method="Nelder-Mead",
+                               options={"xatol": 1e-7, "fatol": 1e-13, "maxiter": 600})
+            candidates.append((-refined.fun, float(np.clip(refined.x[0], lo, hi)), math.exp(refined.x[1])))
+        _, best_log_tau, best_ratio = max(candidates, key=lambda c: c[0])
     fitted = family(np.array([best_log_tau]), np.array([best_ratio or 0.0]))[0]
     tau = math.exp(best_log_tau)
     correlation = float(correlation_rows(fitted[None, :], p)[0])

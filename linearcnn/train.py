@@ -405,27 +405,25 @@ class _Dist:
 def _distributed(device: torch.device) -> Iterator[tuple[_Dist, torch.device]]:
     """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA).
 
-    A group that is already initialised (by a caller, or by `train_seeds` around several runs) is
-    used as it is and left open; one created here is destroyed on the way out.
+    The group is created once per process and then reused (re-creating a group after destroying
+    it can hang under torchrun's rendezvous); it is destroyed when the process exits.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         yield _Dist(), device
         return
+    import atexit
+
     import torch.distributed as dist
 
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    created = not dist.is_initialized()
-    if created:
+    if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    try:
-        yield _Dist(rank=dist.get_rank(), world_size=dist.get_world_size()), device
-    finally:
-        if created:
-            dist.destroy_process_group()
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    yield _Dist(rank=dist.get_rank(), world_size=dist.get_world_size()), device
 
 
 def _epoch_order(seed: int, epoch: int, num_images: int) -> torch.Tensor:

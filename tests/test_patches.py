@@ -256,10 +256,38 @@ def test_bad_input_raises_one_line(images, kernel, words):
 def test_nan_or_inf_pixels_raise(bad):
     images = np.random.default_rng(8).normal(size=(5, 2, 6, 6))
     images[3, 1, 2, 4] = bad
-    with pytest.raises(LinearCNNInputError, match="1 NaN or Inf"):
+    with pytest.raises(LinearCNNInputError, match=r"images 2 to 3 \(in images\[2:4\]\) contain 1 NaN or Inf"):
         patch_stats(images, 3, batch_size=2, device="cpu")
-    with pytest.raises(LinearCNNInputError, match="NaN or Inf"):
+    with pytest.raises(LinearCNNInputError, match="images 0 to 4 .* contain 1 NaN or Inf"):
         patch_stats(torch.from_numpy(images), 3, centered=True, device="cpu")
+
+
+def test_worker_threads_deterministic_and_restored():
+    """Several CPU threads: same numbers as one thread (to rounding), bitwise repeatable, and
+    torch's thread setting is restored, also after an error."""
+    images = np.random.default_rng(12).normal(size=(40, 3, 10, 10))
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = patch_stats(images, 3, batch_size=8, device="cpu")
+        torch.set_num_threads(3)
+        first = patch_stats(images, 3, batch_size=8, device="cpu")
+        second = patch_stats(images, 3, batch_size=8, device="cpu")
+        assert torch.get_num_threads() == 3
+        np.testing.assert_array_equal(first.second_moment, second.second_moment)
+        assert rel_err(first.second_moment, single.second_moment) < 1e-14
+        bad = images.copy()
+        bad[-1, 0, 0, 0] = np.nan
+        with pytest.raises(LinearCNNInputError, match="images 32 to 39"):
+            patch_stats(bad, 3, batch_size=8, device="cpu")
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_huge_pixels_overflow_is_an_error():
+    with pytest.raises(LinearCNNInputError, match="overflow"):
+        patch_stats(np.full((2, 1, 4, 4), 1e200), 2, device="cpu")
 
 
 def test_bad_arguments_raise():

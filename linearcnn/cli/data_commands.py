@@ -7,7 +7,6 @@ parsed by `linearcnn.data.parse_data_spec` inside `load_dataset`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +14,7 @@ import typer
 
 from linearcnn._files import check_writable_file
 from linearcnn.cli._app import app
+from linearcnn.cli._format import console, print_json
 from linearcnn.data import DATA_SPEC_HELP, load_dataset, spectrum_exponent
 from linearcnn.errors import LinearCNNInputError
 
@@ -27,12 +27,11 @@ def _format_numbers(values: list[float]) -> str:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False, soft_wrap=True)
+    out = console()
     c, h, w = summary["shape"]
-    console.print(summary["description"])
+    out.print(summary["description"], highlight=False)
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -59,7 +58,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         )
     if "grid" in summary:
         table.add_row("grid", summary["grid"])
-    console.print(table)
+    out.print(table, highlight=False)
 
 
 @app.command("data")
@@ -100,6 +99,6 @@ def data_command(
         dataset.save_grid(grid, n=grid_size)
         summary["grid"] = str(grid)
     if json_output:
-        typer.echo(json.dumps(summary, indent=2))
+        print_json(summary)
     else:
         _print_summary(summary)

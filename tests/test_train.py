@@ -1,0 +1,394 @@
+"""Training: every arch trains, the linear loop equals independent numpy gradient descent, the
+stability bound equals the autograd Hessian, checkpoints are complete and load with
+weights_only, resume is bit-exact, DDP equals one process, and bad input is one line + exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+
+from linearcnn.errors import LinearCNNInputError
+from linearcnn.models import ARCHS, build_model
+from linearcnn.train import (
+    TrainConfig,
+    check_linear_lr,
+    draw_random_labels,
+    linear_gd_hessian_max_eigenvalue,
+    load_training_checkpoint,
+    model_from_checkpoint,
+    parity_targets,
+    train,
+    train_seeds,
+)
+
+CHECKPOINT_KEYS = {
+    "format", "format_version", "model_state_dict", "optimizer_state_dict", "first_layer", "snapshots", "config",
+    "seed", "versions", "epoch", "step", "metrics", "random_labels", "rng_state",
+}
+
+
+def make_dataset(n: int = 20, channels: int = 3, size: int = 16, classes: int = 4, seed: int = 0, labelled: bool = True):
+    from linearcnn.data import ImageDataset
+
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, channels, size, size), dtype=np.float32)
+    labels = rng.integers(0, classes, n) if labelled else None
+    names = [f"class{i}" for i in range(classes)] if labelled else []
+    return ImageDataset(images, labels, names, "synthetic", "uniform noise for tests")
+
+
+def write_npz(path: Path, n: int = 12, channels: int = 3, size: int = 8, classes: int = 2, labelled: bool = True, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    arrays = {"images": rng.random((n, channels, size, size)).astype(np.float32)}
+    if labelled:
+        arrays["labels"] = rng.integers(0, classes, n)
+        arrays["classes"] = np.array([f"c{i}" for i in range(classes)])
+    np.savez(path, **arrays)
+    return f"npz:{path}"
+
+
+def first_weight(model: torch.nn.Module, name: str) -> torch.Tensor:
+    return model.state_dict()[f"{name}.weight"].detach().cpu()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_arch_trains_a_few_steps(arch: str) -> None:
+    data = make_dataset()
+    result = train(TrainConfig(arch=arch, steps=3, batch_size=8, width=4, lr=0.05, device="cpu"), dataset=data)
+    assert result.step == 3
+    assert all(np.isfinite(result.metrics["step_loss"])) and len(result.metrics["step_loss"]) == 3
+    moved = (first_weight(result.model, result.first_layer) - result.initial_first_layer).abs().max().item()
+    assert moved > 0, f"{arch}: first layer did not move"
+
+
+def test_frozen_first_layer_stays_at_init_while_the_rest_learns() -> None:
+    data = make_dataset()
+    result = train(TrainConfig(arch="vgg11-bn", steps=3, batch_size=8, width=4, freeze_first_layer=True), dataset=data)
+    assert torch.equal(first_weight(result.model, "features.0"), result.initial_first_layer)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        fresh = build_model("vgg11-bn", 3, 4, width=4)
+    assert torch.equal(fresh.features[0].weight, result.initial_first_layer)  # init comes from the seed
+    assert not torch.equal(fresh.classifier.weight, result.model.classifier.weight)
+
+
+def numpy_linear_gd(images: np.ndarray, targets: np.ndarray, init: np.ndarray, lr: float, steps: int):
+    """Full-batch GD on L = mean_n (mean_k w_k . pbar_n - y_n)^2, written from the definitions.
+
+    Returns the filters after every step (steps + 1, K, d) and the loss before every step (steps,)."""
+    k = init.shape[-1]
+    windows = sliding_window_view(images, (k, k), axis=(2, 3))  # (N, C, H-k+1, W-k+1, k, k)
+    pbar = windows.mean(axis=(2, 3)).reshape(images.shape[0], -1)  # (N, d)
+    filters = init.reshape(init.shape[0], -1).copy()  # (K, d)
+    history, losses = [filters.copy()], []
+    for _ in range(steps):
+        residual = pbar @ filters.mean(axis=0) - targets  # (N,)
+        losses.append(np.mean(residual**2))
+        gradient = 2.0 / (len(targets) * filters.shape[0]) * residual @ pbar  # same for every filter
+        filters = filters - lr * gradient[None, :]
+        history.append(filters.copy())
+    return np.stack(history), np.array(losses)
+
+
+def test_linear_full_batch_training_equals_numpy_gradient_descent() -> None:
+    data = make_dataset(n=10, channels=2, size=6, classes=3, seed=5)
+    config = TrainConfig(arch="linear", epochs=12, batch_size=10_000, width=3, kernel_size=3, lr=2.0,
+                         init_std=0.1, precision="float64", snapshot_every=4)
+    result = train(config, dataset=data)
+    targets = np.where(data.labels % 2 == 0, 1.0, -1.0)  # the documented +-1 parity targets
+    history, losses = numpy_linear_gd(data.normalized().astype(np.float64), targets,
+                                      result.initial_first_layer.numpy(), lr=2.0, steps=12)
+    final = first_weight(result.model, "conv").numpy().reshape(3, -1)
+    assert np.abs(final - history[0]).max() > 1e-3  # training really moved the filters
+    np.testing.assert_allclose(final, history[-1], rtol=1e-10, atol=1e-13)
+    assert result.snapshot_steps.tolist() == [0, 4, 8, 12]
+    np.testing.assert_allclose(result.snapshot_weights.numpy().reshape(4, 3, -1), history[[0, 4, 8, 12]], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(result.metrics["step_loss"], losses, rtol=1e-10)
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize(("arch", "classes"), [("linear", 2), ("linear-multi", 3)])
+def test_stability_bound_equals_the_autograd_hessian(arch: str, classes: int) -> None:
+    rng = np.random.default_rng(6)
+    images = torch.from_numpy(rng.normal(size=(7, 2, 5, 5)))
+    torch.manual_seed(0)
+    model = build_model(arch, 2, classes, width=3, kernel_size=2, init_std=0.1).double()
+    targets = torch.from_numpy(rng.normal(size=(7,) if arch == "linear" else (7, classes)))
+    weight = model.conv.weight.detach().clone()
+
+    def loss(w: torch.Tensor) -> torch.Tensor:
+        out = torch.func.functional_call(model, {"conv.weight": w}, (images,))
+        return ((out - targets) ** 2).mean()
+
+    hessian = torch.autograd.functional.hessian(loss, weight).reshape(weight.numel(), weight.numel())
+    expected = torch.linalg.eigvalsh(hessian)[-1].item()
+    assert linear_gd_hessian_max_eigenvalue(model, images) == pytest.approx(expected, rel=1e-10)
+
+
+def test_unstable_lr_is_rejected_one_line_and_stable_lr_converges() -> None:
+    data = make_dataset(n=16, channels=1, size=8, classes=2, seed=7)
+    base = TrainConfig(arch="linear", epochs=300, batch_size=10_000, width=2, precision="float64")
+    model = build_model("linear", 1, 2, width=2).double()
+    images = torch.from_numpy(data.normalized()).double()
+    bound = check_linear_lr(base.resolved(), model, images)
+    assert bound == pytest.approx(2.0 / linear_gd_hessian_max_eigenvalue(model, images))
+    with pytest.raises(LinearCNNInputError) as info:
+        train(TrainConfig(**{**base.to_dict(), "lr": 1.01 * bound, "epochs": 1}), dataset=data)
+    assert "unstable" in str(info.value) and "\n" not in str(info.value)
+    result = train(TrainConfig(**{**base.to_dict(), "lr": 0.9 * bound}), dataset=data)
+    losses = result.metrics["step_loss"]
+    assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0]
+
+
+def test_checkpoint_loads_with_weights_only_and_holds_everything(tmp_path: Path) -> None:
+    data = make_dataset(n=20, classes=4)
+    config = TrainConfig(arch="vgg11-bn", labels="random", steps=5, batch_size=8, width=4, snapshot_every=2, out=str(tmp_path / "run"))
+    result = train(config, dataset=data)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert CHECKPOINT_KEYS <= set(checkpoint)
+    assert checkpoint["format"] == "linearcnn-checkpoint" and checkpoint["format_version"] == 1
+    assert checkpoint["first_layer"]["name"] == "features.0"
+    assert torch.equal(checkpoint["first_layer"]["initial_weight"], result.initial_first_layer)
+    assert checkpoint["snapshots"]["steps"].tolist() == [0, 2, 4]
+    assert checkpoint["snapshots"]["weights"].shape == (3, 4, 3, 3, 3)
+    assert torch.equal(checkpoint["snapshots"]["weights"][0], result.initial_first_layer)
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(checkpoint["model_state_dict"][name], value.cpu()), name
+    assert checkpoint["optimizer_state_dict"]["param_groups"][0]["lr"] == 0.01
+    assert checkpoint["seed"] == 0 and checkpoint["step"] == 5 and checkpoint["epoch"] == 1
+    assert checkpoint["config"]["arch"] == "vgg11-bn" and checkpoint["config"]["width"] == 4
+    assert set(checkpoint["versions"]) >= {"linearcnn", "torch", "python"}
+    assert torch.equal(checkpoint["random_labels"], draw_random_labels(20, 4, 0))
+    assert len(checkpoint["metrics"]["step_loss"]) == 5
+    assert isinstance(checkpoint["rng_state"]["torch"], torch.Tensor)
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["step"] == 5 and summary["config"]["labels"] == "random"
+    rebuilt = model_from_checkpoint(checkpoint).eval()
+    result.model.eval()
+    x = torch.from_numpy(data.normalized()[:3])
+    assert torch.equal(rebuilt(x), result.model(x))
+
+
+def test_our_checkpoint_reads_with_the_checkpoint_loader(tmp_path: Path) -> None:
+    from linearcnn.checkpoints import load_first_layer
+
+    result = train(TrainConfig(arch="resnet20", steps=2, batch_size=8, width=4, out=str(tmp_path)), dataset=make_dataset())
+    layer = load_first_layer(tmp_path / "checkpoint.pt")
+    assert layer.name == "conv1"
+    np.testing.assert_array_equal(layer.weight, first_weight(result.model, "conv1").double().numpy())
+    np.testing.assert_array_equal(layer.init_weight, result.initial_first_layer.double().numpy())
+
+
+def _comparable(checkpoint: dict) -> dict:
+    metrics = {k: v for k, v in checkpoint["metrics"].items() if k not in ("seconds", "images_per_second")}
+    return {
+        "model": checkpoint["model_state_dict"], "optimizer": checkpoint["optimizer_state_dict"]["state"],
+        "snapshots": checkpoint["snapshots"], "metrics": metrics, "step": checkpoint["step"], "epoch": checkpoint["epoch"],
+    }
+
+
+def _assert_equal_nested(a, b, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_equal_nested(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_equal_nested(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_resume_is_bit_exact_at_an_epoch_end_and_inside_an_epoch(tmp_path: Path, optimizer: str) -> None:
+    data = make_dataset(n=20)  # batch 8: 3 steps per epoch, the last one partial
+    base = dict(arch="vgg11-bn", labels="random", batch_size=8, width=4, lr=0.02, optimizer=optimizer, momentum=0.9 if optimizer == "sgd" else 0.0,
+                snapshot_every=2)
+    train(TrainConfig(**base, epochs=2, out=str(tmp_path / "whole")), dataset=data)
+    train(TrainConfig(**base, epochs=1, out=str(tmp_path / "epoch")), dataset=data)
+    train(TrainConfig(**base, epochs=2, out=str(tmp_path / "epoch"), resume=True), dataset=data)
+    train(TrainConfig(**base, epochs=2, steps=4, out=str(tmp_path / "inside")), dataset=data)
+    train(TrainConfig(**base, epochs=2, out=str(tmp_path / "inside"), resume=True), dataset=data)
+    whole = _comparable(load_training_checkpoint(tmp_path / "whole" / "checkpoint.pt"))
+    assert whole["step"] == 6 and whole["epoch"] == 2
+    for name in ("epoch", "inside"):
+        _assert_equal_nested(whole, _comparable(load_training_checkpoint(tmp_path / name / "checkpoint.pt")), name)
+
+
+def test_random_labels_are_reproducible_from_the_seed_and_stored() -> None:
+    assert torch.equal(draw_random_labels(500, 10, 3), draw_random_labels(500, 10, 3))
+    assert not torch.equal(draw_random_labels(500, 10, 3), draw_random_labels(500, 10, 4))
+    counts = torch.bincount(draw_random_labels(5000, 10, 0), minlength=10)
+    assert counts.min() > 400 and counts.max() < 600  # uniform over the classes (binomial sd 21)
+    data = make_dataset(n=20, classes=4)
+    first = train(TrainConfig(arch="resnet20", labels="random", steps=1, width=4, seed=1), dataset=data)
+    again = train(TrainConfig(arch="resnet20", labels="random", steps=1, width=4, seed=1), dataset=data)
+    fixed = train(TrainConfig(arch="resnet20", labels="random", steps=1, width=4, seed=2, label_seed=1), dataset=data)
+    assert torch.equal(first.random_labels, draw_random_labels(20, 4, 1))
+    assert torch.equal(first.random_labels, again.random_labels)
+    assert torch.equal(fixed.random_labels, first.random_labels)
+    assert not torch.equal(fixed.initial_first_layer, first.initial_first_layer)
+    linear = train(TrainConfig(arch="linear", labels="random", steps=1, width=2, seed=1), dataset=data)
+    assert torch.equal(linear.random_labels, draw_random_labels(20, 2, 1))
+    assert train(TrainConfig(arch="linear", steps=1, width=2), dataset=data).random_labels is None
+
+
+def test_parity_targets_are_plus_one_for_even_and_minus_one_for_odd_classes() -> None:
+    assert parity_targets(torch.tensor([0, 1, 2, 3, 4])).tolist() == [1.0, -1.0, 1.0, -1.0, 1.0]
+
+
+@pytest.mark.slow
+def test_ddp_with_two_gloo_processes_equals_one_process(tmp_path: Path) -> None:
+    from linearcnn.cli import main
+
+    spec = write_npz(tmp_path / "data.npz", n=12, channels=3, size=8)
+    base = ["train", "--arch", "linear", "--data", spec, "--epochs", "3", "--precision", "float64", "--lr", "0.5",
+            "--width", "4", "--quiet"]
+    runs = {"full": ["--batch-size", "1000"], "mini": ["--batch-size", "5", "--momentum", "0.9"]}
+    script = tmp_path / "ddp_run.py"
+    script.write_text(
+        "import sys\nfrom linearcnn.cli import main\n"
+        f"base = {base!r}\nruns = {runs!r}\n"
+        "for name, extra in runs.items():\n"
+        "    code = main(base + extra + ['--out', sys.argv[1] + '/' + name])\n"
+        "    if code:\n        sys.exit(code)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "ddp")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("cpu x2") == 2  # rank 0 alone reports
+    for name, extra in runs.items():
+        assert main(base + extra + ["--out", str(tmp_path / "one" / name)]) == 0
+        single = load_training_checkpoint(tmp_path / "one" / name / "checkpoint.pt")
+        ddp = load_training_checkpoint(tmp_path / "ddp" / name / "checkpoint.pt")
+        assert single["step"] == ddp["step"] > 0
+        a, b = single["model_state_dict"]["conv.weight"], ddp["model_state_dict"]["conv.weight"]
+        assert (a - single["first_layer"]["initial_weight"]).abs().max() > 1e-3
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(ddp["metrics"]["step_loss"], single["metrics"]["step_loss"], rtol=1e-12)
+        assert json.loads((tmp_path / "ddp" / name / "metrics.json").read_text())["world_size"] == 2
+        assert sorted(p.name for p in (tmp_path / "ddp" / name).iterdir()) == ["checkpoint.pt", "metrics.json"]
+
+
+def test_cli_trains_and_writes_checkpoint_and_metrics(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from linearcnn.cli import main
+
+    spec = write_npz(tmp_path / "data.npz", n=12, channels=1, size=8)
+    out = tmp_path / "run"
+    code = main(["train", "--arch", "linear", "--data", spec, "--epochs", "3", "--batch-size", "1000", "--lr", "0.5",
+                 "--width", "4", "--snapshot-every", "1", "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "linear seed 0" in captured.out and "3 steps" in captured.out
+    checkpoint = load_training_checkpoint(out / "checkpoint.pt")
+    assert checkpoint["snapshots"]["steps"].tolist() == [0, 1, 2, 3]
+    assert checkpoint["data"]["channels"] == 1 and checkpoint["data"]["spec"] == spec
+    code = main(["train", "--arch", "linear-multi", "--data", spec, "--labels", "random", "--num-classes", "3", "--epochs", "2",
+                 "--batch-size", "5", "--seeds", "0,1", "--width", "4", "--out", str(tmp_path / "seeds"), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads((tmp_path / "seeds" / "metrics.json").read_text())
+    assert summary["seeds"] == [0, 1] and len(summary["runs"]) == 2
+    assert summary["loss_mean"] == pytest.approx(np.mean([r["loss"] for r in summary["runs"]]))
+    labels = [load_training_checkpoint(tmp_path / "seeds" / f"seed{s}" / "checkpoint.pt")["random_labels"] for s in (0, 1)]
+    assert torch.equal(labels[0], draw_random_labels(12, 3, 0)) and torch.equal(labels[1], draw_random_labels(12, 3, 1))
+
+
+def _bad(tmp_path: Path, case: str) -> tuple[list[str], Path]:
+    spec = write_npz(tmp_path / "data.npz", n=12, channels=3, size=8)
+    out = tmp_path / "out"
+    base = ["train", "--data", spec, "--epochs", "1", "--width", "4", "--quiet", "--out", str(out)]
+    if case == "unknown arch":
+        return base + ["--arch", "alexnet"], out
+    if case == "kernel larger than images":
+        return base + ["--arch", "vgg11", "--kernel-size", "9"], out
+    if case == "unstable lr":
+        return base + ["--arch", "linear", "--lr", "1e6", "--batch-size", "1000"], out
+    if case == "unwritable out":
+        (tmp_path / "afile").write_text("x")
+        return base[:-1] + [str(tmp_path / "afile" / "run"), "--arch", "linear"], tmp_path / "afile" / "run"
+    if case == "labels true without labels":
+        spec = write_npz(tmp_path / "nolabels.npz", labelled=False)
+        return ["train", "--data", spec, "--arch", "linear", "--out", str(out), "--quiet"], out
+    if case == "bad seeds":
+        return base + ["--arch", "linear", "--seeds", "0,x"], out
+    if case == "bad choice":
+        return base + ["--arch", "linear", "--optimizer", "lbfgs"], out
+    out.mkdir()
+    if case == "foreign checkpoint":
+        torch.save({"conv.weight": torch.zeros(4, 3, 3, 3)}, out / "checkpoint.pt")
+        return base + ["--arch", "linear", "--resume"], out
+    assert main_ok(base + ["--arch", "linear", "--lr", "0.1"])
+    if case == "checkpoint exists":
+        return base + ["--arch", "linear", "--lr", "0.1"], out
+    if case == "resume other config":
+        return base + ["--arch", "linear", "--lr", "0.2", "--resume", "--epochs", "2"], out
+    if case == "resume other arch":
+        return base + ["--arch", "vgg11", "--resume", "--epochs", "2"], out
+    if case == "resume channel mismatch":
+        write_npz(tmp_path / "data.npz", n=12, channels=1, size=8)  # same spec, other images
+        return base + ["--arch", "linear", "--lr", "0.1", "--resume", "--epochs", "2"], out
+    raise AssertionError(case)
+
+
+def main_ok(argv: list[str]) -> bool:
+    from linearcnn.cli import main
+
+    return main(argv) == 0
+
+
+BAD_CASES = {
+    "unknown arch": "alexnet",
+    "kernel larger than images": "larger than the images",
+    "unstable lr": "unstable",
+    "unwritable out": "cannot be created",
+    "labels true without labels": "has no labels",
+    "bad seeds": "--seeds",
+    "bad choice": "--optimizer",
+    "foreign checkpoint": "format",
+    "checkpoint exists": "--resume",
+    "resume other config": "lr=",
+    "resume other arch": "arch=",
+    "resume channel mismatch": "channel",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_input_gives_one_line_and_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture, case: str) -> None:
+    from linearcnn.cli import main
+
+    argv, out = _bad(tmp_path, case)
+    before = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()} if out.is_dir() else {}
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert BAD_CASES[case] in err, err
+    after = {p.name: p.stat().st_mtime_ns for p in out.iterdir()} if out.is_dir() else {}
+    assert sorted(after) == before and after == mtimes  # nothing written or half-written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_a_gpu_is_bad_input() -> None:
+    with pytest.raises(LinearCNNInputError, match="no CUDA device"):
+        train(TrainConfig(arch="linear", device="cuda", steps=1), dataset=make_dataset())
+
+
+def test_train_seeds_rejects_repeated_seeds() -> None:
+    with pytest.raises(LinearCNNInputError, match="repeats"):
+        train_seeds(TrainConfig(arch="linear"), [1, 1], dataset=make_dataset())
