@@ -6,7 +6,8 @@
 1. Same images for both: `natural_like_images(--images)` (the reference's 1/f generator), saved
    once to a temporary .npy. Each method runs in its own fresh subprocess that loads that file,
    so peak resident memory (VmHWM, reset just before the call where the kernel allows) is the
-   method's own, not the other's. The reference `reference_patch_pca` runs once (it takes tens
+   method's own, not the other's (workers run with MALLOC_MMAP_THRESHOLD_=1 MiB, see `spawn`).
+   Wall and CPU seconds and the load average are recorded: the machine may be shared. The reference `reference_patch_pca` runs once (it takes tens
    of seconds); ours (`patch_stats(..., centered=True)`, as pca_lowrank centres the data) runs
    `--repeats` times. Eigenvalues are compared as ours vs s^2 / M (M = number of patches;
    pca_lowrank's singular values of the centred patch matrix), in the same (C, k, k) order.
@@ -35,8 +36,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _reference import DEFAULT as DEFAULT_REFERENCE  # noqa: E402
-from _reference import load_reference, machine_info  # noqa: E402
+from _reference import DEFAULT as DEFAULT_REFERENCE
+from _reference import load_reference, machine_info
 
 RESULTS = HERE / "results" / "patch_stats.json"
 STREAM_BATCH = 1000  # generated images per streamed batch
@@ -91,12 +92,15 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
         result["rss_before_mib"] = _mib(_status_kib("VmRSS"))
         result["peak_reset"] = _reset_peak()
-        times = []
+        result["load_average_before"] = os.getloadavg()
+        times, cpu_times = [], []
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             eigenvalues = run()
             times.append(time.perf_counter() - start)
-        result.update(times=times, eigenvalues=eigenvalues.tolist(), num_patches=int(num_patches))
+            cpu_times.append(time.process_time() - cpu_start)
+        result.update(times=times, cpu_times=cpu_times, eigenvalues=eigenvalues.tolist(), num_patches=int(num_patches))
+        result["load_average_after"] = os.getloadavg()
     else:  # stream
         ref = load_reference(args.reference)
         from linearcnn.patches import patch_stats
@@ -118,9 +122,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         patch_stats(ref.natural_like_images(8), args.kernel, device="cpu")  # warm-up
         result["rss_before_mib"] = _mib(_status_kib("VmRSS"))
         result["peak_reset"] = _reset_peak()
+        result["load_average_before"] = os.getloadavg()
         start = time.perf_counter()
         stats = patch_stats(batches(), args.kernel, centered=True, device="cpu", batch_size=STREAM_BATCH)
         total = time.perf_counter() - start
+        result["load_average_after"] = os.getloadavg()
         result.update(total_seconds=total, generate_seconds=generate_seconds[0],
                       stats_seconds=total - generate_seconds[0], num_images=stats.num_images,
                       num_patches=stats.num_patches, top_eigenvalue=float(stats.eigenvalues[0]))
@@ -135,7 +141,11 @@ def spawn(mode: str, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
         command += ["--reference", args.reference]
     for key, value in extra.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
-    completed = subprocess.run(command, capture_output=True, text=True)
+    # A fixed malloc mmap threshold (for every method alike): glibc otherwise raises it after
+    # freeing large blocks and keeps later freed temporaries (e.g. the image generator's FFT
+    # buffers) in the heap, so peak RSS would grow with fragmentation rather than live memory.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(2**20))
+    completed = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
     if completed.returncode != 0:
         sys.exit(f"error: worker {mode} failed:\n{completed.stderr[-4000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
@@ -218,6 +228,9 @@ def main() -> None:
             reference_seconds=ref_time,
             speedup_median=ref_time / ours_median,
             speedup_best=ref_time / ours_min,
+            reference_cpu_seconds=reference["cpu_times"][0],
+            ours_median_cpu_seconds=float(np.median(ours["cpu_times"])),
+            cpu_time_ratio=reference["cpu_times"][0] / float(np.median(ours["cpu_times"])),
             peak_rss_ratio=reference["peak_rss_mib"] / ours["peak_rss_mib"],
             peak_increment_ratio=(reference["peak_rss_mib"] - reference["rss_before_mib"])
             / max(ours["peak_rss_mib"] - ours["rss_before_mib"], 1e-3),
@@ -238,15 +251,17 @@ def print_table(report: dict[str, Any]) -> None:
     ours = side["ours"]
     print(f"\npatch statistics, {report['images']:,} natural-like {report['image_shape']} images, "
           f"k={report['kernel']}, {ours['threads']} threads, load average {report['load_average_at_start'][0]:.2f}")
-    print(f"{'method':<34}{'seconds':>10}{'peak RSS MiB':>14}{'above start MiB':>17}")
+    print(f"{'method':<34}{'seconds':>10}{'CPU s':>9}{'peak RSS MiB':>14}{'above start MiB':>17}")
     if "reference" in side:
         r = side["reference"]
-        print(f"{'reference unfold + pca_lowrank':<34}{side['reference_seconds']:>10.2f}"
+        print(f"{'reference unfold + pca_lowrank':<34}{side['reference_seconds']:>10.2f}{r['cpu_times'][0]:>9.2f}"
               f"{r['peak_rss_mib']:>14.0f}{r['peak_rss_mib'] - r['rss_before_mib']:>17.0f}")
     print(f"{'ours patch_stats (median)':<34}{side['ours_median_seconds']:>10.3f}"
+          f"{float(np.median(ours['cpu_times'])):>9.3f}"
           f"{ours['peak_rss_mib']:>14.0f}{ours['peak_rss_mib'] - ours['rss_before_mib']:>17.1f}")
     if "reference" in side:
-        print(f"speed-up {side['speedup_median']:.1f}x (median; best {side['speedup_best']:.1f}x), "
+        print(f"speed-up {side['speedup_median']:.1f}x (median; best {side['speedup_best']:.1f}x; "
+              f"CPU time {side['cpu_time_ratio']:.1f}x less), "
               f"peak RSS {side['peak_rss_ratio']:.1f}x less (increment above start "
               f"{side['peak_increment_ratio']:.0f}x less), max relative eigenvalue difference "
               f"{side['max_rel_eigenvalue_diff']:.2e}")

@@ -30,18 +30,20 @@ rounding (~1e-15 relative). Memory is bounded by the batch size, whatever the nu
 Centred or not
 --------------
 `centered=False` (default) decomposes the uncentred second moment `E[p p^T]`; `centered=True`
-the covariance `E[p p^T] - m m^T` (m the mean patch). The default is uncentred because it is
-what gradient descent on the linear model sees (PAPER Sec. 2: `A = E[pbar pbar^T]` involves no
+the covariance `E[p p^T] - m m^T` (m the mean patch). The default is uncentred because that is
+what gradient descent on the linear model sees (PAPER Sec. 2: `A = E[pbar pbar^T]`, no
 centring), and because images are normalised per channel before the statistics are taken, so
-the mean patch is close to zero and the two matrices differ by the rank-one `m m^T` only.
-Measured on 10,000 normalised 1/f ("natural-like") 32x32 RGB images, 3x3 patches
-(`benchmarks/bench_patch_stats.py`, which records it in `benchmarks/results/patch_stats.json`):
-the mean patch has squared norm ~1e-31 of the trace, the eigenvalues of the two matrices agree
-to ~1e-15 relative; on the built-in photo set the mean patch is exactly zero up to the boundary
-effect of valid positions (pixels near the border are in fewer patches), so the difference is
-below 1e-4 of the top eigenvalue. On un-normalised images (pixels in [0, 1]) the uncentred
-top eigenvector is the mean patch direction ("brightness") and differs from the covariance's:
-normalise first (`dataset_patch_stats` does) or pass `centered=True`.
+the mean patch is close to zero and the two matrices differ only by the small rank-one `m m^T`.
+Measured with `benchmarks/bench_patch_stats.py` (recorded in `benchmarks/results/
+patch_stats.json`), 3x3 patches, uncentred vs centred:
+  * 10,000 1/f "natural-like" 32x32 RGB images normalised per channel: `|m|^2` is 1.1e-7 of the
+    trace; eigenvalues differ by at most 4.8e-7 (relative), eigenvectors |cos| > 0.99999998;
+  * the built-in photo set normalised per channel: `|m|^2` is 3.9e-6 of the trace (the mean is
+    zero per channel, but border pixels sit in fewer patches); the top eigenvalue differs by
+    2.5e-6, the smallest by up to 3.4e-4, eigenvectors |cos| > 0.9999999;
+  * the same photos un-normalised (pixels in [0, 1]): `|m|^2` is 2x the trace and the top
+    eigenvalue is 3.6x larger uncentred (it absorbs the mean brightness). Normalise first
+    (`dataset_patch_stats` does) or pass `centered=True`.
 
 For `centered=True` the sums are taken of images minus a per-channel shift (the first batch's
 channel means) and corrected exactly afterwards, so the covariance does not lose digits to
@@ -50,6 +52,8 @@ cancellation when the pixel mean is large compared with the spread.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
@@ -58,7 +62,7 @@ import sys
 import threading
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,18 +75,19 @@ from linearcnn.errors import LinearCNNInputError
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from linearcnn.data import ImageDataset
 
-__all__ = ["PatchStats", "patch_stats", "dataset_patch_stats", "resolve_device", "STATS_FORMAT"]
+__all__ = ["STATS_FORMAT", "PatchStats", "dataset_patch_stats", "patch_stats", "resolve_device"]
 
 #: The `format` tag and version written into saved statistics.
 STATS_FORMAT = "linearcnn-patch-stats"
 STATS_FORMAT_VERSION = 1
 
-#: Largest per-pixel neighbour-product map kept across batches (bytes); larger maps (big images,
-#: big kernels) are reduced to their rectangle sums after every chunk instead.
+#: Largest total size of the per-pixel neighbour-product maps kept across batches (bytes, shared
+#: by the worker threads); larger maps (big images, big kernels) are reduced to their rectangle
+#: sums after every chunk instead.
 _MAP_BUDGET_BYTES = 64 * 2**20
-#: Target size of one CPU chunk, in float64 pixel values: chunks of this size keep the working
-#: set of the per-pixel products in cache (tuned on a 2-core Xeon; see the benchmark).
-_CPU_CHUNK_VALUES = 2**18
+#: Float64 values in the k image rows of one CPU chunk (k * W * C * images): the working set
+#: of the sliding neighbour products, kept within L2 (tuned on a 2-core Xeon, 32x32 RGB, k=3).
+_CPU_WINDOW_VALUES = 2**15
 
 
 @dataclass
@@ -330,7 +335,8 @@ def _batches(images: Any, batch_size: int) -> tuple[Iterator[tuple[torch.Tensor,
 
         def split_tensor() -> Iterator[tuple[torch.Tensor, str]]:
             for start in range(0, whole.shape[0], batch_size):
-                yield whole[start : start + batch_size], f"images[{start}:{start + batch_size}]"
+                stop = min(start + batch_size, int(whole.shape[0]))
+                yield whole[start:stop], f"images[{start}:{stop}]"
 
         return split_tensor(), int(whole.shape[0])
     if isinstance(images, np.ndarray):
@@ -339,8 +345,9 @@ def _batches(images: Any, batch_size: int) -> tuple[Iterator[tuple[torch.Tensor,
 
         def split_array() -> Iterator[tuple[torch.Tensor, str]]:
             for start in range(0, array.shape[0], batch_size):
-                name = f"images[{start}:{start + batch_size}]"
-                yield _as_tensor(array[start : start + batch_size], name), name  # converted per batch
+                stop = min(start + batch_size, int(array.shape[0]))
+                name = f"images[{start}:{stop}]"
+                yield _as_tensor(array[start:stop], name), name  # converted per batch
 
         return split_array(), int(array.shape[0])
     if isinstance(images, (str, bytes)) or not isinstance(images, Iterable):
@@ -369,7 +376,7 @@ class _MomentAccumulator:
     """
 
     def __init__(self, channels: int, height: int, width: int, kernel: int, device: torch.device,
-                 shift: torch.Tensor) -> None:
+                 shift: torch.Tensor, map_budget: int) -> None:
         self.c, self.h, self.w, self.k = channels, height, width, kernel
         self.device = device
         self.shift = shift  # (C,) float64, subtracted from every pixel of its channel
@@ -377,14 +384,15 @@ class _MomentAccumulator:
         self.span = 2 * kernel - 1  # horizontal offsets Dx = -(k-1) .. k-1
         pixels = height * width
         map_shape = (kernel, pixels, channels, self.span * channels)
-        self.map_bytes = 8 * math.prod(map_shape)
-        self.maps = torch.zeros(map_shape, dtype=torch.float64, device=device)  # (k, HW, C, (2k-1)C)
+        self.keep_maps = 8 * math.prod(map_shape) <= map_budget
+        self.maps = torch.zeros(
+            map_shape if self.keep_maps else (0,), dtype=torch.float64, device=device
+        )  # (k, HW, C, (2k-1)C), or empty when reduced after every chunk
         self.rects = torch.zeros(
             (kernel, kernel, kernel, channels, self.span, channels), dtype=torch.float64, device=device
         )  # (dy1, dx1, Dy, c1, Dx + k-1, c2)
         self.pixel_sums = torch.zeros((height, width, channels), dtype=torch.float64, device=device)  # (H, W, C)
         self.num_images = 0
-        self.keep_maps = self.map_bytes <= _MAP_BUDGET_BYTES
 
     def add(self, batch: torch.Tensor) -> bool:
         """Add a (n, C, H, W) batch (any real dtype; on this device or the CPU).
@@ -475,41 +483,20 @@ class _MomentAccumulator:
         return moment, patch_sum, count
 
 
-def _progress_bar(total: int | None, enabled: bool):
-    """A rich progress bar on stderr (or a no-op) with an `advance(n)` method."""
-
-    class _NoBar:
-        def __enter__(self) -> _NoBar:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-        def advance(self, n: int) -> None:
-            return None
-
+@contextlib.contextmanager
+def _progress_bar(total: int | None, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """Yields `advance(n_images)`: a rich progress bar on stderr, or a no-op when disabled."""
     if not enabled:
-        return _NoBar()
+        yield lambda n: None
+        return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    class _Bar:
-        def __enter__(self) -> _Bar:
-            self.progress = Progress(
-                TextColumn("patch statistics"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
-                TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True,
-            )
-            self.progress.__enter__()
-            self.task = self.progress.add_task("patches", total=total)
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self.progress.__exit__(*exc)
-
-        def advance(self, n: int) -> None:
-            self.progress.advance(self.task, n)
-
-    return _Bar()
+    columns = (TextColumn("patch statistics"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=Console(file=sys.stderr), transient=True) as bar:
+        task = bar.add_task("patches", total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def _check_int(value: object, name: str, minimum: int) -> int:
@@ -579,12 +566,12 @@ class _Workers:
     sums, and so the rounding, do not depend on timing (deterministic for a given T).
     """
 
-    def __init__(self, make: Any, threads: int) -> None:
+    def __init__(self, make: Callable[[], _MomentAccumulator], threads: int) -> None:
         self.accumulators: list[_MomentAccumulator] = [make() for _ in range(threads)]
         self.threads = threads
         self.count = 0
         self.queues: list[queue.Queue] = []
-        self.errors: list[BaseException | None] = [None] * threads
+        self.errors: list[Exception | None] = [None] * threads
         self.workers: list[threading.Thread] = []
         if threads > 1:
             for index in range(threads):
@@ -605,7 +592,7 @@ class _Workers:
             try:
                 if not self.accumulators[index].add(chunk):
                     raise _Failure(chunk, name)
-            except BaseException as exc:  # re-raised in the producer thread
+            except Exception as exc:  # noqa: BLE001 - stored, re-raised in the producer thread
                 self.errors[index] = exc
 
     def add(self, chunk: torch.Tensor, name: str) -> None:
@@ -651,7 +638,7 @@ def _stream_stats(batches: Iterator[tuple[torch.Tensor, str]], total: int | None
     try:
         if threads > 1:
             torch.set_num_threads(1)  # restored below; see _Workers
-        with _progress_bar(total, progress) as bar:
+        with _progress_bar(total, progress) as advance:
             for batch, name in batches:
                 if batch.shape[0] == 0:
                     continue
@@ -670,17 +657,19 @@ def _stream_stats(batches: Iterator[tuple[torch.Tensor, str]], total: int | None
                     )  # (C,)
                     if not bool(torch.isfinite(shift).all()):  # host sync, once
                         raise _Failure(batch, f"images 0 to {int(batch.shape[0]) - 1} (in {name})")
-                    workers = _Workers(lambda: _MomentAccumulator(c, h, w, kernel, target, shift), threads)
+                    workers = _Workers(functools.partial(
+                        _MomentAccumulator, c, h, w, kernel, target, shift, _MAP_BUDGET_BYTES // threads
+                    ), threads)
                 # CPU: chunks sized for the cache, converted straight from the input; CUDA: one copy
                 # of the batch to the device in its own dtype, converted to float64 in `add`.
-                chunk = _chunk_images(shape, target, step)
+                chunk = _chunk_images(shape, kernel, target, step)
                 source = batch if target.type == "cpu" else batch.to(device=target)
                 for start in range(0, source.shape[0], chunk):
                     part = source[start : start + chunk]
                     first, last = seen + start, seen + start + int(part.shape[0]) - 1
                     workers.add(part, f"images {first} to {last} (in {name})")
                 seen += int(batch.shape[0])
-                bar.advance(int(batch.shape[0]))
+                advance(int(batch.shape[0]))
             if workers is None:
                 raise LinearCNNInputError(
                     "images: no images given (0 images); expected at least one (N, C, H, W) image"
@@ -723,12 +712,14 @@ def _stream_stats(batches: Iterator[tuple[torch.Tensor, str]], total: int | None
     )
 
 
-def _chunk_images(shape: tuple[int, int, int], device: torch.device, batch_size: int) -> int:
-    """Images per internal chunk: cache-sized on CPU, the whole batch on CUDA."""
+def _chunk_images(shape: tuple[int, int, int], kernel: int, device: torch.device, batch_size: int) -> int:
+    """Images per internal chunk: the whole batch on CUDA; on CPU, enough images that the k rows
+    of pixels the neighbour products slide over stay in the L2 cache (at least 16 images, so the
+    per-pixel matrix products are not degenerate)."""
     if device.type != "cpu":
         return batch_size
-    c, h, w = shape
-    return max(1, min(batch_size, _CPU_CHUNK_VALUES // (c * h * w)))
+    c, _, w = shape
+    return max(1, min(batch_size, max(16, _CPU_WINDOW_VALUES // (kernel * w * c))))
 
 
 def _check_kernel_fits(kernel: int, shape: tuple[int, int, int]) -> None:
@@ -815,8 +806,9 @@ def dataset_patch_stats(
 
     def normalised() -> Iterator[tuple[torch.Tensor, str]]:
         for start in range(0, images.shape[0], step):
-            batch = normalize_images(images[start : start + step], mean, std)  # (n, C, H, W) float32
-            yield torch.from_numpy(batch), f"images[{start}:{start + step}] of {dataset.spec!r}"
+            stop = min(start + step, int(images.shape[0]))
+            batch = normalize_images(images[start:stop], mean, std)  # (n, C, H, W) float32
+            yield torch.from_numpy(batch), f"images[{start}:{stop}] of {dataset.spec!r}"
 
     stats = _stream_stats(normalised(), int(images.shape[0]), kernel, centered=bool(centered), batch_size=step,
                           device=target, progress=bool(progress))

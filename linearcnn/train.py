@@ -50,9 +50,10 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,6 +78,7 @@ from linearcnn.models import (
     mean_patches,
     unwrap_model,
 )
+from linearcnn.patches import resolve_device
 
 CHECKPOINT_FORMAT = "linearcnn-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -138,7 +140,7 @@ class TrainConfig:
     overwrite: bool = False
     checkpoint_seconds: float = 300.0
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise LinearCNNInputError (one line) for a value no run could use; return self."""
         check_arch(self.arch)
         for name, value, choices in (
@@ -150,8 +152,6 @@ class TrainConfig:
         ):
             if value not in choices:
                 raise LinearCNNInputError(f"{name} {value!r} is not valid; expected one of {', '.join(choices)}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise LinearCNNInputError(f"--device {self.device!r} is not valid; expected auto, cpu, cuda or cuda:N")
         positive_ints = [("--epochs", self.epochs), ("--batch-size", self.batch_size)]
         positive_ints += [(n, v) for n, v in (("--steps", self.steps), ("--width", self.width),
                           ("--kernel-size", self.kernel_size), ("--limit", self.limit),
@@ -178,7 +178,7 @@ class TrainConfig:
             )
         return self
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """A copy with the architecture defaults filled in (width, kernel_size, loss, label_seed)."""
         return dataclasses.replace(
             self,
@@ -192,7 +192,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -371,15 +371,6 @@ def check_linear_lr(config: TrainConfig, model: nn.Module, images: torch.Tensor)
 # Devices, precision, distribution
 
 
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda if available else cpu; "cuda" without a GPU -> LinearCNNInputError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LinearCNNInputError(f"--device {device}: no CUDA device is available here; use --device cpu or auto")
-    return torch.device(device)
-
-
 def _precision(config: TrainConfig, device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:
     """(parameter/data dtype, autocast dtype or None)."""
     if config.precision == "float64":
@@ -466,7 +457,7 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a foreign or damaged file: say so in one line
+    except Exception as exc:  # noqa: BLE001  (a foreign or damaged file: say so in one line)
         raise LinearCNNInputError(f"checkpoint {str(path)!r} cannot be read as a linearcnn training checkpoint ({type(exc).__name__})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
@@ -534,7 +525,14 @@ class _Progress:
         if not enabled:
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
@@ -542,12 +540,12 @@ class _Progress:
         )
         self._task = self._bar.add_task(title, total=total, completed=completed, stats="")
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> _Progress:  # noqa: PYI034
         if self._bar is not None:
             self._bar.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
 
@@ -777,7 +775,7 @@ def _train(config: TrainConfig, dataset: Any, show_progress: bool, device: torch
                 totals_host = totals.cpu().tolist()  # SYNC: the one host-device sync of this epoch segment
                 elapsed = time.perf_counter() - started + float(partial["seconds"])
                 metrics["step_loss"].extend(totals_host[3:])
-                loss_total, correct_total, count_total = totals_host[0], totals_host[1], int(round(totals_host[2]))
+                loss_total, correct_total, count_total = totals_host[0], totals_host[1], round(totals_host[2])
                 if epoch_step == steps_per_epoch:  # the epoch is complete
                     epoch += 1
                     epoch_step = 0
@@ -962,7 +960,6 @@ __all__ = [
     "parse_seeds",
     "prepare_training_data",
     "progress_enabled",
-    "resolve_device",
     "seed_out_dir",
     "train",
     "train_seeds",

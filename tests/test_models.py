@@ -31,7 +31,7 @@ FIRST_LAYER_NAMES = {
 
 def numpy_correlation(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Valid cross-correlation of one (C, H, W) image with one (C, k, k) kernel, by explicit loops."""
-    c, h, w = image.shape
+    _, h, w = image.shape
     k = kernel.shape[-1]
     out = np.zeros((h - k + 1, w - k + 1))
     for i in range(h - k + 1):

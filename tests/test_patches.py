@@ -102,10 +102,10 @@ def test_streamed_uneven_batches_equal_all_at_once():
 
 def test_per_chunk_reduction_and_small_chunks_equal_default(monkeypatch):
     """The path for large images (maps reduced after every chunk) gives the same numbers."""
-    images = np.random.default_rng(2).normal(size=(9, 2, 10, 8))
+    images = np.random.default_rng(2).normal(size=(40, 2, 10, 8))
     default = patch_stats(images, 4, device="cpu")
     monkeypatch.setattr(patches_module, "_MAP_BUDGET_BYTES", 0)
-    monkeypatch.setattr(patches_module, "_CPU_CHUNK_VALUES", 2 * 2 * 10 * 8)  # 2 images per chunk
+    monkeypatch.setattr(patches_module, "_CPU_WINDOW_VALUES", 1)  # 16-image chunks
     reduced = patch_stats(images, 4, device="cpu")
     assert rel_err(reduced.second_moment, default.second_moment) < 1e-13
     brute, _, _ = brute_force_moments(images, 4, False)

@@ -133,9 +133,9 @@ def test_stability_bound_equals_the_autograd_hessian(arch: str, classes: int) ->
     assert linear_gd_hessian_max_eigenvalue(model, images) == pytest.approx(expected, rel=1e-10)
 
 
-def test_unstable_lr_is_rejected_one_line_and_stable_lr_converges() -> None:
+def test_unstable_lr_is_rejected_one_line_and_the_bound_is_sharp(monkeypatch: pytest.MonkeyPatch) -> None:
     data = make_dataset(n=16, channels=1, size=8, classes=2, seed=7)
-    base = TrainConfig(arch="linear", epochs=300, batch_size=10_000, width=2, precision="float64")
+    base = TrainConfig(arch="linear", epochs=60, batch_size=10_000, width=2, precision="float64")
     model = build_model("linear", 1, 2, width=2).double()
     images = torch.from_numpy(data.normalized()).double()
     bound = check_linear_lr(base.resolved(), model, images)
@@ -143,9 +143,11 @@ def test_unstable_lr_is_rejected_one_line_and_stable_lr_converges() -> None:
     with pytest.raises(LinearCNNInputError) as info:
         train(TrainConfig(**{**base.to_dict(), "lr": 1.01 * bound, "epochs": 1}), dataset=data)
     assert "unstable" in str(info.value) and "\n" not in str(info.value)
-    result = train(TrainConfig(**{**base.to_dict(), "lr": 0.9 * bound}), dataset=data)
-    losses = result.metrics["step_loss"]
-    assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0]
+    stable = train(TrainConfig(**{**base.to_dict(), "lr": 0.9 * bound}), dataset=data).metrics["step_loss"]
+    assert np.isfinite(stable).all() and stable[-1] < 0.5 * stable[0]
+    monkeypatch.setattr("linearcnn.train.check_linear_lr", lambda *args: None)  # train past the bound anyway
+    unstable = train(TrainConfig(**{**base.to_dict(), "lr": 1.05 * bound}), dataset=data).metrics["step_loss"]
+    assert unstable[-1] > 100 * unstable[0]  # just above the bound, gradient descent diverges
 
 
 def test_checkpoint_loads_with_weights_only_and_holds_everything(tmp_path: Path) -> None:
@@ -213,8 +215,8 @@ def _assert_equal_nested(a, b, where: str = "") -> None:
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_resume_is_bit_exact_at_an_epoch_end_and_inside_an_epoch(tmp_path: Path, optimizer: str) -> None:
     data = make_dataset(n=20)  # batch 8: 3 steps per epoch, the last one partial
-    base = dict(arch="vgg11-bn", labels="random", batch_size=8, width=4, lr=0.02, optimizer=optimizer, momentum=0.9 if optimizer == "sgd" else 0.0,
-                snapshot_every=2)
+    base = {"arch": "vgg11-bn", "labels": "random", "batch_size": 8, "width": 4, "lr": 0.02, "optimizer": optimizer,
+            "momentum": 0.9 if optimizer == "sgd" else 0.0, "snapshot_every": 2}
     train(TrainConfig(**base, epochs=2, out=str(tmp_path / "whole")), dataset=data)
     train(TrainConfig(**base, epochs=1, out=str(tmp_path / "epoch")), dataset=data)
     train(TrainConfig(**base, epochs=2, out=str(tmp_path / "epoch"), resume=True), dataset=data)
@@ -267,7 +269,7 @@ def test_ddp_with_two_gloo_processes_equals_one_process(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "ddp")],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True, text=True, timeout=300, env=env, check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("cpu x2") == 2  # rank 0 alone reports
@@ -385,7 +387,7 @@ def test_bad_input_gives_one_line_and_exit_code_2(tmp_path: Path, capsys: pytest
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_device_without_a_gpu_is_bad_input() -> None:
-    with pytest.raises(LinearCNNInputError, match="no CUDA device"):
+    with pytest.raises(LinearCNNInputError, match="CUDA is not available"):
         train(TrainConfig(arch="linear", device="cuda", steps=1), dataset=make_dataset())
 
 

@@ -18,6 +18,7 @@ from linearcnn.cli import (  # noqa: E402,F401
     measure_commands,
     theory_commands,
     train_commands,
+    validate_commands,
 )
 
 

@@ -8,7 +8,6 @@ each process runs this same command; only rank 0 prints and writes.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import typer
 
@@ -21,23 +20,23 @@ def train(
     data: str = typer.Option("builtin", "--data", help="Data set spec: builtin, cifar10:DIR, npz:FILE, ..."),
     labels: str = typer.Option("true", "--labels", help="true, or random (a seeded draw stored with the run)."),
     epochs: int = typer.Option(30, "--epochs", help="Passes over the data."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Stop after this many optimizer steps in total (overrides --epochs)."),
+    steps: int | None = typer.Option(None, "--steps", help="Stop after this many optimizer steps in total (overrides --epochs)."),
     lr: float = typer.Option(0.01, "--lr", help="Learning rate."),
     batch_size: int = typer.Option(256, "--batch-size", help="Batch size; >= the number of images means full-batch."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd or adam."),
     momentum: float = typer.Option(0.0, "--momentum", help="SGD momentum (the paper: 0)."),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="Weight decay."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initialisation, data order and random labels."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="Several seeds, e.g. 0,1,2: one model each, in OUT/seedS/."),
-    label_seed: Optional[int] = typer.Option(None, "--label-seed", help="Seed of the random labels (default: --seed)."),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classes of random labels (default: the data's, or 10)."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Several seeds, e.g. 0,1,2: one model each, in OUT/seedS/."),
+    label_seed: int | None = typer.Option(None, "--label-seed", help="Seed of the random labels (default: --seed)."),
+    num_classes: int | None = typer.Option(None, "--num-classes", help="Classes of random labels (default: the data's, or 10)."),
     freeze_first_layer: bool = typer.Option(False, "--freeze-first-layer", help="Keep the first layer at its random initialisation."),
-    width: Optional[int] = typer.Option(None, "--width", help="First-layer filters (the deeper layers scale with it)."),
-    kernel_size: Optional[int] = typer.Option(None, "--kernel-size", help="First-layer kernel size (default 3; 7 for resnet18)."),
+    width: int | None = typer.Option(None, "--width", help="First-layer filters (the deeper layers scale with it)."),
+    kernel_size: int | None = typer.Option(None, "--kernel-size", help="First-layer kernel size (default 3; 7 for resnet18)."),
     init_std: float = typer.Option(1e-3, "--init-std", help="Initial filter std sigma of the linear models."),
     readout: str = typer.Option("fixed", "--readout", help="linear-multi readout: fixed (random, frozen) or trainable."),
     loss: str = typer.Option("auto", "--loss", help="auto (mse for linear models, cross-entropy otherwise), mse or cross-entropy."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use only this many training images."),
+    limit: int | None = typer.Option(None, "--limit", help="Use only this many training images."),
     snapshot_every: int = typer.Option(0, "--snapshot-every", help="Keep the first layer every N steps (0: none)."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast for deep nets on CUDA), float32, float64 or bf16."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
@@ -48,7 +47,13 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a linear or deep CNN (true or random labels) and write a checkpoint with first-layer snapshots."""
-    from linearcnn.train import TrainConfig, final_metrics, parse_seeds, progress_enabled, train_seeds
+    from linearcnn.train import (
+        TrainConfig,
+        final_metrics,
+        parse_seeds,
+        progress_enabled,
+        train_seeds,
+    )
 
     config = TrainConfig(
         arch=arch, data=data, labels=labels, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size,
