@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -130,8 +129,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         result.update(total_seconds=total, generate_seconds=generate_seconds[0],
                       stats_seconds=total - generate_seconds[0], num_images=stats.num_images,
                       num_patches=stats.num_patches, top_eigenvalue=float(stats.eigenvalues[0]))
-    result["peak_rss_mib"] = _mib(_status_kib("VmHWM"))  # since the reset (or process start)
-    result["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # whole process
+    # VmHWM: this process's peak since the reset (or since exec). Not ru_maxrss, which on Linux
+    # keeps the parent's RSS at fork time across exec.
+    result["peak_rss_mib"] = _mib(_status_kib("VmHWM"))
     return result
 
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _reference import machine_info
+
 from linearcnn._files import atomic_write_text
 from linearcnn.data import load_dataset
 from linearcnn.dynamics import simulate

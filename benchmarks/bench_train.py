@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from linearcnn.train import TrainConfig, train
 
     reference = load_reference(args.reference)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # other work on the machine skews CPU timings
     device = resolve_device(args.device)
     n = args.steps * args.batch_size
     raw = reference.natural_like_images(n, size=32, channels=3, seed=0).numpy()  # (N, 3, 32, 32)
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                  "wall_seconds_incl_setup_and_warmup": ours_total},
         "reference_style": {"images_per_second": reference_rate, "wall_seconds_incl_warmup": reference_total},
         "ratio": ours_rate / reference_rate,
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

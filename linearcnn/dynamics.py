@@ -380,14 +380,15 @@ def simulate(
         raise LinearCNNInputError(f"initial weights have shape {w0.shape}; expected (K, C, k, k)")
     _check_lr(lr)
     t = check_steps(steps)
+    target_shape = tuple(torch.as_tensor(targets).shape)
     shape = tuple(torch.as_tensor(images).shape)
+    if len(target_shape) != 1:
+        raise LinearCNNInputError(f"targets have shape {target_shape}; the scalar model needs (N,)")
     if len(shape) != 4 or shape[1] != w0.shape[1]:
         raise LinearCNNInputError(f"images have shape {shape}; expected (N, {w0.shape[1]}, H, W) to match the filters")
     kernel_size = int(w0.shape[2])
     J = num_locations(shape[2], shape[3], kernel_size, stride)
     A, b, n = moment_matrices(images, kernel_size, targets, stride=stride, batch_size=batch_size, device=device)
-    if b.ndim != 1:
-        raise LinearCNNInputError(f"targets have shape {tuple(np.shape(targets))}; the scalar model needs (N,)")
     eig = psd_eigen(A)
     filters = simulate_filters(w0, A, b, lr, t, eigen=eig)
     y = _as_float64(targets, "targets")
@@ -456,7 +457,16 @@ class AssumptionDiagnostics:
         return {k: v for k, v in asdict(self).items() if not isinstance(v, np.ndarray)}
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
+        """JSON-ready: arrays become lists, with None where a value is not finite (e.g. mu_i = 0)."""
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, np.ndarray):
+                return [clean(float(v)) for v in value]
+            if isinstance(value, float) and not math.isfinite(value):
+                return None
+            return value
+
+        return {k: clean(v) for k, v in asdict(self).items()}
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -114,7 +114,9 @@ def energy_profile(
     if initial is not None:
         w0, _, _ = _filter_matrix(initial)
         if w0.shape != w.shape:
-            raise LinearCNNInputError(f"initial weights have {w0.shape} filters; expected {w.shape} like the weights")
+            raise LinearCNNInputError(
+                f"initial weights have shape {w0.shape} (flattened); expected {w.shape} like the weights"
+            )
         w = w - w0  # (K, d)
     if w.shape[0] == 0:
         raise LinearCNNInputError("weights have no filters (K = 0); expected at least one")

@@ -156,3 +156,56 @@ def plot_trajectories(curves: Mapping[str, Mapping[str, np.ndarray]], path: str 
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_curves(panels: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], path: str | os.PathLike, *,
+                xlabel: str = "training step", logx: bool = False, title: str = "",
+                ylims: Mapping[str, tuple[float, float]] | None = None, logy: Sequence[str] = ()) -> Path:
+    """Side-by-side panels of mean +- std curves (over seeds), one line per series.
+
+    `panels[panel_title][series_name]` holds arrays 'x', 'mean' and optionally 'std'; `ylims`
+    fixes the y range of named panels, `logy` names the panels drawn on a log y axis.
+    """
+    plt = _pyplot()
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8), squeeze=False)
+    for ax, (panel, series) in zip(axes[0], panels.items()):
+        for name, s in series.items():
+            x, mean = np.asarray(s["x"], dtype=float), np.asarray(s["mean"], dtype=float)
+            (line,) = ax.plot(x, mean, marker=".", label=name)
+            if "std" in s:
+                std = np.asarray(s["std"], dtype=float)
+                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        if logx:
+            ax.set_xscale("log")
+        if panel in logy:
+            ax.set_yscale("log")
+        if ylims and panel in ylims:
+            ax.set_ylim(*ylims[panel])
+        ax.set_xlabel(xlabel)
+        ax.set_title(panel, fontsize=10)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_scatter(groups: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike, *, xlabel: str,
+                 ylabel: str, logx: bool = False, logy: bool = False, title: str = "") -> Path:
+    """One colour per group of (x, y) points, e.g. fitted tau against first-layer displacement."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    for name, (x, y) in groups.items():
+        ax.scatter(np.asarray(x, dtype=float), np.asarray(y, dtype=float), s=12, alpha=0.7, label=name)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -59,7 +59,7 @@ def relative_error(predicted: np.ndarray, reference: np.ndarray) -> float:
 
 def brute_force_moments(images: np.ndarray, k: int, targets: np.ndarray, stride: int):
     """Loop over images and patch locations: pbar(x) = mean of x[:, si:si+k, sj:sj+k].ravel()."""
-    n, c, h, w = images.shape
+    n, _, h, w = images.shape
     pbars = []
     for x in images:
         patches = [
@@ -79,15 +79,14 @@ def brute_force_moments(images: np.ndarray, k: int, targets: np.ndarray, stride:
 )
 def test_moments_equal_brute_force(n, channels, k, extra_h, extra_w, stride, batch, outputs, seed):
     rng = np.random.default_rng(seed)
-    images = rng.normal(size=(n, channels, k + extra_h, k + extra_w)) + rng.normal()
+    images32 = (rng.normal(size=(n, channels, k + extra_h, k + extra_w)) + rng.normal()).astype(np.float32)
+    images = images32.astype(np.float64)  # the same pixels: moment_matrices reads float32 and sums in float64
     targets = rng.normal(size=(n,) if outputs == 0 else (n, outputs))
     pbar, a_ref, b_ref = brute_force_moments(images, k, targets, stride)
-    a, b, count = moment_matrices(images.astype(np.float32), k, targets, stride=stride, batch_size=batch, device="cpu")
-    # float32 input: the same float32 pixels, float64 arithmetic
-    pbar32, a_ref32, b_ref32 = brute_force_moments(images.astype(np.float32).astype(np.float64), k, targets, stride)
+    a, b, count = moment_matrices(images32, k, targets, stride=stride, batch_size=batch, device="cpu")
     assert count == n
-    np.testing.assert_allclose(a, a_ref32, rtol=1e-12, atol=1e-12 * np.abs(a_ref32).max())
-    np.testing.assert_allclose(b, b_ref32, rtol=1e-12, atol=1e-12 * np.abs(b_ref32).max())
+    np.testing.assert_allclose(a, a_ref, rtol=1e-12, atol=1e-12 * np.abs(a_ref).max())
+    np.testing.assert_allclose(b, b_ref, rtol=1e-12, atol=1e-12 * np.abs(b_ref).max())
     # pbar order is the conv weight order: conv(x, w, stride).mean over locations = pbar . w
     weights = torch.as_tensor(rng.normal(size=(2, channels, k, k)))
     conv = torch.nn.functional.conv2d(torch.as_tensor(images), weights, stride=stride).mean(dim=(2, 3))  # (N, 2)
@@ -320,7 +319,7 @@ def test_diagnostics_on_independent_patches_and_on_overlapping_ones():
 def test_cli_simulate_equals_training(tmp_path, capsys):
     from linearcnn.train import TrainConfig, train
 
-    options = dict(limit=40, seed=1, width=4, kernel_size=3, lr=0.2, labels="random")
+    options = {"limit": 40, "seed": 1, "width": 4, "kernel_size": 3, "lr": 0.2, "labels": "random"}
     out = tmp_path / "sim.npz"
     code = main([
         "simulate", "--data", "builtin", "--limit", "40", "--kernel", "3", "--filters", "4", "--lr", "0.2",

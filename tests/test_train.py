@@ -29,6 +29,16 @@ from linearcnn.train import (
     train_seeds,
 )
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine two OpenMP
+    threads that wait on each other make each op up to 100x slower; results are unaffected."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 CHECKPOINT_KEYS = {
     "format", "format_version", "model_state_dict", "optimizer_state_dict", "first_layer", "snapshots", "config",
     "seed", "versions", "epoch", "step", "metrics", "random_labels", "rng_state",
@@ -272,7 +282,7 @@ def test_ddp_with_two_gloo_processes_equals_one_process(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, env=env, check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert done.stdout.count("cpu x2") == 2  # rank 0 alone reports
+    assert done.stdout.count("cpu x2") == 2, done.stdout + done.stderr[-3000:]  # rank 0 alone reports
     for name, extra in runs.items():
         assert main(base + extra + ["--out", str(tmp_path / "one" / name)]) == 0
         single = load_training_checkpoint(tmp_path / "one" / name / "checkpoint.pt")

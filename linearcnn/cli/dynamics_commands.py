@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import typer
@@ -78,7 +78,7 @@ def _step_report(step: int, weights: np.ndarray, initial: np.ndarray, stats: Any
     return row
 
 
-def _fmt(value: Optional[float], spec: str = ".4f") -> str:
+def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
@@ -92,18 +92,25 @@ def simulate(
     steps: str = typer.Option("1,10,100,1000", "--steps", help="Comma-separated step counts, e.g. 0,10,100,1000."),
     labels: str = typer.Option("true", "--labels", help="true (y = +1 for even classes, -1 for odd) or random (seeded +-1)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial filters (and of random labels)."),
-    label_seed: Optional[int] = typer.Option(None, "--label-seed", help="Seed of the random labels (default: --seed)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N training images."),
+    label_seed: int | None = typer.Option(None, "--label-seed", help="Seed of the random labels (default: --seed)."),
+    limit: int | None = typer.Option(None, "--limit", help="Use only the first N training images."),
     centered: bool = typer.Option(False, "--centered/--uncentered", help="Patch PCA of the covariance instead of the second moment."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (for the data passes; results are float64)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Save the filters at every step (.npz)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Save the filters at every step (.npz)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Exact GD of the linear CNN at any step (closed form), fitted against the formula, with assumption diagnostics."""
+    """Exact GD of the linear CNN at any step (closed form), fitted against the formula, with assumption diagnostics.
+
+    Per step: the init-subtracted energy profile's best formula fit (correlation, tau), the theory's
+    tau = (2 lr / K) t / J (what the fit should find if A = C / J), the correlation with the formula
+    at that tau, the raw-weight fit, and whitening indicators. Then how far the data are from the
+    theory's assumptions (a) and (b). --out saves the filters at every step (.npz).
+    """
     import torch
 
     from linearcnn.data import load_dataset
-    from linearcnn.dynamics import assumption_diagnostics, simulate as run_simulation
+    from linearcnn.dynamics import assumption_diagnostics
+    from linearcnn.dynamics import simulate as run_simulation
     from linearcnn.patches import dataset_patch_stats, resolve_device
     from linearcnn.train import TrainConfig, prepare_training_data, versions
 

@@ -1,0 +1,165 @@
+"""The validation suite at tiny sizes: every experiment's code path, the report, the verdict rules."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from linearcnn.cli import main
+from validation import report
+from validation.configs import CONFIGS
+from validation.experiments import EXPERIMENTS
+from validation.measures import mean_std, output_autocorrelation
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One `smoke` run of every experiment through the CLI, into a temporary folder."""
+    root = tmp_path_factory.mktemp("validate")
+    # a checkpoint of our own for the 'external' experiment
+    from linearcnn.train import TrainConfig, train
+
+    for seed in (0, 1):
+        train(TrainConfig(arch="vgg11", width=4, limit=20, epochs=1, batch_size=20, seed=seed, out=str(root / f"ext{seed}"),
+                          device="cpu"))
+    code = main([
+        "validate", "--config", "smoke", "--device", "cpu", "--results", str(root / "results"),
+        "--figures", str(root / "figures"), "--report", str(root / "REPORT.md"), "--run-dir", str(root / "runs"),
+        "--checkpoints", f"{root / 'ext0' / 'checkpoint.pt'},{root / 'ext1' / 'checkpoint.pt'}",
+    ])
+    assert code == 0
+    return root
+
+
+def test_every_experiment_writes_a_complete_result(smoke_run):
+    for name in EXPERIMENTS:
+        record = json.loads((smoke_run / "results" / f"{name}.json").read_text())
+        assert "error" not in record["results"], record["results"].get("traceback")
+        assert record["experiment"] == name
+        assert record["seeds"] == [0, 1, 2]
+        assert record["config"]["name"] == "smoke"
+        assert record["data"]["spec"] == "builtin" and record["data"]["train_images"] == 40
+        assert record["device"].startswith("cpu")
+        assert set(record["versions"]) >= {"linearcnn", "torch", "numpy", "python"}
+        for figure in record["results"].get("figures", []):
+            assert (smoke_run / "figures" / figure).stat().st_size > 1000
+
+
+def test_smoke_numbers_are_consistent(smoke_run):
+    results = report.load_results(smoke_run / "results")
+    # the exact dynamics reproduce full-batch float64 training
+    linear = results["linear_cnn"]["results"]["random"]["simulate_vs_train"]["max_rel_error_of_change"]
+    assert linear["n"] == 3 and linear["mean"] < 1e-9
+    # every similarity is a correlation, over 3 seed pairs / seeds
+    consistency = results["consistency"]["results"]
+    for key in ("seed_vs_seed", "width_vs_width", "trained_vs_init", "vgg_vs_resnet"):
+        stat = consistency[key]["init_subtracted"]
+        assert stat["n"] == 3 and all(-1 <= v <= 1 for v in stat["values"])
+    # a raw profile that still holds its init is the init profile plus a small change: trained vs init raw near 1
+    assert consistency["trained_vs_init"]["raw"]["mean"] > 0.9
+    frozen = results["frozen"]["results"]
+    assert frozen["test_accuracy_difference"]["values"] == pytest.approx(
+        np.subtract(frozen["frozen"]["test_accuracy"]["values"], frozen["learned"]["test_accuracy"]["values"]).tolist())
+    external = results["external"]["results"]
+    assert not external["skipped"] and len(external["checkpoints"]) == 2
+    assert np.allclose(np.diag(external["raw_similarity"]), 1.0)
+
+
+def test_report_has_a_row_for_every_claim(smoke_run):
+    text = (smoke_run / "REPORT.md").read_text()
+    table = [line for line in text.splitlines() if line.startswith("| Table") or line.startswith("| Formula")
+             or line.startswith("| Single") or line.startswith("| Frozen") or line.startswith("| Labels")]
+    assert len(table) == len(report.CLAIMS) == 28
+    rows = report.claim_rows(report.load_results(smoke_run / "results"))
+    measured = [r for r in rows if r.verdict != report.NOT_MEASURED]
+    assert len(measured) == 24  # 12 (Table 1) + 6 (Table 2) + 4 fits + random init + frozen
+    for row in measured:  # the verdict in the table is the rule applied to the JSON's mean
+        assert row.verdict == report.verdict(row.ours["mean"], row.claim.paper, row.claim.spread, kind=row.claim.kind)
+    assert "CPU, scaled down" in text and "GPU run (`--config gpu`) is pending" in text
+    assert "linearcnn validate" in text
+
+
+def test_report_only_regenerates_from_json(smoke_run, tmp_path):
+    out = tmp_path / "again.md"
+    code = main(["validate", "--report-only", "--results", str(smoke_run / "results"), "--report", str(out),
+                 "--figures", str(smoke_run / "figures")])
+    assert code == 0
+    assert out.read_text().splitlines()[:12] == (smoke_run / "REPORT.md").read_text().splitlines()[:12]
+
+
+@pytest.mark.parametrize(
+    ("ours", "paper", "spread", "expected"),
+    [
+        (0.96, 0.99, None, report.REPRODUCES),     # within 0.05
+        (0.94, 0.99, None, report.REPRODUCES),     # exactly 0.05 away
+        (0.93, 0.99, None, report.PARTLY),         # 0.06 away, both high
+        (0.45, 0.99, None, report.DOES_NOT),       # moderate vs high
+        (0.20, -0.13, 0.18, report.PARTLY),        # 0.33 away but both near zero
+        (0.04, -0.13, 0.18, report.REPRODUCES),    # within the paper's +- 0.18
+        (-0.45, 0.03, 0.22, report.DOES_NOT),      # negative vs near zero
+        (0.75, 0.90, 0.02, report.PARTLY),         # both high, 0.15 away
+        (None, 0.90, 0.02, report.NOT_MEASURED),
+    ],
+)
+def test_verdict_correlation_rules(ours, paper, spread, expected):
+    assert report.verdict(ours, paper, spread) == expected
+
+
+def test_verdict_accuracy_gap_rules():
+    assert report.verdict(-0.015, 0.0, kind="accuracy_gap") == report.REPRODUCES
+    assert report.verdict(0.04, 0.0, kind="accuracy_gap") == report.PARTLY
+    assert report.verdict(-0.08, 0.0, kind="accuracy_gap") == report.DOES_NOT
+
+
+def test_report_applies_rules_to_constructed_results():
+    """A hand-made results record: the rows must carry exactly the verdicts the rules give."""
+    def stat(m):
+        return {"mean": m, "std": 0.01, "n": 3, "values": [m] * 3}
+
+    def views(sub, raw):
+        return {"init_subtracted": stat(sub), "raw": stat(raw)}
+
+    base = {"config": CONFIGS["cpu"].to_dict(), "data": {"spec": "builtin", "train_images": 10}, "device": "cpu (x, 2 threads)",
+            "versions": {"torch": "t", "linearcnn": "l"}, "seeds": [0, 1, 2], "wall_seconds": 1.0}
+    results = {
+        "consistency": {**base, "experiment": "consistency", "results": {
+            "seed_vs_seed": views(0.985, 0.5), "width_vs_width": views(0.90, 0.5), "trained_vs_init": views(0.6, 0.9),
+            "vgg_vs_resnet": views(0.86, 0.1)}},
+    }
+    rows = {(r.claim.claim, r.claim.dataset): r.verdict for r in report.claim_rows(results)}
+    assert rows[("Table 1: seed vs seed", "CIFAR-10")] == report.REPRODUCES
+    assert rows[("Table 1: width vs width", "CelebA")] == report.PARTLY
+    assert rows[("Table 1: trained vs init", "CIFAR-100")] == report.DOES_NOT
+    assert rows[("Table 1: VGG vs ResNet", "CIFAR-10")] == report.REPRODUCES   # 0.86 vs 0.87
+    assert rows[("Table 1: VGG vs ResNet", "CIFAR-100")] == report.PARTLY      # 0.86 vs 0.80: 0.06 away
+    assert rows[("Table 1: VGG vs ResNet", "CelebA")] == report.PARTLY         # 0.86 vs 0.92
+    assert rows[("Table 2: true vs random labels", "CIFAR-10")] == report.NOT_MEASURED
+    text = report.render_report(results)
+    assert "| Table 1: trained vs init | CIFAR-100 | -0.04 +- 0.04 | 0.60 +- 0.01 (n=3) | 0.90 +- 0.01 (n=3) | does not |" in text
+
+
+def test_output_autocorrelation_of_white_noise_and_of_smooth_images():
+    rng = np.random.default_rng(0)
+    identity = np.ones((1, 1, 1, 1))
+    white = rng.standard_normal((20, 1, 32, 32))
+    assert np.all(np.abs(output_autocorrelation(identity, white, [1, 2, 3])) < 0.03)
+    # a 2-pixel box blur of white noise: lag-1 correlation 1/2, lag 2 and 3 zero (independent computation)
+    blurred = white[..., :, 1:] + white[..., :, :-1]  # horizontal pairs
+    lag = output_autocorrelation(identity, blurred, [1])[0]
+    # vertical shift of horizontally blurred noise is uncorrelated: the average of (1/2, 0)
+    assert lag == pytest.approx(0.25, abs=0.03)
+
+
+def test_mean_std_skips_missing_values():
+    stat = mean_std([1.0, None, 3.0])
+    assert stat["mean"] == 2.0 and stat["std"] == 1.0 and stat["n"] == 2 and stat["values"] == [1.0, None, 3.0]
+
+
+def test_unknown_config_and_experiment_are_one_line_errors(capsys, tmp_path):
+    assert main(["validate", "--config", "huge", "--results", str(tmp_path)]) == 2
+    assert main(["validate", "--config", "smoke", "--only", "tables", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    assert "huge" in err[0] and "tables" in err[1]

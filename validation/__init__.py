@@ -1,0 +1,19 @@
+"""The validation suite: the paper's claims (PAPER.md section 4) re-measured with seeds.
+
+    linearcnn validate --config cpu            # or: python -m validation --config cpu
+
+Layout (read in this order):
+
+* `configs.py`     — the named sizes: `smoke` (seconds, the test suite), `cpu`, `gpu`.
+* `runs.py`        — `Context`: the data, the patch statistics and every trained network of one
+                     run, each (arch, width, labels, lr, frozen, seed) trained once and cached.
+* `measures.py`    — the few measurements the package does not have (output autocorrelation,
+                     test accuracy, mean +- std).
+* `experiments.py` — one function per experiment; each returns the numbers of its JSON file and
+                     draws its figures.
+* `runner.py`      — runs the named experiments, writes `results/<experiment>.json`, then the report.
+* `report.py`      — `REPORT.md` from the JSON alone: one row per published number, with a verdict
+                     by explicit rules (`verdict`).
+
+The suite calls the `linearcnn` package like any user would; nothing here is imported by it.
+"""

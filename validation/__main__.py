@@ -1,0 +1,7 @@
+"""`python -m validation [args]` is `linearcnn validate [args]`."""
+
+import sys
+
+from linearcnn.cli import main
+
+sys.exit(main(["validate", *sys.argv[1:]]))

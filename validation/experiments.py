@@ -1,0 +1,494 @@
+"""The experiments, one function each: `EXPERIMENTS[name](ctx) -> dict` (the JSON's "results").
+
+Energy profiles are always in the patch-PCA basis of the training images (`ctx.stats`). Two views
+of a trained first layer are measured (PAPER.md section 1): **init-subtracted** (W - W0, what the
+authors' code does by default, and what the verdicts use) and **raw** (W, the paper's
+definition). Every similarity is a Pearson correlation of two profiles; every "x +- y" is the
+mean and (population) standard deviation over seeds, or over seed pairs for seed-vs-seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from linearcnn import plots
+from linearcnn.energy import (
+    energy_profile,
+    pearson,
+    profile_similarity,
+    similarity_matrix,
+    whitening_indicators,
+)
+from linearcnn.errors import LinearCNNInputError
+from linearcnn.fit import fit_formula
+from validation.measures import input_autocorrelation, mean_std, output_autocorrelation
+from validation.runs import Context, Trained
+
+# -------------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def _profiles(ctx: Context, run: Trained) -> dict[str, np.ndarray]:
+    """Init-subtracted, raw and initial energy profiles of one trained first layer, each (d,)."""
+    u = ctx.stats.eigenvectors
+    return {
+        "sub": energy_profile(run.final, u, initial=run.initial),
+        "raw": energy_profile(run.final, u),
+        "init": energy_profile(run.initial, u),
+    }
+
+
+def _pair_stats(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    return mean_std([profile_similarity(a, b) for a, b in pairs])
+
+
+def _both_views(ctx: Context, runs_a: list[Trained], runs_b: list[Trained] | None, *, against_init: bool = False,
+                all_pairs: bool = False) -> dict[str, Any]:
+    """Similarity in both views. runs_b None: pairs within runs_a (all seed pairs);
+    against_init: each run against its own initial layer; otherwise matched seeds (or all pairs)."""
+    pa = [_profiles(ctx, r) for r in runs_a]
+    if against_init:
+        return {"init_subtracted": _pair_stats([(p["sub"], p["init"]) for p in pa]),
+                "raw": _pair_stats([(p["raw"], p["init"]) for p in pa])}
+    if runs_b is None:
+        index_pairs = list(combinations(range(len(pa)), 2))
+        pb = pa
+    else:
+        pb = [_profiles(ctx, r) for r in runs_b]
+        index_pairs = [(i, j) for i in range(len(pa)) for j in range(len(pb))] if all_pairs else list(zip(range(len(pa)), range(len(pb))))
+    return {view: _pair_stats([(pa[i][key], pb[j][key]) for i, j in index_pairs])
+            for view, key in (("init_subtracted", "sub"), ("raw", "raw"))}
+
+
+def _fit_stats(fits: list[Any]) -> dict[str, Any]:
+    return {"correlation": mean_std([f.correlation for f in fits]), "tau": mean_std([f.tau for f in fits]),
+            "spearman": mean_std([f.spearman for f in fits])}
+
+
+def _figure(ctx: Context, name: str) -> Any:
+    ctx.figures_dir.mkdir(parents=True, exist_ok=True)
+    return ctx.figures_dir / name
+
+
+def _series(x: Any, values: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean and std over axis 0 (seeds) of values (seeds, points), against x."""
+    values = np.asarray(values, dtype=float)
+    return {"x": np.asarray(x, dtype=float), "mean": np.nanmean(values, axis=0), "std": np.nanstd(values, axis=0)}
+
+
+def _loglog_slope(x: np.ndarray, y: np.ndarray) -> float | None:
+    keep = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 2 or np.ptp(np.log(x[keep])) == 0:
+        return None
+    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
+
+
+# -------------------------------------------------------------------------------------------------
+# 1. the linear CNN: exact dynamics vs training, formula along steps, whitening limit
+
+
+def linear_cnn(ctx: Context) -> dict[str, Any]:
+    """Train the paper's linear CNN (full batch, float64), check `simulate` against it step for
+    step, then follow the exact dynamics from step 1 far into the whitening regime."""
+    import torch
+
+    from linearcnn import dynamics, theory
+    from linearcnn.data import load_dataset
+    from linearcnn.patches import dataset_patch_stats
+    from linearcnn.train import TrainConfig, prepare_training_data, train
+
+    c = ctx.config
+    dataset = load_dataset(ctx.data, limit=c.linear_images, min_size=c.kernel_size)
+    stats = dataset_patch_stats(dataset, c.kernel_size, device=ctx.device)
+    mu = stats.eigenvalues
+    n = len(dataset.images)
+    images_ac = dataset.normalized()[: c.autocorr_images]  # (n_ac, C, H, W)
+    out: dict[str, Any] = {"images": n, "filters": c.linear_filters, "train_steps": c.linear_train_steps,
+                           "input_autocorrelation": dict(zip(map(str, c.autocorr_lags),
+                                                             input_autocorrelation(images_ac, c.autocorr_lags)))}
+    curves: dict[str, dict[str, list]] = {}
+    for labels in ("random", "true"):
+        agreement, rows_by_seed, deltas_by_seed = [], [], []
+        for seed in c.seeds:
+            base = TrainConfig(arch="linear", data=ctx.data, labels=labels, width=c.linear_filters,
+                               kernel_size=c.kernel_size, precision="float64", batch_size=n, seed=seed,
+                               device=c.device, limit=c.linear_images).validate().resolved()
+            data = prepare_training_data(base, dataset, torch.device("cpu"), torch.float64)
+            A, _, _ = dynamics.moment_matrices(data.images, c.kernel_size, data.targets, device=ctx.device)
+            lr = c.linear_lr_fraction * dynamics.max_stable_lr(float(np.linalg.eigvalsh(A)[-1]), c.linear_filters)
+            config = dataclasses.replace(base, lr=lr, steps=c.linear_train_steps,
+                                         snapshot_every=max(1, c.linear_train_steps // 10))
+            result = train(config, dataset=dataset)
+            steps = result.snapshot_steps.numpy()
+            w0 = result.initial_first_layer.to(torch.float64).numpy()  # (K, C, k, k)
+            trained = result.snapshot_weights.to(torch.float64).numpy()  # (S, K, C, k, k)
+            sim = dynamics.simulate(data.images, data.targets, w0, lr, steps, device=ctx.device)
+            diff = np.linalg.norm((trained - sim.filters).reshape(len(steps), -1), axis=1)
+            change = np.linalg.norm((sim.filters - w0[None]).reshape(len(steps), -1), axis=1)
+            size = np.linalg.norm(sim.filters.reshape(len(steps), -1), axis=1)
+            moved = change > 0
+            agreement.append({"max_rel_error_of_change": float(np.max(diff[moved] / change[moved])),
+                              "max_rel_error_of_weights": float(np.max(diff / size))})
+            # far past training: closed form at log-spaced steps into the whitening regime
+            alpha = sim.a_eigenvalues
+            alpha_min = float(alpha[alpha > alpha[0] * 1e-12].min())
+            t_max = min(1e15, 1e3 / (sim.eta * alpha_min))
+            traj_steps = np.unique(np.round(np.logspace(0, math.log10(t_max), c.linear_trajectory_points)))
+            filters = dynamics.simulate_filters(w0, sim.A, sim.b, lr, traj_steps,
+                                                eigen=dynamics.Eigen(sim.a_eigenvalues, sim.a_eigenvectors))
+            rows, deltas = [], []
+            positive = alpha > alpha[0] * 1e-12
+            for step, w in zip(traj_steps, filters):
+                delta = w - w0  # (K, C, k, k) identical rows: every filter gets the same gradient
+                profile = energy_profile(delta, stats.eigenvectors)
+                fit = fit_formula(profile, mu)
+                theory_tau = sim.eta * step / sim.num_locations
+                in_a_basis = energy_profile(delta, sim.a_eigenvectors)
+                rows.append({
+                    "step": float(step), "fit_correlation": fit.correlation, "fit_tau": fit.tau, "theory_tau": theory_tau,
+                    "corr_formula_at_theory_tau": profile_similarity(profile, theory.gradient_flow_profile(mu, theory_tau)),
+                    "corr_inv_sqrt_patch_eigenvalues": whitening_indicators(delta, stats)["corr_inv_sqrt_eigenvalues"],
+                    "corr_inv_sqrt_A_eigenvalues": float(pearson(in_a_basis[positive], 1 / np.sqrt(alpha[positive]))),
+                    "output_autocorrelation": output_autocorrelation(delta[:1], images_ac, c.autocorr_lags),
+                })
+                deltas.append(delta[0])
+            rows_by_seed.append(rows)
+            deltas_by_seed.append(np.stack(deltas))  # (P, C, k, k)
+        # seeds pooled: the label draws' filters as one bank, approximating the expectation over draws
+        bank = np.stack(deltas_by_seed, axis=1)  # (P, seeds, C, k, k)
+        pooled = []
+        for p, step in enumerate(rows_by_seed[0]):
+            profile = energy_profile(bank[p], stats.eigenvectors)
+            pooled.append({"step": step["step"],
+                           "corr_inv_sqrt_patch_eigenvalues": whitening_indicators(bank[p], stats)["corr_inv_sqrt_eigenvalues"],
+                           "fit_correlation": fit_formula(profile, mu).correlation,
+                           "output_autocorrelation": output_autocorrelation(bank[p], images_ac, c.autocorr_lags)})
+        keys = ("fit_correlation", "fit_tau", "theory_tau", "corr_formula_at_theory_tau",
+                "corr_inv_sqrt_patch_eigenvalues", "corr_inv_sqrt_A_eigenvalues")
+        summary = {
+            "simulate_vs_train": {k: mean_std([a[k] for a in agreement]) for k in agreement[0]},
+            "steps": [r["step"] for r in rows_by_seed[0]],
+            "along_steps": {k: [mean_std([rows[p][k] for rows in rows_by_seed]) for p in range(len(rows_by_seed[0]))]
+                            for k in keys},
+            "output_autocorrelation": {
+                str(lag): [mean_std([rows[p]["output_autocorrelation"][i] for rows in rows_by_seed])
+                           for p in range(len(rows_by_seed[0]))] for i, lag in enumerate(c.autocorr_lags)},
+            "seeds_pooled": pooled,
+        }
+        summary["first"] = {k: summary["along_steps"][k][0] for k in keys}
+        summary["last"] = {k: summary["along_steps"][k][-1] for k in keys}
+        summary["best_fit_correlation"] = mean_std([max(r["fit_correlation"] for r in rows) for rows in rows_by_seed])
+        summary["last_autocorrelation"] = {k: v[-1] for k, v in summary["output_autocorrelation"].items()}
+        summary["first_autocorrelation"] = {k: v[0] for k, v in summary["output_autocorrelation"].items()}
+        out[labels] = summary
+        curves[labels] = {k: np.array([[r[k] for r in rows] for rows in rows_by_seed]) for k in keys}
+        curves[labels]["autocorr1"] = np.array([[r["output_autocorrelation"][0] for r in rows] for rows in rows_by_seed])
+        curves[labels]["steps"] = np.array(summary["steps"])
+    panels: dict[str, dict[str, Any]] = {"fit correlation (formula vs profile)": {},
+                                         "corr(profile, 1/sqrt(eigenvalue))": {},
+                                         f"output autocorrelation, lag {c.autocorr_lags[0]} px": {}}
+    for labels, cv in curves.items():
+        x = cv["steps"]
+        panels["fit correlation (formula vs profile)"][f"{labels} labels"] = _series(x, cv["fit_correlation"])
+        panels["corr(profile, 1/sqrt(eigenvalue))"][f"{labels}: patch PCA basis"] = _series(x, cv["corr_inv_sqrt_patch_eigenvalues"])
+        panels["corr(profile, 1/sqrt(eigenvalue))"][f"{labels}: eigenbasis of A"] = _series(x, cv["corr_inv_sqrt_A_eigenvalues"])
+        panels[f"output autocorrelation, lag {c.autocorr_lags[0]} px"][f"{labels} labels"] = _series(x, cv["autocorr1"])
+    plots.plot_curves(panels, _figure(ctx, "linear_cnn_dynamics.png"), xlabel="gradient-descent step", logx=True,
+                      title=f"Linear CNN, exact full-batch GD ({len(c.seeds)} seeds, mean +- std)",
+                      ylims={"fit correlation (formula vs profile)": (-0.05, 1.05),
+                             "corr(profile, 1/sqrt(eigenvalue))": (-1.05, 1.05)})
+    out["figures"] = ["linear_cnn_dynamics.png"]
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# 2. consistency (Table 1)
+
+
+def consistency(ctx: Context) -> dict[str, Any]:
+    """Seed vs seed, width vs width, trained vs init, VGG11 vs ResNet20 (true labels)."""
+    c = ctx.config
+    vgg = ctx.trained_all(ctx.arm("vgg11"))
+    wide = ctx.trained_all(ctx.arm("vgg11", width=c.vgg_wide_width))
+    resnet = ctx.trained_all(ctx.arm("resnet20"))
+    out = {
+        "seed_vs_seed": _both_views(ctx, vgg, None),
+        "width_vs_width": _both_views(ctx, vgg, wide),
+        "trained_vs_init": _both_views(ctx, vgg, None, against_init=True),
+        "vgg_vs_resnet": _both_views(ctx, vgg, resnet),
+        "widths": [c.vgg_width, c.vgg_wide_width],
+        "resnet_width": c.resnet_width,
+    }
+    labels, profiles = [], []
+    for name, runs in ((f"VGG11 w{c.vgg_width}", vgg), (f"VGG11 w{c.vgg_wide_width}", wide), (f"ResNet20 w{c.resnet_width}", resnet)):
+        for r in runs:
+            labels.append(f"{name} s{r.seed}")
+            profiles.append(_profiles(ctx, r)["sub"])
+    labels.append(f"init VGG11 s{vgg[0].seed}")
+    profiles.append(_profiles(ctx, vgg[0])["init"])
+    matrix = similarity_matrix(profiles)
+    plots.plot_similarity_heatmap(matrix, labels, _figure(ctx, "consistency_heatmap.png"),
+                                  title="Init-subtracted energy profiles: Pearson correlation")
+    out["matrix"] = {"labels": labels, "values": matrix.tolist()}
+    out["figures"] = ["consistency_heatmap.png"]
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# 3. labels (Table 2)
+
+
+def labels(ctx: Context) -> dict[str, Any]:
+    """Random-label nets against their initialisation, and true- against random-label nets."""
+    true = ctx.trained_all(ctx.arm("vgg11"))
+    random = ctx.trained_all(ctx.arm("vgg11", labels="random"))
+    out = {
+        "random_vs_init": _both_views(ctx, random, None, against_init=True),
+        "true_vs_random": _both_views(ctx, true, random),
+        "train_accuracy": {"true": mean_std([r.train_accuracy for r in true]),
+                           "random": mean_std([r.train_accuracy for r in random])},
+    }
+    mu = ctx.stats.eigenvalues
+    groups = {"true labels": np.stack([_profiles(ctx, r)["sub"] for r in true]),
+              "random labels": np.stack([_profiles(ctx, r)["sub"] for r in random])}
+    mean_true = np.sqrt(np.mean(groups["true labels"] ** 2, axis=0))
+    formula = fit_formula(mean_true, mu).fitted_profile
+    plots.plot_profile_bands(groups, _figure(ctx, "true_vs_random.png"), formula=formula,
+                             title=f"VGG11, init-subtracted profiles, mean +- std over seeds "
+                                   f"(true vs random: {out['true_vs_random']['init_subtracted']['mean']:.2f})")
+    labels_, profiles = [], []
+    for name, runs in (("true", true), ("random", random)):
+        for r in runs:
+            labels_.append(f"{name} s{r.seed}")
+            profiles.append(_profiles(ctx, r)["sub"])
+    for r in random:
+        labels_.append(f"init s{r.seed}")
+        profiles.append(_profiles(ctx, r)["init"])
+    plots.plot_similarity_heatmap(similarity_matrix(profiles), labels_, _figure(ctx, "labels_heatmap.png"),
+                                  title="True vs random labels vs init (init-subtracted profiles)")
+    out["figures"] = ["true_vs_random.png", "labels_heatmap.png"]
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# 4. formula fit (Table 3)
+
+
+def formula_fit(ctx: Context) -> dict[str, Any]:
+    """Fit the formula to VGG11 and ResNet20 first layers (init-subtracted: one parameter tau;
+    raw: two parameters), with the random initialisation as the baseline."""
+    mu = ctx.stats.eigenvalues
+    out: dict[str, Any] = {}
+    figures = []
+    for arch in ("vgg11", "resnet20"):
+        runs = ctx.trained_all(ctx.arm(arch))
+        sub = [fit_formula(_profiles(ctx, r)["sub"], mu) for r in runs]
+        raw = [fit_formula(_profiles(ctx, r)["raw"], mu, raw=True) for r in runs]
+        out[arch] = {"init_subtracted": _fit_stats(sub), "raw": _fit_stats(raw),
+                     "raw_init_ratio": mean_std([f.init_ratio for f in raw])}
+        name = f"formula_fit_{arch}.png"
+        plots.plot_fit(sub[0].profile, sub[0].fitted_profile, sub[0].correlation, _figure(ctx, name),
+                       label=f"{arch} seed {runs[0].seed} (init-subtracted)", eigenvalues=mu)
+        figures.append(name)
+        name = f"formula_fit_{arch}_raw.png"
+        plots.plot_fit(raw[0].profile, raw[0].fitted_profile, raw[0].correlation, _figure(ctx, name),
+                       label=f"{arch} seed {runs[0].seed} (raw, two-parameter fit)", eigenvalues=mu)
+        figures.append(name)
+    inits = [r.initial for r in ctx.trained_all(ctx.arm("vgg11"))]
+    init_fits = [fit_formula(energy_profile(w, ctx.stats.eigenvectors), mu) for w in inits]
+    init_raw = [fit_formula(energy_profile(w, ctx.stats.eigenvectors), mu, raw=True) for w in inits]
+    out["random_init"] = {"one_parameter": _fit_stats(init_fits), "raw": _fit_stats(init_raw)}
+    plots.plot_fit(init_fits[0].profile, init_fits[0].fitted_profile, init_fits[0].correlation,
+                   _figure(ctx, "formula_fit_random_init.png"), label="random initialisation (VGG11)", eigenvalues=mu)
+    plots.plot_eigenvectors(ctx.stats.eigenvectors, ctx.stats.channels, ctx.stats.kernel_size,
+                            _figure(ctx, "patch_eigenvectors.png"), eigenvalues=mu)
+    out["eigenvalues"] = mu.tolist()
+    out["figures"] = figures + ["formula_fit_random_init.png", "patch_eigenvectors.png"]
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# 5. frozen random first layer
+
+
+def frozen(ctx: Context) -> dict[str, Any]:
+    """VGG11 with its first layer frozen at the random initialisation vs learned, same seeds."""
+    learned = ctx.trained_all(ctx.arm("vgg11"))
+    fixed = ctx.trained_all(ctx.arm("vgg11", frozen=True))
+    out = {
+        "learned": {"train_accuracy": mean_std([r.train_accuracy for r in learned]),
+                    "test_accuracy": mean_std([r.test_accuracy for r in learned])},
+        "frozen": {"train_accuracy": mean_std([r.train_accuracy for r in fixed]),
+                   "test_accuracy": mean_std([r.test_accuracy for r in fixed])},
+        "test_accuracy_difference": mean_std([f.test_accuracy - l.test_accuracy for f, l in zip(fixed, learned)]),
+        "train_accuracy_difference": mean_std([f.train_accuracy - l.train_accuracy for f, l in zip(fixed, learned)]),
+        "chance": 1.0 / max(1, len(ctx.train_set.classes)),
+    }
+    epochs = np.asarray(learned[0].metrics["epoch"])
+    panels = {"train accuracy (per epoch)": {
+        "learned first layer": _series(epochs, [r.metrics["accuracy"] for r in learned]),
+        "frozen random first layer": _series(epochs, [r.metrics["accuracy"] for r in fixed])},
+        "train loss (per epoch)": {
+        "learned first layer": _series(epochs, [r.metrics["loss"] for r in learned]),
+        "frozen random first layer": _series(epochs, [r.metrics["loss"] for r in fixed])}}
+    plots.plot_curves(panels, _figure(ctx, "frozen_vs_learned.png"), xlabel="epoch",
+                      title=f"VGG11: test accuracy learned {out['learned']['test_accuracy']['mean']:.3f}, "
+                            f"frozen {out['frozen']['test_accuracy']['mean']:.3f}")
+    out["figures"] = ["frozen_vs_learned.png"]
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# 6. trajectories along training
+
+
+def _trajectory(ctx: Context, run: Trained) -> dict[str, np.ndarray]:
+    """Fit correlation, tau, displacement and recent loss at every snapshot after step 0."""
+    mu, u = ctx.stats.eigenvalues, ctx.stats.eigenvectors
+    step_loss = np.asarray(run.metrics.get("step_loss", []), dtype=float)
+    rows = {"steps": [], "correlation": [], "tau": [], "displacement": [], "loss": [], "profile": []}
+    previous = 0
+    for step, weights in zip(run.snapshot_steps, run.snapshots):
+        if step == 0:
+            continue
+        profile = energy_profile(weights, u, initial=run.initial)
+        if np.ptp(profile) == 0:
+            continue
+        fit = fit_formula(profile, mu)
+        rows["steps"].append(int(step))
+        rows["correlation"].append(fit.correlation)
+        rows["tau"].append(fit.tau)
+        rows["displacement"].append(float(np.linalg.norm(weights - run.initial) / np.linalg.norm(run.initial)))
+        recent = step_loss[previous:step] if step_loss.size >= step else np.array([])
+        rows["loss"].append(float(recent.mean()) if recent.size else float("nan"))
+        rows["profile"].append(profile)
+        previous = int(step)
+    return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def trajectories(ctx: Context) -> dict[str, Any]:
+    """Fit correlation and tau along training from the first-layer snapshots, true vs random
+    labels, and what the end tau goes with (steps, lr, displacement of the layer, loss)."""
+    c = ctx.config
+    arms = {"true": ctx.arm("vgg11"), "random": ctx.arm("vgg11", labels="random")}
+    for f in c.lr_factors:
+        arms[f"true, lr x{f:g}"] = ctx.arm("vgg11", lr_factor=f)
+    traj = {name: [_trajectory(ctx, r) for r in ctx.trained_all(arm)] for name, arm in arms.items()}
+    out: dict[str, Any] = {"arms": {name: {"arch": a.arch, "width": a.width, "labels": a.labels, "lr": a.lr}
+                                    for name, a in arms.items()}}
+    per_arm: dict[str, Any] = {}
+    curves = {}
+    for name, runs in traj.items():
+        steps = runs[0]["steps"]
+        length = min(len(r["steps"]) for r in runs)
+        corr = np.stack([r["correlation"][:length] for r in runs])
+        log_tau = np.stack([np.log(r["tau"][:length]) for r in runs])
+        per_arm[name] = {
+            "steps": steps[:length].tolist(),
+            "correlation": [mean_std(corr[:, i]) for i in range(length)],
+            "tau_geomean": np.exp(log_tau.mean(axis=0)).tolist(),
+            "end_correlation": mean_std(corr[:, -1]),
+            "end_tau": mean_std([r["tau"][-1] for r in runs]),
+            "min_correlation": mean_std(corr.min(axis=1)),
+            "end_displacement": mean_std([r["displacement"][-1] for r in runs]),
+            "end_loss": mean_std([r["loss"][-1] for r in runs]),
+            "tau_vs_steps_loglog_slope": mean_std([_loglog_slope(r["steps"].astype(float), r["tau"]) for r in runs]),
+            "tau_vs_displacement_loglog_slope": mean_std([_loglog_slope(r["displacement"], r["tau"]) for r in runs]),
+        }
+        curves[name] = {"steps": steps[:length], "correlation": corr.mean(axis=0), "correlation_std": corr.std(axis=0),
+                        "tau": np.exp(log_tau.mean(axis=0))}
+    out["per_arm"] = per_arm
+    # end tau against lr (true labels): the theory's tau = lr * t would scale with the lr factor
+    base = per_arm["true"]["end_tau"]["mean"]
+    out["end_tau_ratio_vs_lr"] = {f"x{f:g}": (per_arm[f"true, lr x{f:g}"]["end_tau"]["mean"] / base if base else None)
+                                  for f in c.lr_factors}
+    out["end_tau_ratio_true_over_random"] = (base / per_arm["random"]["end_tau"]["mean"]
+                                             if per_arm["random"]["end_tau"]["mean"] else None)
+    # all snapshots pooled: how tightly does log tau follow log displacement, log steps, loss?
+    pooled = {k: np.concatenate([r[k] for runs in traj.values() for r in runs]) for k in ("tau", "displacement", "steps", "loss")}
+    log_tau = np.log(pooled["tau"])
+    out["pooled_correlation_of_log_tau_with"] = {
+        "log_displacement": float(pearson(log_tau, np.log(pooled["displacement"]))),
+        "log_steps": float(pearson(log_tau, np.log(pooled["steps"].astype(float)))),
+        "recent_loss": float(pearson(log_tau[np.isfinite(pooled["loss"])], pooled["loss"][np.isfinite(pooled["loss"])])),
+    }
+    # same path, different speed? each random-label snapshot vs the true-label snapshot of nearest tau (same seed)
+    matched, gaps = [], []
+    for t_run, r_run in zip(traj["true"], traj["random"]):
+        for profile, tau in zip(r_run["profile"], r_run["tau"]):
+            j = int(np.argmin(np.abs(np.log(t_run["tau"]) - np.log(tau))))
+            matched.append(profile_similarity(profile, t_run["profile"][j]))
+            gaps.append(abs(math.log(t_run["tau"][j] / tau)))
+    out["random_vs_true_at_nearest_tau"] = {"similarity": mean_std(matched), "abs_log_tau_gap": mean_std(gaps)}
+    plots.plot_trajectories(curves, _figure(ctx, "trajectories.png"),
+                            title=f"VGG11 first layer along training ({len(c.seeds)} seeds; tau: geometric mean)")
+    plots.plot_scatter({name: (np.concatenate([r["displacement"] for r in runs]), np.concatenate([r["tau"] for r in runs]))
+                        for name, runs in traj.items()}, _figure(ctx, "tau_vs_displacement.png"),
+                       xlabel="||W - W0|| / ||W0|| (first layer)", ylabel="fitted tau", logx=True, logy=True,
+                       title="Fitted tau against how far the first layer moved (all snapshots)")
+    out["figures"] = ["trajectories.png", "tau_vs_displacement.png"]
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# 7. external checkpoints
+
+
+def external(ctx: Context) -> dict[str, Any]:
+    """Energy profiles, fits and the similarity matrix of the checkpoints the user passed."""
+    from linearcnn.checkpoints import load_first_layer
+    from linearcnn.patches import dataset_patch_stats
+
+    if not ctx.checkpoints:
+        return {"skipped": True, "note": "no checkpoints given (pass --checkpoints PATH,PATH,...)"}
+    stats_by_kernel = {ctx.config.kernel_size: ctx.stats}
+    channels = int(ctx.train_set.images.shape[1])
+    rows, profiles, names = [], [], []
+    for path in ctx.checkpoints:
+        layer = load_first_layer(path)
+        k_out, c_in, kh, kw = layer.weight.shape
+        if c_in != channels or kh != kw:
+            raise LinearCNNInputError(
+                f"--checkpoints {path!r}: first layer {layer.name!r} has shape {layer.weight.shape}; expected "
+                f"{channels} input channels (data {ctx.data!r}) and a square kernel")
+        if kh not in stats_by_kernel:
+            stats_by_kernel[kh] = dataset_patch_stats(ctx.train_set, kh, device=ctx.device)
+        stats = stats_by_kernel[kh]
+        raw = energy_profile(layer.weight, stats.eigenvectors)
+        sub = None if layer.init_weight is None else energy_profile(layer.weight, stats.eigenvectors, initial=layer.init_weight)
+        fit_raw = fit_formula(raw, stats.eigenvalues, raw=True)
+        fit_sub = None if sub is None else fit_formula(sub, stats.eigenvalues)
+        rows.append({"path": str(path), "layer": layer.name, "format": layer.format, "shape": list(layer.weight.shape),
+                     "raw_fit_correlation": fit_raw.correlation,
+                     "init_subtracted_fit_correlation": None if fit_sub is None else fit_sub.correlation,
+                     "init_subtracted_tau": None if fit_sub is None else fit_sub.tau})
+        profiles.append((kh, raw))
+        names.append(f"{len(names)}: {layer.name}")
+    out: dict[str, Any] = {"skipped": False, "checkpoints": rows}
+    kernels = {k for k, _ in profiles}
+    if len(kernels) == 1 and len(profiles) > 1:
+        matrix = similarity_matrix([p for _, p in profiles])
+        out["raw_similarity"] = matrix.tolist()
+        plots.plot_similarity_heatmap(matrix, names, _figure(ctx, "external_heatmap.png"),
+                                      title="External checkpoints: raw energy-profile correlation")
+        out["figures"] = ["external_heatmap.png"]
+    else:
+        out["note"] = "similarity matrix needs two or more checkpoints of one kernel size"
+    return out
+
+
+EXPERIMENTS: dict[str, Callable[[Context], dict[str, Any]]] = {
+    "linear_cnn": linear_cnn,
+    "consistency": consistency,
+    "labels": labels,
+    "formula_fit": formula_fit,
+    "frozen": frozen,
+    "trajectories": trajectories,
+    "external": external,
+}
