@@ -19,7 +19,8 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/linearcnn derive
+	$(BIN)/linearcnn train --arch vgg11-bn --width 16 --labels true --epochs 2 --limit 2000 --momentum 0.9 --out runs/demo --overwrite
+	$(BIN)/linearcnn fit --checkpoint runs/demo/checkpoint.pt --init --plot figures/demo_fit.png
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
