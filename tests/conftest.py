@@ -5,6 +5,9 @@ Select with `HYPOTHESIS_PROFILE=thorough pytest` (or `pytest --hypothesis-profil
 
 import os
 
+import pytest
+import torch
+
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -14,3 +17,13 @@ settings.register_profile(
     "thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine two OpenMP
+    threads that wait on each other make each op up to 100x slower; results are unaffected."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -29,14 +29,6 @@ from linearcnn.train import (
     train_seeds,
 )
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine two OpenMP
-    threads that wait on each other make each op up to 100x slower; results are unaffected."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 CHECKPOINT_KEYS = {
