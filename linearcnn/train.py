@@ -2,6 +2,7 @@
 
     result = train(TrainConfig(arch="vgg11", data="builtin", labels="random", epochs=10, out="runs/x"))
     results = train_seeds(config, [0, 1, 2])          # DIR/seed0, DIR/seed1, ... one after another
+    results = train_seeds(config, [0, 1, 2], together=True)   # the same models, trained as one vmapped stack
 
 What one run does, in order (PAPER.md section 4 "training setting" for the defaults: plain SGD,
 lr 0.01, batch 256, no augmentation, per-channel normalisation):
@@ -36,8 +37,8 @@ on CUDA), the model wrapped in DistributedDataParallel, and every global batch s
 `world_size` contiguous shards; each rank's loss is scaled by world_size / global_batch, so the
 averaged gradient is exactly the global-batch mean gradient. Only rank 0 writes files.
 
-Several seeds run one after another (`train_seeds`); training them together with
-`torch.func.stack_module_state` + `vmap` is not implemented.
+Several seeds run one after another (`train_seeds`), or together as one vmapped stack of models
+(`train_seeds(..., together=True)`, `linearcnn.train_together`).
 """
 
 from __future__ import annotations
@@ -95,7 +96,13 @@ DEFAULT_RANDOM_CLASSES = 10  # classes of a random-label draw on unlabelled data
 # Fields that say how long / where / on what a run goes, not what it computes: they may differ
 # between a checkpoint and the run that resumes it.
 RUN_CONTROL_FIELDS = frozenset(
-    {"epochs", "steps", "out", "resume", "overwrite", "device", "compile", "checkpoint_seconds"}
+    {"epochs", "steps", "out", "resume", "overwrite", "device", "compile", "checkpoint_seconds", "test", "test_limit"}
+)
+SYNC_BN_CHOICES = ("auto", "on", "off")
+# Per-epoch lists (epoch, step, loss, accuracy, seconds, images_per_second), one entry per step
+# (step_loss: the batch's mean loss) and per test evaluation (test_step, test_loss, test_accuracy).
+METRIC_KEYS = (
+    "epoch", "step", "loss", "accuracy", "seconds", "images_per_second", "step_loss", "test_step", "test_loss", "test_accuracy",
 )
 
 
@@ -108,7 +115,12 @@ class TrainConfig:
     deep ones; `label_seed` None means `seed`; `steps`, when given, stops the run after that many
     optimizer steps in total (otherwise `epochs` passes over the data); `snapshot_every` N > 0
     keeps the first layer at steps 0, N, 2N, ...; `precision` "auto" is bf16 autocast on CUDA for
-    the deep nets and float32 otherwise ("float64" for exact linear-CNN comparisons).
+    the deep nets and float32 otherwise ("float64" for exact linear-CNN comparisons); `test`
+    evaluates loss and accuracy on the data's test split (its first `test_limit` images) at every
+    epoch end and at the end, when the data has a labelled test split; `sync_bn` "auto" turns the
+    BatchNorm layers into SyncBatchNorm under torchrun on CUDA (BatchNorm statistics over the global
+    batch, as in one process), "on" demands it (an error on CPU, where torch has no SyncBatchNorm),
+    "off" keeps per-process statistics.
     """
 
     arch: str = "vgg11"
@@ -139,6 +151,9 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     checkpoint_seconds: float = 300.0
+    test: bool = True
+    test_limit: int | None = None
+    sync_bn: str = "auto"
 
     def validate(self) -> TrainConfig:
         """Raise LinearCNNInputError (one line) for a value no run could use; return self."""
@@ -149,13 +164,14 @@ class TrainConfig:
             ("--loss", self.loss, LOSS_CHOICES),
             ("--precision", self.precision, PRECISION_CHOICES),
             ("--readout", self.readout, READOUT_CHOICES),
+            ("--sync-bn", self.sync_bn, SYNC_BN_CHOICES),
         ):
             if value not in choices:
                 raise LinearCNNInputError(f"{name} {value!r} is not valid; expected one of {', '.join(choices)}")
         positive_ints = [("--epochs", self.epochs), ("--batch-size", self.batch_size)]
         positive_ints += [(n, v) for n, v in (("--steps", self.steps), ("--width", self.width),
                           ("--kernel-size", self.kernel_size), ("--limit", self.limit),
-                          ("--num-classes", self.num_classes)) if v is not None]
+                          ("--num-classes", self.num_classes), ("--test-limit", self.test_limit)) if v is not None]
         for name, value in positive_ints:
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise LinearCNNInputError(f"{name} must be a positive integer, got {value}")
@@ -261,6 +277,25 @@ def _num_classes(config: TrainConfig, dataset: Any) -> int:
     return int(np.max(labels)) + 1
 
 
+def training_targets(
+    config: TrainConfig, true_labels: Any, num_images: int, num_classes: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(targets (N,) on the CPU, the random-label draw (N,) or None) for a resolved config.
+
+    Random labels are `draw_random_labels(N, num_classes, config.label_seed)`; `linear` regresses
+    on their (or the true labels') parity, the classifiers on the class indices.
+    """
+    if config.labels == "random":
+        random_labels: torch.Tensor | None = draw_random_labels(num_images, num_classes, int(config.label_seed))  # type: ignore[arg-type]
+        labels = random_labels
+    else:
+        random_labels = None
+        labels = torch.as_tensor(np.asarray(true_labels), dtype=torch.int64)
+    if config.arch == "linear":
+        return parity_targets(labels).to(dtype), random_labels  # (N,) +-1
+    return labels, random_labels  # (N,) class indices
+
+
 def prepare_training_data(config: TrainConfig, dataset: Any, device: torch.device, dtype: torch.dtype) -> TrainingData:
     """Normalise `dataset` once, check it against the config, build the targets, move to `device`.
 
@@ -277,16 +312,7 @@ def prepare_training_data(config: TrainConfig, dataset: Any, device: torch.devic
     if config.labels == "true" and dataset.labels is None:
         raise LinearCNNInputError(f"--labels true: data {dataset.spec!r} has no labels; use --labels random")
     num_classes = _num_classes(config, dataset)
-    if config.labels == "random":
-        random_labels: torch.Tensor | None = draw_random_labels(n, num_classes, int(config.label_seed))  # type: ignore[arg-type]
-        labels = random_labels
-    else:
-        random_labels = None
-        labels = torch.as_tensor(np.asarray(dataset.labels), dtype=torch.int64)
-    if config.arch == "linear":
-        targets = parity_targets(labels).to(dtype)  # (N,) +-1
-    else:
-        targets = labels  # (N,) class indices
+    targets, random_labels = training_targets(config, dataset.labels, n, num_classes, dtype)
     mean, std = dataset.channel_stats()
     normalized = torch.from_numpy(np.ascontiguousarray(dataset.normalized()))  # (N, C, H, W) float32
     info = {
@@ -308,6 +334,57 @@ def prepare_training_data(config: TrainConfig, dataset: Any, device: torch.devic
         random_labels=random_labels,
         info=info,
     )
+
+
+@dataclass
+class HeldOutData:
+    """The test split as the evaluation sees it: normalised with the training set's statistics."""
+
+    images: torch.Tensor  # (M, C, H, W) on the device
+    targets: torch.Tensor  # (M,) like TrainingData.targets, from the test split's true labels
+    info: dict[str, Any]  # spec, description, num_images: stored in the checkpoint
+
+
+def load_test_dataset(config: TrainConfig) -> Any:
+    """The test split of `config.data` (its first `config.test_limit` images), or None without one."""
+    from linearcnn.data import has_test_split, load_dataset
+
+    if not config.test or not has_test_split(config.data):
+        return None
+    return load_dataset(config.data, train=False, limit=config.test_limit)
+
+
+def prepare_test_data(config: TrainConfig, test_dataset: Any, data: TrainingData, device: torch.device, dtype: torch.dtype) -> HeldOutData | None:
+    """Normalise a test split with the training statistics and build its targets; None if it has no labels.
+
+    `config` must be resolved. The targets follow the true test labels whatever `config.labels`
+    is (a random-label run should be at chance on them). Raises LinearCNNInputError when the test
+    images differ in shape from the training images or carry a class the model has no output for.
+    """
+    if test_dataset is None or getattr(test_dataset, "labels", None) is None:
+        return None
+    spec = str(getattr(test_dataset, "spec", config.data))
+    images_np = np.asarray(test_dataset.images)
+    expected = (data.info["channels"], data.info["height"], data.info["width"])
+    if images_np.ndim != 4 or tuple(images_np.shape[1:]) != expected or images_np.shape[0] == 0:
+        raise LinearCNNInputError(
+            f"test split of data {spec!r} has images of shape {images_np.shape}; expected (M, {', '.join(map(str, expected))}) like the training images"
+        )
+    count = images_np.shape[0] if config.test_limit is None else min(images_np.shape[0], int(config.test_limit))
+    labels = torch.as_tensor(np.asarray(test_dataset.labels)[:count], dtype=torch.int64)  # (M,)
+    if config.arch == "linear":
+        targets = parity_targets(labels).to(dtype)  # (M,) +-1
+    else:
+        if int(labels.max()) >= data.num_classes:
+            raise LinearCNNInputError(
+                f"test split of data {spec!r} has label {int(labels.max())}; the model has {data.num_classes} classes"
+            )
+        targets = labels
+    mean = np.asarray(data.info["channel_mean"], dtype=np.float64)
+    std = np.asarray(data.info["channel_std"], dtype=np.float64)
+    normalized = torch.from_numpy(np.ascontiguousarray(test_dataset.normalized(mean, std)[:count]))  # (M, C, H, W)
+    info = {"spec": spec, "description": str(getattr(test_dataset, "description", "")), "num_images": int(count)}
+    return HeldOutData(images=normalized.to(device=device, dtype=dtype), targets=targets.to(device), info=info)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,6 +457,12 @@ def _precision(config: TrainConfig, device: torch.device) -> tuple[torch.dtype, 
     if config.precision == "auto" and device.type == "cuda" and config.arch not in LINEAR_ARCHS:
         return torch.float32, torch.bfloat16
     return torch.float32, None
+
+
+def _use_sync_bn(config: TrainConfig, model: nn.Module, device: torch.device, world_size: int) -> bool:
+    """Whether to turn BatchNorm into SyncBatchNorm (see TrainConfig; `train` refuses "on" without CUDA)."""
+    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return config.sync_bn != "off" and has_batch_norm and world_size > 1 and device.type == "cuda"
 
 
 @dataclass
@@ -486,12 +569,13 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
 def _check_resume(checkpoint: dict[str, Any], config: TrainConfig, path: Path) -> None:
     stored = checkpoint.get("config", {})
     current = config.to_dict()
+    defaults = TrainConfig().to_dict()  # a field newer than the checkpoint had its default value then
     for key in current:
         if key in RUN_CONTROL_FIELDS:
             continue
-        if stored.get(key) != current[key]:
+        if stored.get(key, defaults[key]) != current[key]:
             raise LinearCNNInputError(
-                f"--resume: checkpoint {str(path)!r} was trained with {key}={stored.get(key)!r}, this run asks for "
+                f"--resume: checkpoint {str(path)!r} was trained with {key}={stored.get(key, defaults[key])!r}, this run asks for "
                 f"{key}={current[key]!r}; resume with the same settings or choose another --out"
             )
 
@@ -510,11 +594,52 @@ def _per_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss: str, nu
     return F.cross_entropy(outputs, targets, reduction="none")  # (B,)
 
 
-def _num_correct(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Number of right answers as a 0-d tensor on the device (sign for `linear`, argmax otherwise)."""
+def _is_correct(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B,) bool right answers (sign for `linear`, argmax otherwise)."""
     if outputs.ndim == 1:
-        return (torch.sign(outputs) == torch.sign(targets)).sum()
-    return (outputs.argmax(dim=1) == targets).sum()
+        return torch.sign(outputs) == torch.sign(targets)
+    return outputs.argmax(dim=1) == targets
+
+
+def _num_correct(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Number of right answers as a 0-d tensor on the device."""
+    return _is_correct(outputs, targets).sum()
+
+
+@torch.no_grad()
+def _evaluate(
+    forward: Any, model: nn.Module, test: HeldOutData, config: TrainConfig, num_classes: int, dtype: torch.dtype,
+    autocast: Any, *, models: int = 1, rank: int = 0, world_size: int = 1,
+) -> torch.Tensor:
+    """(models, 2) float64 on the device: [sum of per-image losses, number right] over this rank's test shard.
+
+    `forward(images)` returns (models, b) or (models, b, classes): one row per model trained
+    together (`models`, 1 for a plain run). `model` is put in eval mode for the pass (BatchNorm running
+    statistics) and back in train mode after it. No host sync.
+    """
+    num = test.images.shape[0]
+    lo, hi = (num * rank) // world_size, (num * (rank + 1)) // world_size  # this rank's contiguous shard
+    batch = max(1, config.batch_size)
+    model.eval()
+    sums = None
+    try:
+        for start in range(lo, hi, batch):
+            images = test.images[start : min(start + batch, hi)]  # (b, C, H, W)
+            targets = test.targets[start : min(start + batch, hi)]  # (b,)
+            with autocast:
+                outputs = forward(images)  # (models, b[, classes])
+            b = outputs.shape[1]
+            flat = outputs.to(dtype).reshape(models * b, *outputs.shape[2:])  # (models*b[, classes])
+            repeated = targets.repeat(models)  # (models*b,)
+            losses = _per_sample_loss(flat, repeated, config.loss, num_classes).reshape(models, b).sum(dim=1)  # (models,)
+            right = _is_correct(flat, repeated).reshape(models, b).sum(dim=1)  # (models,)
+            part = torch.stack([losses.to(torch.float64), right.to(torch.float64)], dim=1)  # (models, 2)
+            sums = part if sums is None else sums + part
+    finally:
+        model.train()
+    if sums is None:  # an empty shard (more ranks than test images)
+        sums = torch.zeros(models, 2, dtype=torch.float64, device=test.images.device)
+    return sums
 
 
 class _Progress:
@@ -593,21 +718,66 @@ def _load_dataset(config: TrainConfig) -> Any:
     return load_dataset(config.data, limit=config.limit)
 
 
-def train(config: TrainConfig, *, dataset: Any = None, progress: bool = False) -> TrainResult:
+def build_seeded_model(config: TrainConfig, channels: int, num_classes: int, dtype: torch.dtype) -> nn.Module:
+    """The model of a resolved config, initialised from `config.seed` alone (global RNG untouched), on the CPU.
+
+    With `freeze_first_layer`, the first layer's parameters do not require gradients.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_model(
+            config.arch, channels, num_classes, width=config.width, kernel_size=config.kernel_size,
+            init_std=config.init_std, trainable_readout=config.readout == "trainable",
+        )
+    model = model.to(dtype=dtype)
+    if config.freeze_first_layer:
+        for parameter in first_layer(model).parameters():
+            parameter.requires_grad_(False)
+    return model
+
+
+def model_spec(config: TrainConfig, channels: int, num_classes: int) -> dict[str, Any]:
+    """What `model_from_checkpoint` needs to rebuild the model (stored as the checkpoint's `model`)."""
+    return {
+        "arch": config.arch,
+        "in_channels": int(channels),
+        "num_classes": int(num_classes),
+        "width": int(config.width),  # type: ignore[arg-type]
+        "kernel_size": int(config.kernel_size),  # type: ignore[arg-type]
+        "init_std": float(config.init_std),
+        "trainable_readout": config.readout == "trainable",
+    }
+
+
+def optimizer_for(config: TrainConfig, parameters: Sequence[torch.Tensor]) -> torch.optim.Optimizer:
+    """The configured optimizer over `parameters` (SGD with momentum / weight decay, or Adam)."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def train(config: TrainConfig, *, dataset: Any = None, test_dataset: Any = None, progress: bool = False) -> TrainResult:
     """Train one model (seed `config.seed`) as configured; see the module docstring.
 
     `dataset` (an `linearcnn.data.ImageDataset`) replaces loading `config.data` (its `spec` is
-    recorded). With `config.out`, writes `out/checkpoint.pt` and `out/metrics.json` (rank 0).
-    `progress` shows a progress bar (pass `progress_enabled(quiet)`).
+    recorded); `test_dataset` replaces loading the test split of `config.data` (with `dataset`
+    given and no `test_dataset`, nothing is evaluated). With `config.out`, writes
+    `out/checkpoint.pt` and `out/metrics.json` (rank 0). `progress` shows a progress bar (pass
+    `progress_enabled(quiet)`).
     """
     config = config.validate().resolved()
     if dataset is not None and getattr(dataset, "spec", None) and dataset.spec != config.data:
         config = dataclasses.replace(config, data=str(dataset.spec))  # record where the images came from
-    with _distributed(resolve_device(config.device)) as (dist_info, device):
-        return _train(config, dataset, progress and dist_info.is_main, device, dist_info)
+    device = resolve_device(config.device)
+    if config.sync_bn == "on" and device.type != "cuda":  # checked before anything is written
+        raise LinearCNNInputError(f"--sync-bn on needs CUDA (torch's SyncBatchNorm does not run on {device.type}); use --sync-bn auto or off")
+    with _distributed(device) as (dist_info, device):
+        return _train(config, dataset, test_dataset, progress and dist_info.is_main, device, dist_info)
 
 
-def _train(config: TrainConfig, dataset: Any, show_progress: bool, device: torch.device, dist_info: _Dist) -> TrainResult:
+def _train(
+    config: TrainConfig, dataset: Any, test_dataset: Any, show_progress: bool, device: torch.device, dist_info: _Dist
+) -> TrainResult:
     checkpoint_path = _check_out_dir(config, dist_info.is_main)
     resume_state: dict[str, Any] | None = None
     if config.resume and checkpoint_path is not None and checkpoint_path.exists():
@@ -616,8 +786,13 @@ def _train(config: TrainConfig, dataset: Any, show_progress: bool, device: torch
 
     if dataset is None:
         dataset = _load_dataset(config)
+        if test_dataset is None:
+            test_dataset = load_test_dataset(config)
     dtype, autocast_dtype = _precision(config, device)
     data = prepare_training_data(config, dataset, device, dtype)
+    test = prepare_test_data(config, test_dataset, data, device, dtype) if config.test else None
+    if test is not None:
+        data.info["test"] = test.info
     num_images, channels = data.images.shape[0], data.images.shape[1]
     if resume_state is not None:
         stored_channels = resume_state.get("model", {}).get("in_channels")
@@ -631,27 +806,11 @@ def _train(config: TrainConfig, dataset: Any, show_progress: bool, device: torch
                 f"--resume: checkpoint {str(checkpoint_path)!r} was trained on {stored_n} images, data {config.data!r} has {num_images}"
             )
 
-    model_spec = {
-        "arch": config.arch,
-        "in_channels": int(channels),
-        "num_classes": int(data.num_classes),
-        "width": int(config.width),  # type: ignore[arg-type]
-        "kernel_size": int(config.kernel_size),  # type: ignore[arg-type]
-        "init_std": float(config.init_std),
-        "trainable_readout": config.readout == "trainable",
-    }
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_model(
-            config.arch, channels, data.num_classes, width=config.width, kernel_size=config.kernel_size,
-            init_std=config.init_std, trainable_readout=config.readout == "trainable",
-        )
-    model = model.to(dtype=dtype)
+    model = build_seeded_model(config, channels, data.num_classes, dtype)
+    if _use_sync_bn(config, model, device, dist_info.world_size):
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameters and state-dict keys
     layer_name = first_layer_name(model)
     conv = first_layer(model)
-    if config.freeze_first_layer:
-        for parameter in conv.parameters():
-            parameter.requires_grad_(False)
     initial_first_layer = conv.weight.detach().clone()  # (K, C, k, k) CPU
     check_linear_lr(config, model, data.images)
 
@@ -660,13 +819,9 @@ def _train(config: TrainConfig, dataset: Any, show_progress: bool, device: torch
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         data.images = data.images.contiguous(memory_format=torch.channels_last)  # (N, C, H, W) NHWC strides
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = optimizer_for(config, [p for p in model.parameters() if p.requires_grad])
 
-    metrics: dict[str, Any] = {"epoch": [], "step": [], "loss": [], "accuracy": [], "seconds": [], "images_per_second": [], "step_loss": []}
+    metrics: dict[str, Any] = {key: [] for key in METRIC_KEYS}
     snapshot_steps: list[int] = []
     snapshot_weights: list[torch.Tensor] = []
     epoch = step = epoch_step = 0
@@ -677,7 +832,7 @@ def _train(config: TrainConfig, dataset: Any, show_progress: bool, device: torch
         unwrap_model(model).load_state_dict(resume_state["model_state_dict"])
         optimizer.load_state_dict(resume_state["optimizer_state_dict"])
         initial_first_layer = resume_state["first_layer"]["initial_weight"].to(dtype)
-        metrics = {k: list(v) for k, v in resume_state["metrics"].items()}
+        metrics = {key: list(resume_state["metrics"].get(key, [])) for key in METRIC_KEYS}
         snapshot_steps = [int(s) for s in resume_state["snapshots"]["steps"]]
         snapshot_weights = [w.to(device=device, dtype=dtype) for w in resume_state["snapshots"]["weights"]]
         epoch, step, epoch_step = int(resume_state["epoch"]), int(resume_state["step"]), int(resume_state["epoch_step"])
@@ -711,10 +866,10 @@ def _train(config: TrainConfig, dataset: Any, show_progress: bool, device: torch
         if checkpoint_path is None or not dist_info.is_main:
             return
         checkpoint = checkpoint_dict(
-            config=config, model=model, optimizer=optimizer, layer_name=layer_name,
+            config=config, model=model, optimizer_state=optimizer.state_dict(), layer_name=layer_name,
             initial_first_layer=initial_first_layer, snapshot_steps=snapshot_steps, snapshot_weights=snapshot_weights,
             epoch=epoch, step=step, epoch_step=epoch_step, metrics=metrics, partial=partial,
-            random_labels=data.random_labels, data_info=data.info, model_spec=model_spec,
+            random_labels=data.random_labels, data_info=data.info, model_spec=model_spec(config, channels, data.num_classes),
         )
         atomic_save(checkpoint_path, lambda tmp: torch.save(checkpoint, tmp))
         summary = _metrics_summary(config, metrics, partial, epoch, step, device, dist_info.world_size, final)
@@ -767,30 +922,28 @@ def _train(config: TrainConfig, dataset: Any, show_progress: bool, device: torch
                         snapshot_weights.append(conv.weight.detach().clone(memory_format=torch.contiguous_format))
                     bar.advance()
                 epoch_step += steps_now
-                totals = torch.cat([torch.stack([loss_sum, correct, torch.tensor(float(count), dtype=torch.float64, device=device)]), step_losses])
+                elapsed = time.perf_counter() - started + float(partial["seconds"])  # training time, without the test pass
+                evaluate = test is not None and (epoch_step == steps_per_epoch or step >= total_steps)
+                test_sums = (
+                    _evaluate(lambda x: model(x)[None], model, test, config, data.num_classes, dtype, autocast,
+                              rank=dist_info.rank, world_size=dist_info.world_size)[0]
+                    if evaluate else torch.zeros(2, dtype=torch.float64, device=device)
+                )  # (2,) test loss sum, number right
+                totals = torch.cat([
+                    torch.stack([loss_sum, correct, torch.tensor(float(count), dtype=torch.float64, device=device)]), test_sums, step_losses,
+                ])
                 if dist_info.world_size > 1:
                     import torch.distributed as dist
 
                     dist.all_reduce(totals)  # one collective per segment: sums over ranks
                 totals_host = totals.cpu().tolist()  # SYNC: the one host-device sync of this epoch segment
-                elapsed = time.perf_counter() - started + float(partial["seconds"])
-                metrics["step_loss"].extend(totals_host[3:])
-                loss_total, correct_total, count_total = totals_host[0], totals_host[1], round(totals_host[2])
-                if epoch_step == steps_per_epoch:  # the epoch is complete
-                    epoch += 1
-                    epoch_step = 0
-                    metrics["epoch"].append(epoch)
-                    metrics["step"].append(step)
-                    metrics["loss"].append(loss_total / count_total)
-                    metrics["accuracy"].append(correct_total / count_total)
-                    metrics["seconds"].append(elapsed)
-                    metrics["images_per_second"].append(count_total / elapsed if elapsed > 0 else float("nan"))
-                    partial = {"loss_sum": 0.0, "correct": 0.0, "count": 0, "seconds": 0.0}
+                epoch_done = epoch_step == steps_per_epoch
+                if epoch_done:
+                    epoch, epoch_step = epoch + 1, 0
+                partial = book_segment(metrics, totals_host, step=step, epoch=epoch if epoch_done else None,
+                                       elapsed=elapsed, test=test if evaluate else None, lr=config.lr)
+                if epoch_done:
                     bar.stats(f"epoch {epoch} loss {metrics['loss'][-1]:.4g} acc {metrics['accuracy'][-1]:.3f}")
-                else:  # stopped inside an epoch (--steps): keep the exact running sums for a resume
-                    partial = {"loss_sum": loss_total, "correct": correct_total, "count": count_total, "seconds": elapsed}
-                if not math.isfinite(loss_total):
-                    raise LinearCNNInputError(f"training diverged by step {step} (loss {loss_total}) with --lr {config.lr:g}; use a smaller --lr")
                 if step < total_steps and time.perf_counter() - last_save >= config.checkpoint_seconds:
                     save(final=False)
                     last_save = time.perf_counter()
@@ -824,7 +977,7 @@ def _stack_snapshots(weights: Sequence[torch.Tensor], like: torch.Tensor) -> tor
 
 
 def checkpoint_dict(
-    *, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, layer_name: str,
+    *, config: TrainConfig, model: nn.Module, optimizer_state: dict[str, Any], layer_name: str,
     initial_first_layer: torch.Tensor, snapshot_steps: Sequence[int], snapshot_weights: Sequence[torch.Tensor],
     epoch: int, step: int, epoch_step: int, metrics: dict[str, Any], partial: dict[str, Any],
     random_labels: torch.Tensor | None, data_info: dict[str, Any], model_spec: dict[str, Any],
@@ -838,7 +991,7 @@ def checkpoint_dict(
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
         "model_state_dict": {k: v.detach().cpu().contiguous() for k, v in plain.state_dict().items()},
-        "optimizer_state_dict": _to_cpu(optimizer.state_dict()),
+        "optimizer_state_dict": _to_cpu(optimizer_state),
         "first_layer": {"name": layer_name, "initial_weight": initial_first_layer.detach().cpu().contiguous()},
         "snapshots": {
             "steps": torch.tensor(list(snapshot_steps), dtype=torch.int64),  # (S,)
@@ -859,12 +1012,48 @@ def checkpoint_dict(
     }
 
 
+def book_segment(
+    metrics: dict[str, Any], totals: Sequence[float], *, step: int, epoch: int | None, elapsed: float,
+    test: HeldOutData | None, lr: float,
+) -> dict[str, Any]:
+    """Record one stretch of training steps in `metrics`; return the new partial-epoch sums.
+
+    totals: [loss sum, number right, images, test loss sum, test number right, step losses...]
+    summed over ranks; `epoch` is the number of the epoch this stretch completed, or None when it
+    stopped inside an epoch (then the running sums are returned, exact, for a resume); `test` is
+    the test split when the stretch ended with a test pass (its sums are totals[3:5]).
+    Raises LinearCNNInputError when the loss is no longer finite (the run diverged).
+    """
+    metrics["step_loss"].extend(totals[5:])
+    if test is not None:
+        count = test.info["num_images"]
+        metrics["test_step"].append(int(step))
+        metrics["test_loss"].append(totals[3] / count)
+        metrics["test_accuracy"].append(totals[4] / count)
+    loss_total, correct_total, count_total = totals[0], totals[1], round(totals[2])
+    if not math.isfinite(loss_total):
+        raise LinearCNNInputError(f"training diverged by step {step} (loss {loss_total}) with --lr {lr:g}; use a smaller --lr")
+    if epoch is None:
+        return {"loss_sum": loss_total, "correct": correct_total, "count": count_total, "seconds": elapsed}
+    metrics["epoch"].append(epoch)
+    metrics["step"].append(step)
+    metrics["loss"].append(loss_total / count_total)
+    metrics["accuracy"].append(correct_total / count_total)
+    metrics["seconds"].append(elapsed)
+    metrics["images_per_second"].append(count_total / elapsed if elapsed > 0 else float("nan"))
+    return {"loss_sum": 0.0, "correct": 0.0, "count": 0, "seconds": 0.0}
+
+
 def _final(metrics: dict[str, Any], partial: dict[str, Any]) -> dict[str, float]:
     if partial["count"]:
-        return {"loss": partial["loss_sum"] / partial["count"], "accuracy": partial["correct"] / partial["count"]}
-    if metrics["loss"]:
-        return {"loss": metrics["loss"][-1], "accuracy": metrics["accuracy"][-1]}
-    return {"loss": float("nan"), "accuracy": float("nan")}
+        last = {"loss": partial["loss_sum"] / partial["count"], "accuracy": partial["correct"] / partial["count"]}
+    elif metrics["loss"]:
+        last = {"loss": metrics["loss"][-1], "accuracy": metrics["accuracy"][-1]}
+    else:
+        last = {"loss": float("nan"), "accuracy": float("nan")}
+    if metrics.get("test_accuracy"):
+        last.update(test_loss=metrics["test_loss"][-1], test_accuracy=metrics["test_accuracy"][-1])
+    return last
 
 
 def _metrics_summary(
@@ -889,8 +1078,12 @@ def seed_out_dir(out: str | os.PathLike, seed: int) -> Path:
     return Path(out) / f"seed{seed}"
 
 
-def train_seeds(config: TrainConfig, seeds: Sequence[int], *, dataset: Any = None, progress: bool = False) -> list[TrainResult]:
-    """Train one independent model per seed, one after another (same data, loaded once).
+def train_seeds(
+    config: TrainConfig, seeds: Sequence[int], *, together: bool = False, dataset: Any = None, test_dataset: Any = None,
+    progress: bool = False,
+) -> list[TrainResult]:
+    """Train one independent model per seed (same data, loaded once): one after another, or
+    `together` as one vmapped stack (`linearcnn.train_together`).
 
     With several seeds and `config.out`, seed S writes to out/seed{S}/ and out/metrics.json
     summarises the runs (final loss and accuracy per seed, mean and std over seeds).
@@ -900,18 +1093,27 @@ def train_seeds(config: TrainConfig, seeds: Sequence[int], *, dataset: Any = Non
         raise LinearCNNInputError("--seeds is empty; expected a comma-separated list such as 0,1,2")
     if len(set(seeds)) != len(seeds):
         raise LinearCNNInputError(f"--seeds {','.join(map(str, seeds))} repeats a seed; expected distinct seeds")
-    if len(seeds) == 1:
-        return [train(dataclasses.replace(config, seed=seeds[0]), dataset=dataset, progress=progress)]
+    if len(seeds) == 1:  # together or not: one model
+        return [train(dataclasses.replace(config, seed=seeds[0]), dataset=dataset, test_dataset=test_dataset, progress=progress)]
     configs = [
         dataclasses.replace(config, seed=s, out=None if config.out is None else str(seed_out_dir(config.out, s))) for s in seeds
     ]
+    if together:
+        from linearcnn.train_together import check_together, train_together
+
+        check_together([c.validate() for c in configs])
     for one in configs:  # every seed's inputs and output folder checked before the first trains
         _check_out_dir(one.validate(), int(os.environ.get("RANK", "0")) == 0)
     config.validate()
     if dataset is None:
         dataset = _load_dataset(config.resolved())
+        if test_dataset is None:
+            test_dataset = load_test_dataset(config.resolved())
     with _distributed(resolve_device(config.device)) as (dist_info, _):  # one process group for all seeds
-        results = [train(one, dataset=dataset, progress=progress) for one in configs]
+        if together:
+            results = train_together(configs, dataset=dataset, test_dataset=test_dataset, progress=progress)
+        else:
+            results = [train(one, dataset=dataset, test_dataset=test_dataset, progress=progress) for one in configs]
     if config.out is not None and dist_info.is_main:
         finals = [final_metrics(r) for r in results]
         summary = {

@@ -332,6 +332,12 @@ def _bad(tmp_path: Path, case: str) -> tuple[list[str], Path]:
         return base + ["--arch", "linear", "--seeds", "0,x"], out
     if case == "bad choice":
         return base + ["--arch", "linear", "--optimizer", "lbfgs"], out
+    if case == "sync-bn on without CUDA":
+        return base + ["--arch", "vgg11-bn", "--sync-bn", "on", "--device", "cpu"], out
+    if case == "bad test limit":
+        return base + ["--arch", "linear", "--test-limit", "0"], out
+    if case == "together with compile":
+        return base + ["--arch", "linear", "--seeds", "0,1", "--together", "--compile"], out
     out.mkdir()
     if case == "foreign checkpoint":
         torch.save({"conv.weight": torch.zeros(4, 3, 3, 3)}, out / "checkpoint.pt")
@@ -363,6 +369,9 @@ BAD_CASES = {
     "labels true without labels": "has no labels",
     "bad seeds": "--seeds",
     "bad choice": "--optimizer",
+    "sync-bn on without CUDA": "--sync-bn on needs CUDA",
+    "bad test limit": "--test-limit",
+    "together with compile": "--together",
     "foreign checkpoint": "format",
     "checkpoint exists": "--resume",
     "resume other config": "lr=",
@@ -396,3 +405,57 @@ def test_cuda_device_without_a_gpu_is_bad_input() -> None:
 def test_train_seeds_rejects_repeated_seeds() -> None:
     with pytest.raises(LinearCNNInputError, match="repeats"):
         train_seeds(TrainConfig(arch="linear"), [1, 1], dataset=make_dataset())
+
+
+def test_test_split_metrics_equal_an_independent_evaluation() -> None:
+    data, held_out = make_dataset(n=24, classes=3), make_dataset(n=10, classes=3, seed=7)
+    config = TrainConfig(arch="vgg11-bn", batch_size=8, lr=0.05, width=4, epochs=2, precision="float64")
+    result = train(config, dataset=data, test_dataset=held_out)
+    assert result.metrics["test_step"] == [3, 6] and result.data_info["test"]["num_images"] == 10
+    # independent: numpy normalisation with the training set's own statistics, the model in eval mode
+    train_images = data.images.astype(np.float64)
+    mean = train_images.mean(axis=(0, 2, 3), keepdims=True)
+    std = train_images.std(axis=(0, 2, 3), keepdims=True)
+    x = torch.from_numpy((held_out.images.astype(np.float64) - mean) / std)
+    model = result.model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    labels = torch.as_tensor(held_out.labels)
+    assert result.metrics["test_accuracy"][-1] == pytest.approx(float((logits.argmax(1) == labels).double().mean()), abs=1e-12)
+    expected_loss = float(torch.nn.functional.cross_entropy(logits, labels))
+    assert result.metrics["test_loss"][-1] == pytest.approx(expected_loss, rel=1e-6)
+    # the test pass changes nothing in training (BatchNorm statistics included)
+    blind = train(TrainConfig(**{**config.to_dict(), "test": False}), dataset=data, test_dataset=held_out)
+    assert blind.metrics["test_step"] == []
+    for name, value in blind.model.state_dict().items():
+        assert torch.equal(value, result.model.state_dict()[name]), name
+
+
+def test_linear_test_accuracy_is_the_sign_agreement_with_the_label_parity() -> None:
+    data, held_out = make_dataset(n=16, classes=4), make_dataset(n=11, classes=4, seed=3)
+    result = train(TrainConfig(arch="linear", steps=5, batch_size=100, lr=0.5, width=3, precision="float64", test_limit=9),
+                   dataset=data, test_dataset=held_out)
+    mean = data.images.astype(np.float64).mean(axis=(0, 2, 3), keepdims=True)
+    std = data.images.astype(np.float64).std(axis=(0, 2, 3), keepdims=True)
+    x = torch.from_numpy((held_out.images[:9].astype(np.float64) - mean) / std)
+    with torch.no_grad():
+        out = result.model(x)
+    parity = 1.0 - 2.0 * (torch.as_tensor(held_out.labels[:9]) % 2)
+    assert result.metrics["test_step"] == [1, 2, 3, 4, 5]  # full batch: every step ends an epoch
+    assert result.metrics["test_accuracy"][-1] == pytest.approx(float((torch.sign(out) == parity).double().mean()))
+    assert result.metrics["test_loss"][-1] == pytest.approx(float(((out - parity) ** 2).mean()), rel=1e-6)  # float32 normalised data
+
+
+def test_checkpoint_from_before_the_newer_settings_still_resumes(tmp_path: Path) -> None:
+    data = make_dataset(n=12)
+    config = TrainConfig(arch="linear", batch_size=4, width=2, lr=0.1, steps=2, out=str(tmp_path / "run"))
+    train(config, dataset=data)
+    path = tmp_path / "run" / "checkpoint.pt"
+    old = load_training_checkpoint(path)
+    for key in ("sync_bn", "test", "test_limit"):
+        del old["config"][key]  # a checkpoint written before these settings existed
+    for key in ("test_step", "test_loss", "test_accuracy"):
+        del old["metrics"][key]
+    torch.save(old, path)
+    resumed = train(TrainConfig(**{**config.to_dict(), "steps": 4, "resume": True}), dataset=data)
+    assert resumed.step == 4 and len(resumed.metrics["step_loss"]) == 4

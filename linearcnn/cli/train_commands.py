@@ -28,6 +28,7 @@ def train(
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="Weight decay."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initialisation, data order and random labels."),
     seeds: str | None = typer.Option(None, "--seeds", help="Several seeds, e.g. 0,1,2: one model each, in OUT/seedS/."),
+    together: bool = typer.Option(False, "--together", help="Train the --seeds models together (torch.func.vmap) instead of one after another."),
     label_seed: int | None = typer.Option(None, "--label-seed", help="Seed of the random labels (default: --seed)."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Classes of random labels (default: the data's, or 10)."),
     freeze_first_layer: bool = typer.Option(False, "--freeze-first-layer", help="Keep the first layer at its random initialisation."),
@@ -41,6 +42,9 @@ def train(
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast for deep nets on CUDA), float32, float64 or bf16."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    test: bool = typer.Option(True, "--test/--no-test", help="Evaluate on the data's test split at every epoch end (when it has one)."),
+    test_limit: int | None = typer.Option(None, "--test-limit", help="Evaluate on only this many test images."),
+    sync_bn: str = typer.Option("auto", "--sync-bn", help="auto (SyncBatchNorm under torchrun on CUDA), on or off."),
     out: str = typer.Option("runs/train", "--out", help="Output folder (checkpoint.pt, metrics.json)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the checkpoint in --out (starts fresh if there is none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a checkpoint already in --out."),
@@ -61,16 +65,18 @@ def train(
         num_classes=num_classes, freeze_first_layer=freeze_first_layer, width=width, kernel_size=kernel_size,
         init_std=init_std, readout=readout, loss=loss, limit=limit, snapshot_every=snapshot_every,
         precision=precision, compile=compile, device=device, out=out, resume=resume, overwrite=overwrite,
+        test=test, test_limit=test_limit, sync_bn=sync_bn,
     ).validate()
     seed_list = parse_seeds(seeds) if seeds is not None else [seed]
-    results = train_seeds(config, seed_list, progress=progress_enabled(quiet))
+    results = train_seeds(config, seed_list, together=together, progress=progress_enabled(quiet))
     if int(os.environ.get("RANK", "0")) != 0:
         return
     for result in results:
         final = final_metrics(result)
         where = f"; checkpoint {result.checkpoint_path}" if result.checkpoint_path else ""
+        test_text = f", test accuracy {final['test_accuracy']:.3f}" if "test_accuracy" in final else ""
         typer.echo(
             f"{result.config.arch} seed {result.config.seed} on {result.data_info['spec']} ({result.data_info['num_images']} images, "
             f"{result.device}{f' x{result.world_size}' if result.world_size > 1 else ''}): {result.step} steps, "
-            f"{result.epoch} epochs, loss {final['loss']:.4g}, accuracy {final['accuracy']:.3f}{where}"
+            f"{result.epoch} epochs, loss {final['loss']:.4g}, accuracy {final['accuracy']:.3f}{test_text}{where}"
         )
