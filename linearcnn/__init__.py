@@ -4,7 +4,8 @@ The public API (thin facade; the code lives in the submodules named in the READM
 
 * theory: `derive`, `formula_profile`, `raw_formula_profile`, `gradient_flow_profile`,
   `raw_gradient_flow_profile`, `whitening_profile`
-* measuring: `load_dataset`, `patch_stats`, `energy_profile`, `load_first_layer`, `fit_formula`
+* measuring: `load_dataset`, `has_test_split`, `patch_stats`, `energy_profile`,
+  `load_first_layer`, `fit_formula`
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _LAZY = {
     "raw_gradient_flow_profile": "linearcnn.theory",
     "whitening_profile": "linearcnn.theory",
     "load_dataset": "linearcnn.data",
+    "has_test_split": "linearcnn.data",
     "ImageDataset": "linearcnn.data",
     "patch_stats": "linearcnn.patches",
     "PatchStats": "linearcnn.patches",

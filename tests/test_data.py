@@ -19,12 +19,14 @@ import pytest
 import scipy.io
 from PIL import Image
 
+import linearcnn
 from linearcnn.cli import main
 from linearcnn.data import (
     BUILTIN_CLASSES,
     DATA_KINDS,
     ImageDataset,
     builtin_layout,
+    has_test_split,
     load_dataset,
     normalize_images,
     parse_data_spec,
@@ -501,6 +503,210 @@ def test_min_size_and_limit_checks(tmp_path):
         load_dataset(f"npz:{tmp_path / 'tiny.npz'}", min_size=5)
     with pytest.raises(LinearCNNInputError, match="limit 0"):
         load_dataset("builtin", limit=0)
+
+
+# --------------------------------------------------------------------------- test splits
+
+
+def unit(pixels: np.ndarray) -> np.ndarray:
+    """uint8 NHWC pixels as the loaders return them: float32 NCHW / 255."""
+    return pixels.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+
+
+def test_npz_train_and_test_splits(tmp_path):
+    train_px, test_px = random_uint8(5, 6, 7, 3), random_uint8(3, 6, 7, 3)
+    train_y, test_y = np.array([0, 2, 1, 2, 0]), np.array([4, 0, 3])  # test has the larger label
+    path = tmp_path / "both.npz"
+    np.savez(path, images=train_px, labels=train_y, test_images=test_px, test_labels=test_y)
+    train = load_dataset(f"npz:{path}")
+    test = load_dataset(f"npz:{path}", train=False)
+    np.testing.assert_array_equal(train.images, unit(train_px))
+    np.testing.assert_array_equal(test.images, unit(test_px))
+    assert train.labels.tolist() == train_y.tolist() and test.labels.tolist() == test_y.tolist()
+    # one class list for both splits, from the largest label of either
+    assert train.classes == test.classes == ["0", "1", "2", "3", "4"]
+    assert "train split" in train.description and "test split" in test.description
+    limited = load_dataset(f"npz:{path}", train=False, limit=2)
+    np.testing.assert_array_equal(limited.images, unit(test_px[:2]))
+    assert limited.labels.tolist() == test_y[:2].tolist()
+    # `classes` names both splits; an unlabelled test split next to a labelled train split
+    names = np.array(["a", "b", "c", "d", "e", "f"])
+    np.savez(path, images=train_px, labels=train_y, classes=names, test_images=test_px[..., :1])
+    test = load_dataset(f"npz:{path}", train=False)
+    np.testing.assert_array_equal(test.images, unit(test_px[..., :1]))  # its own layout rules
+    assert test.labels is None
+    assert load_dataset(f"npz:{path}").classes == list(names)
+
+
+def test_npz_train_arrays_may_be_called_train_images(tmp_path):
+    pixels, labels = random_uint8(4, 8, 8, 3), np.array([1, 0, 1, 1])
+    np.savez(tmp_path / "a.npz", train_images=pixels, train_labels=labels, test_images=pixels[:1])
+    data = load_dataset(f"npz:{tmp_path / 'a.npz'}")
+    np.testing.assert_array_equal(data.images, unit(pixels))
+    assert data.labels.tolist() == labels.tolist() and data.classes == ["0", "1"]
+    np.savez(tmp_path / "b.npz", images=pixels, train_images=pixels)
+    with pytest.raises(LinearCNNInputError, match="both 'images' and 'train_images'"):
+        load_dataset(f"npz:{tmp_path / 'b.npz'}")
+    np.savez(tmp_path / "c.npz", images=pixels, train_labels=labels)
+    with pytest.raises(
+        LinearCNNInputError, match="'train_labels' beside 'images'; expected 'labels'"
+    ):
+        load_dataset(f"npz:{tmp_path / 'c.npz'}")
+
+
+def test_npz_without_test_split_refuses_train_false(tmp_path, capsys):
+    path = tmp_path / "train_only.npz"
+    np.savez(path, images=random_uint8(3, 8, 8, 3), labels=np.array([0, 1, 0]))
+    with pytest.raises(LinearCNNInputError) as caught:
+        load_dataset(f"npz:{path}", train=False)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message
+    assert "has no test split; expected 'test_images'" in message
+    code, _, err = run_cli(["data", f"npz:{path}", "--test"], capsys)
+    assert_one_line_error(code, err, "has no test split", "'test_images'")
+    # test labels without test images are no test split either
+    np.savez(path, images=random_uint8(3, 8, 8, 3), test_labels=np.array([0, 1]))
+    code, _, err = run_cli(["data", f"npz:{path}", "--test"], capsys)
+    assert_one_line_error(code, err, "has no test split")
+
+
+@pytest.mark.parametrize(
+    ("arrays", "train", "fragment"),
+    [
+        (
+            {"test_images": np.zeros((3, 8, 8, 3), np.uint8), "test_labels": np.array([0, 1])},
+            False,
+            "'test_labels' has shape (2,) for 3 images",
+        ),
+        ({"test_images": np.zeros((2, 8, 8, 5), np.uint8)}, False, "'test_images' has shape"),
+        (  # a malformed test split is an error whichever split is read
+            {"test_images": np.zeros((2, 8, 8, 3), np.uint8), "test_labels": np.array([0.5, 1])},
+            True,
+            "'test_labels' are float64; expected integer class indices",
+        ),
+        (
+            {
+                "test_images": np.zeros((2, 8, 8, 3), np.uint8),
+                "test_labels": np.array([0, 3]),
+                "labels": np.array([0, 1]),
+                "classes": np.array(["x", "y"]),
+            },
+            False,
+            "2 'classes' names for labels up to 3",
+        ),
+    ],
+)
+def test_npz_bad_test_split(tmp_path, capsys, arrays, train, fragment):
+    path = tmp_path / "bad.npz"
+    np.savez(path, images=np.zeros((2, 8, 8, 3), np.uint8), **arrays)
+    code, _, err = run_cli(["data", f"npz:{path}", *([] if train else ["--test"])], capsys)
+    assert_one_line_error(code, err, fragment)
+
+
+def test_folder_without_splits_refuses_train_false(tmp_path, capsys):
+    write_png(tmp_path / "flat" / "a" / "0.png", random_uint8(8, 8, 3))
+    write_png(tmp_path / "only_train" / "train" / "a" / "0.png", random_uint8(8, 8, 3))
+    for name in ("flat", "only_train"):
+        with pytest.raises(
+            LinearCNNInputError, match="has no test split; expected 'train' and 'test'"
+        ):
+            load_dataset(f"folder:{tmp_path / name}", train=False)
+        code, _, err = run_cli(["data", f"folder:{tmp_path / name}", "--test"], capsys)
+        assert_one_line_error(code, err, "has no test split", "(or 'val')")
+    # the training images are still there
+    assert load_dataset(f"folder:{tmp_path / 'flat'}").classes == ["a"]
+
+
+def test_folder_test_split_uses_the_train_classes(tmp_path, capsys):
+    pictures = {name: random_uint8(8, 8, 3) for name in ("a", "b", "c")}
+    for name, picture in pictures.items():
+        write_png(tmp_path / "train" / name / "0.png", picture)
+    write_png(tmp_path / "val" / "a" / "0.png", pictures["a"])
+    write_png(tmp_path / "val" / "c" / "0.png", pictures["c"])  # no images of class b
+    test = load_dataset(f"folder:{tmp_path}", train=False)  # val/ is the test split
+    assert test.classes == ["a", "b", "c"] and test.labels.tolist() == [0, 2]
+    np.testing.assert_array_equal(test.images, unit(np.stack([pictures["a"], pictures["c"]])))
+    assert "(val split)" in test.description
+    write_png(tmp_path / "val" / "d" / "0.png", pictures["a"])
+    code, _, err = run_cli(["data", f"folder:{tmp_path}", "--test"], capsys)
+    assert_one_line_error(code, err, "['d'] that the train split lacks")
+
+
+def test_has_test_split_for_every_kind(tmp_path):
+    assert has_test_split("builtin") and has_test_split("builtin:10")
+    assert linearcnn.has_test_split is has_test_split  # the facade
+
+    write_cifar10(tmp_path / "c10" / "cifar-10-batches-py")
+    assert has_test_split(f"cifar10:{tmp_path / 'c10'}")
+    assert has_test_split(f"cifar10:{tmp_path / 'c10' / 'cifar-10-batches-py'}")
+    (tmp_path / "c10" / "cifar-10-batches-py" / "test_batch").unlink()
+    assert not has_test_split(f"cifar10:{tmp_path / 'c10'}")
+
+    (tmp_path / "c100" / "cifar-100-python").mkdir(parents=True)
+    (tmp_path / "c100" / "cifar-100-python" / "train").write_bytes(b"")
+    assert not has_test_split(f"cifar100:{tmp_path / 'c100'}")
+    (tmp_path / "c100" / "cifar-100-python" / "test").write_bytes(b"")  # names only: not parsed
+    assert has_test_split(f"cifar100:{tmp_path / 'c100'}")
+
+    (tmp_path / "svhn").mkdir()
+    (tmp_path / "svhn" / "train_32x32.mat").write_bytes(b"")
+    assert not has_test_split(f"svhn:{tmp_path / 'svhn'}")
+    (tmp_path / "svhn" / "test_32x32.mat").write_bytes(b"")
+    assert has_test_split(f"svhn:{tmp_path / 'svhn'}")
+
+    raw = tmp_path / "mnist" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(b"")
+    assert not has_test_split(f"mnist:{tmp_path / 'mnist'}")  # labels missing
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"")
+    assert has_test_split(f"mnist:{tmp_path / 'mnist'}")
+
+    write_png(tmp_path / "folder" / "train" / "a" / "0.png", random_uint8(8, 8, 3))
+    assert not has_test_split(f"folder:{tmp_path / 'folder'}")
+    (tmp_path / "folder" / "val").mkdir()
+    assert has_test_split(f"folder:{tmp_path / 'folder'}")
+
+    np.savez(tmp_path / "one.npz", images=random_uint8(2, 8, 8, 3))
+    np.savez(
+        tmp_path / "two.npz", images=random_uint8(2, 8, 8, 3), test_images=random_uint8(1, 8, 8, 3)
+    )
+    assert not has_test_split(f"npz:{tmp_path / 'one.npz'}")
+    assert has_test_split(f"npz:{tmp_path / 'two.npz'}")
+
+
+def test_has_test_split_reads_no_npz_array(tmp_path, monkeypatch):
+    path = tmp_path / "two.npz"
+    np.savez(path, images=random_uint8(2, 8, 8, 3), test_images=random_uint8(1, 8, 8, 3))
+
+    def refuse(self, key):
+        raise AssertionError(f"array {key!r} was read")
+
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", refuse)
+    assert has_test_split(f"npz:{path}")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "imagenet:/x",
+        "builtin:0",
+        "npz",
+        "npz:{tmp}/missing.npz",
+        "npz:{tmp}",
+        "npz:{tmp}/cut.npz",
+        "cifar10:{tmp}/missing",
+        "folder:{tmp}/cut.npz",
+        "mnist:{tmp}/cut.npz",
+    ],
+)
+def test_has_test_split_raises_what_load_dataset_raises(tmp_path, spec):
+    (tmp_path / "cut.npz").write_bytes(b"PK\x03\x04 truncated zip")
+    spec = spec.format(tmp=tmp_path)
+    with pytest.raises(LinearCNNInputError) as expected:
+        load_dataset(spec, train=False)
+    with pytest.raises(LinearCNNInputError) as got:
+        has_test_split(spec)
+    assert str(got.value) == str(expected.value)
 
 
 # --------------------------------------------------------------------------- pixel rules, stats

@@ -11,15 +11,24 @@ Specs (`parse_data_spec`, shared by every command's `--data SPEC`): `builtin[:N]
 returns an `ImageDataset` with float32 (N, C, H, W) images on the [0, 1] scale (rule in
 `to_unit_float`: uint8 / 255, uint16 / 65535, floats within [0, 1] kept, floats within [0, 255]
 divided by 255, anything else an error), grayscale sets with one channel, `limit` = the first N
-images in the format's own order, and `train` choosing the split where the format has one
-(npz files and folders without train/ and test/ sub-folders have none: `train` is ignored).
+images in the format's own order, and `train` choosing the split: `train=False` returns the test
+split or raises LinearCNNInputError where the data has none (never the training images).
+`has_test_split(spec)` says beforehand, from file and array names alone, whether it has one.
+
+Splits: builtin, CIFAR, SVHN and MNIST-like sets have their own test files. An npz file holds the
+train split as `images` (or `train_images`) with optional `labels` (or `train_labels`), and may
+hold a test split as `test_images` with optional `test_labels` (same layout rules); `classes`
+names the classes of both (without it they are "0".."M-1" for the largest label M-1 of either
+split). A folder has splits when it holds `train/` and `test/` (or `val/`) sub-folders; the test
+split is labelled by the train split's classes.
 
 Folder rule: classes are the sorted sub-folders (hidden ones ignored), files are read in sorted
 order; if every image is grey the set has one channel, else three (grey images repeated, alpha
 dropped). The common size is the most frequent width x height among the images read (ties: the
 first seen); other images are centre-cropped to its aspect ratio and shrunk to it with Pillow's
 antialiasing Lanczos filter; an image smaller than the common size is an error (never enlarged).
-If DIR holds `train/` and `test/` (or `val/`) sub-folders they are the splits.
+If DIR holds `train/` and `test/` (or `val/`) sub-folders they are the splits, and each split's
+images get their own common size and channel count.
 
 The built-in set (`builtin`)
 ----------------------------
@@ -67,6 +76,7 @@ from linearcnn.data._builtin import DEFAULT_SIZE as BUILTIN_DEFAULT_SIZE
 from linearcnn.data._builtin import builtin_crops, builtin_description, builtin_layout
 from linearcnn.data._dataset import ImageDataset, normalize_images, to_unit_float
 from linearcnn.data._formats import (
+    has_test_files,
     load_cifar10,
     load_cifar100,
     load_folder,
@@ -87,6 +97,7 @@ __all__ = [
     "ImageDataset",
     "SpectrumFit",
     "builtin_layout",
+    "has_test_split",
     "load_dataset",
     "normalize_images",
     "parse_data_spec",
@@ -159,3 +170,20 @@ def load_dataset(
             f"data set {parsed.text!r} has {height}x{width} images; at least {min_size}x{min_size} needed"
         )
     return result
+
+
+def has_test_split(spec: str) -> bool:
+    """Whether the data set named by `spec` has a test split, i.e. whether
+    `load_dataset(spec, train=False)` has something to read.
+
+    Cheap: looks only at file and sub-folder names and an npz file's list of arrays (no images
+    are read, so a True does not promise the test files are well formed). `builtin` always has
+    one; cifar10/cifar100/svhn/mnist when their test files are there; npz:FILE when it holds
+    `test_images`; folder:DIR when it holds `train/` and `test/` (or `val/`). A spec that does not
+    parse, a missing path or a path of the wrong type (a file for a folder or the reverse) raises
+    the LinearCNNInputError `load_dataset` would raise.
+    """
+    parsed = parse_data_spec(spec)
+    if parsed.kind == "builtin":
+        return True
+    return has_test_files(parsed.kind, parsed.path)

@@ -4,7 +4,9 @@ folders and .npz files.
 Each loader returns `(images, labels, classes, description)` with images float32 (N, C, H, W) in
 [0, 1] (see `to_unit_float`), labels int64 (N,) or None, and reads only what the split and the
 `limit` (first N images) need where the format allows it. Every way a file can be missing,
-misplaced, malformed or inconsistent ends in a one-line `LinearCNNInputError`.
+misplaced, malformed or inconsistent ends in a one-line `LinearCNNInputError`, and so does asking
+for a test split the data does not have (never a silent fallback to the training images).
+`has_test_files` says whether a spec's test split is there, listing files and npz keys only.
 """
 
 from __future__ import annotations
@@ -186,10 +188,23 @@ def _cifar_batch(
     return data.reshape(-1, 3, 32, 32), labels  # rows are R(1024) G(1024) B(1024), row-major 32x32
 
 
+_CIFAR10_EXPECTED = (
+    "data_batch_1..5, test_batch and batches.meta (cifar-10-batches-py or its parent)"
+)
+_CIFAR100_EXPECTED = "train, test and meta (cifar-100-python or its parent)"
+
+
+def _cifar10_folders(root: Path) -> list[Path]:
+    return [root, root / "cifar-10-batches-py"]
+
+
+def _cifar100_folders(root: Path) -> list[Path]:
+    return [root, root / "cifar-100-python"]
+
+
 def load_cifar10(root: Path, *, train: bool, limit: int | None) -> Loaded:
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-    expected = "data_batch_1..5, test_batch and batches.meta (cifar-10-batches-py or its parent)"
-    folder = _find_folder(root, "cifar10", [root, root / "cifar-10-batches-py"], names, expected)
+    folder = _find_folder(root, "cifar10", _cifar10_folders(root), names, _CIFAR10_EXPECTED)
     classes = list(CIFAR10_CLASSES)
     if (folder / "batches.meta").is_file():
         meta = _read_pickle(folder / "batches.meta", "cifar10")
@@ -218,8 +233,7 @@ def load_cifar10(root: Path, *, train: bool, limit: int | None) -> Loaded:
 
 def load_cifar100(root: Path, *, train: bool, limit: int | None) -> Loaded:
     name = "train" if train else "test"
-    expected = "train, test and meta (cifar-100-python or its parent)"
-    folder = _find_folder(root, "cifar100", [root, root / "cifar-100-python"], [name], expected)
+    folder = _find_folder(root, "cifar100", _cifar100_folders(root), [name], _CIFAR100_EXPECTED)
     classes = [str(i) for i in range(100)]
     if (folder / "meta").is_file():
         meta = _read_pickle(folder / "meta", "cifar100")
@@ -240,11 +254,14 @@ def load_cifar100(root: Path, *, train: bool, limit: int | None) -> Loaded:
 # --------------------------------------------------------------------------- SVHN
 
 
+_SVHN_EXPECTED = "train_32x32.mat and test_32x32.mat"
+
+
 def load_svhn(root: Path, *, train: bool, limit: int | None) -> Loaded:
     import scipy.io
 
     name = "train_32x32.mat" if train else "test_32x32.mat"
-    folder = _find_folder(root, "svhn", [root], [name], "train_32x32.mat and test_32x32.mat")
+    folder = _find_folder(root, "svhn", [root], [name], _SVHN_EXPECTED)
     path = folder / name
     try:
         content = scipy.io.loadmat(str(path), variable_names=["X", "y"])
@@ -334,21 +351,38 @@ def _idx_file(folder: Path, stem_variants: list[str]) -> Path | None:
     return None
 
 
-def load_mnist(root: Path, *, train: bool, limit: int | None) -> Loaded:
+_MNIST_EXPECTED = "IDX files such as train-images-idx3-ubyte[.gz]"
+
+
+def _mnist_stems(train: bool) -> tuple[list[str], list[str]]:
+    """The accepted names (without .gz) of a split's image and label files."""
     prefix = "train" if train else "t10k"
     image_stems = [f"{prefix}-images-idx3-ubyte", f"{prefix}-images.idx3-ubyte"]
     label_stems = [f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels.idx1-ubyte"]
-    _check_dir(root, "mnist", "IDX files such as train-images-idx3-ubyte[.gz]")
+    return image_stems, label_stems
+
+
+def _mnist_files(root: Path, train: bool) -> tuple[Path, Path] | None:
+    """The split's (image, label) IDX files in DIR or DIR/raw, or None where either is missing."""
+    image_stems, label_stems = _mnist_stems(train)
     for folder in (root, root / "raw"):
         if folder.is_dir():
             image_path, label_path = _idx_file(folder, image_stems), _idx_file(folder, label_stems)
             if image_path is not None and label_path is not None:
-                break
-    else:
+                return image_path, label_path
+    return None
+
+
+def load_mnist(root: Path, *, train: bool, limit: int | None) -> Loaded:
+    _check_dir(root, "mnist", _MNIST_EXPECTED)
+    found = _mnist_files(root, train)
+    if found is None:
+        image_stems, label_stems = _mnist_stems(train)
         raise LinearCNNInputError(
             f"mnist folder {str(root)!r} lacks {image_stems[0]}[.gz] and {label_stems[0]}[.gz] "
             f"(looked in {str(root)!r} and {str(root / 'raw')!r})"
         )
+    image_path, label_path = found
     pixels = read_idx(image_path)
     labels = read_idx(label_path)
     if pixels.ndim != 3:
@@ -449,21 +483,54 @@ def _read_picture(path: Path, size: tuple[int, int], gray: bool) -> np.ndarray:
     return image[None] if image.ndim == 2 else image.transpose(2, 0, 1)  # (C, H, W)
 
 
+_FOLDER_EXPECTED = "one sub-folder of images per class"
+
+
+def _folder_splits(root: Path) -> tuple[str, str] | None:
+    """The (train, test) sub-folder names when `root` holds `train/` and `test/` (else `val/`)."""
+    subfolders = {path.name for path in _class_folders(root)}
+    if "train" not in subfolders:
+        return None
+    if "test" in subfolders:
+        return "train", "test"
+    if "val" in subfolders:
+        return "train", "val"
+    return None
+
+
 def load_folder(root: Path, *, train: bool, limit: int | None) -> Loaded:
     from PIL import Image
 
-    expected = "one sub-folder of images per class"
-    _check_dir(root, "folder", expected)
+    _check_dir(root, "folder", _FOLDER_EXPECTED)
     split_note = ""
-    subfolders = {path.name for path in _class_folders(root)}
-    if "train" in subfolders and ("test" in subfolders or "val" in subfolders):
-        split = "train" if train else ("test" if "test" in subfolders else "val")
+    splits = _folder_splits(root)
+    class_names: list[str] | None = None  # the test split is labelled by the train split's classes
+    if splits is not None:
+        split = splits[0] if train else splits[1]
+        if not train:
+            class_names = [path.name for path in _class_folders(root / splits[0])]
         root, split_note = root / split, f" ({split} split)"
+    elif not train:
+        raise LinearCNNInputError(
+            f"folder {str(root)!r} has no test split; expected 'train' and 'test' (or 'val') "
+            f"sub-folders, each with {_FOLDER_EXPECTED}"
+        )
     class_dirs = _class_folders(root)
     if not class_dirs:
-        raise LinearCNNInputError(f"folder {str(root)!r} has no sub-folders; expected {expected}")
+        raise LinearCNNInputError(
+            f"folder {str(root)!r} has no sub-folders; expected {_FOLDER_EXPECTED}"
+        )
+    if class_names is None:
+        class_names = [path.name for path in class_dirs]
+    unknown = [path.name for path in class_dirs if path.name not in class_names]
+    if unknown:
+        raise LinearCNNInputError(
+            f"folder {str(root)!r} has class folders {unknown} that the train split lacks; "
+            f"expected the test classes to be among {class_names}"
+        )
     files: list[tuple[Path, int]] = []
-    for label, class_dir in enumerate(class_dirs):
+    for class_dir in class_dirs:
+        label = class_names.index(class_dir.name)
         found = _image_files(class_dir)
         if not found:
             raise LinearCNNInputError(
@@ -498,7 +565,7 @@ def load_folder(root: Path, *, train: bool, limit: int | None) -> Loaded:
     return (
         images,
         labels,
-        [path.name for path in class_dirs],
+        class_names,
         f"image folder {root}{split_note}{note}",
     )
 
@@ -515,22 +582,99 @@ def _channel_axis(shape: tuple[int, ...]) -> str:
     return ""
 
 
-def load_npz(path: Path, *, train: bool, limit: int | None) -> Loaded:
-    del train  # an npz file holds one split
-    expected = "an .npz file with an 'images' array (NxHxWxC or NxCxHxW) and optional 'labels'"
-    _check_file(path, "npz", expected)
+#: The two ways to name the train split's arrays (images, labels); `images` is the main one.
+_NPZ_TRAIN_KEYS = (("images", "labels"), ("train_images", "train_labels"))
+#: The test split's arrays (images, labels).
+_NPZ_TEST_KEYS = ("test_images", "test_labels")
+_NPZ_EXPECTED = (
+    "an .npz file with an 'images' array (NxHxWxC or NxCxHxW), optional 'labels' and 'classes', "
+    "and an optional test split 'test_images' / 'test_labels'"
+)
+
+
+def _npz_keys(path: Path) -> list[str]:
+    """The array names of an npz file, from its zip directory (no array is read)."""
+    _check_file(path, "npz", _NPZ_EXPECTED)
     try:
         with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.files)
-            if "images" not in keys:
-                raise LinearCNNInputError(
-                    f"npz file {str(path)!r} has arrays {keys}; expected 'images' (and optional 'labels')"
-                )
-            raw = archive["images"]
-            labels = archive["labels"] if "labels" in keys else None
+            return list(archive.files)
+    except Exception as exc:  # noqa: BLE001  (any parse failure of a user file is bad input)
+        raise LinearCNNInputError(
+            f"npz file {str(path)!r} cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _npz_split_keys(path: Path, keys: list[str], train: bool) -> tuple[str, str]:
+    """The names of the split's (images, labels) arrays in an npz file with arrays `keys`."""
+    if not train:
+        if _NPZ_TEST_KEYS[0] not in keys:
+            raise LinearCNNInputError(
+                f"npz file {str(path)!r} has no test split; expected 'test_images' (and optional "
+                f"'test_labels') next to 'images'"
+            )
+        return _NPZ_TEST_KEYS
+    present = [pair for pair in _NPZ_TRAIN_KEYS if pair[0] in keys]
+    if not present:
+        raise LinearCNNInputError(
+            f"npz file {str(path)!r} has arrays {keys}; expected 'images' (and optional 'labels')"
+        )
+    if len(present) > 1:
+        raise LinearCNNInputError(
+            f"npz file {str(path)!r} has both 'images' and 'train_images'; expected one of them"
+        )
+    images_key, labels_key = present[0]
+    other_labels = "train_labels" if labels_key == "labels" else "labels"
+    if other_labels in keys:
+        raise LinearCNNInputError(
+            f"npz file {str(path)!r} has {other_labels!r} beside {images_key!r}; expected "
+            f"{labels_key!r} (labels are named like their images: 'labels' with 'images', "
+            f"'train_labels' with 'train_images')"
+        )
+    return images_key, labels_key
+
+
+def _npz_labels(labels: np.ndarray, path: Path, key: str, num_images: int | None) -> np.ndarray:
+    """Checked int64 (N,) class indices from an npz labels array (length checked when
+    `num_images` is given)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and 1 in labels.shape:  # (N, 1) or (1, N) column/row of labels
+        labels = labels.reshape(-1)
+    if labels.ndim != 1 or (num_images is not None and labels.shape[0] != num_images):
+        expected = "(N,)" if num_images is None else f"({num_images},)"
+        images = "" if num_images is None else f" for {num_images} images"
+        raise LinearCNNInputError(
+            f"npz file {str(path)!r}: {key!r} has shape {labels.shape}{images}; expected {expected}"
+        )
+    integral = np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.bool_)
+    whole_floats = (
+        np.issubdtype(labels.dtype, np.floating)
+        and bool(np.all(np.isfinite(labels)))
+        and bool(np.all(labels == np.round(labels)))
+    )
+    if not (integral or whole_floats):
+        raise LinearCNNInputError(
+            f"npz file {str(path)!r}: {key!r} are {labels.dtype}; expected integer class indices"
+        )
+    labels = labels.astype(np.int64)
+    if labels.size and labels.min() < 0:
+        raise LinearCNNInputError(
+            f"npz file {str(path)!r}: {key!r} contain {labels.min()}; expected class indices >= 0"
+        )
+    return labels
+
+
+def load_npz(path: Path, *, train: bool, limit: int | None) -> Loaded:
+    """The train split (`images`, or `train_images`) or the test split (`test_images`) of an npz
+    file, with the split's labels and the file's `classes` (shared by both splits: without
+    `classes` the names are "0".."M-1", M = 1 + the largest label of either split)."""
+    keys = _npz_keys(path)
+    images_key, labels_key = _npz_split_keys(path, keys, train)
+    label_keys = [key for key in ("labels", "train_labels", "test_labels") if key in keys]
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            raw = archive[images_key]
+            all_labels = {key: archive[key] for key in label_keys}  # labels are small
             names = archive["classes"] if "classes" in keys else None
-    except LinearCNNInputError:
-        raise
     except Exception as exc:  # noqa: BLE001  (any parse failure of a user file is bad input)
         raise LinearCNNInputError(
             f"npz file {str(path)!r} cannot be read ({type(exc).__name__}: {exc})"
@@ -539,42 +683,25 @@ def load_npz(path: Path, *, train: bool, limit: int | None) -> Loaded:
         raw = raw[..., None]  # (N, H, W) grayscale -> (N, H, W, 1)
     if raw.ndim != 4:
         raise LinearCNNInputError(
-            f"npz file {str(path)!r}: 'images' has shape {raw.shape}; expected NxHxWxC, NxCxHxW or NxHxW"
+            f"npz file {str(path)!r}: {images_key!r} has shape {raw.shape}; expected NxHxWxC, NxCxHxW or NxHxW"
         )
     layout = _channel_axis(raw.shape)
     if not layout:
         raise LinearCNNInputError(
-            f"npz file {str(path)!r}: 'images' has shape {raw.shape}; expected 1 or 3 channels as the "
+            f"npz file {str(path)!r}: {images_key!r} has shape {raw.shape}; expected 1 or 3 channels as the "
             f"last (NxHxWxC) or second (NxCxHxW) axis"
         )
     count = _limited(raw.shape[0], limit)
     pixels = raw[:count].transpose(0, 3, 1, 2) if layout == "NHWC" else raw[:count]  # (N, C, H, W)
     images = np.ascontiguousarray(to_unit_float(pixels, f"npz file {str(path)!r}"))
+    checked = {  # every labels array of the file is checked, whichever split is read
+        key: _npz_labels(value, path, key, raw.shape[0] if key == labels_key else None)
+        for key, value in all_labels.items()
+    }
     classes: list[str] = []
+    labels = checked.get(labels_key)
     if labels is not None:
-        labels = np.asarray(labels)
-        if labels.ndim == 2 and 1 in labels.shape:  # (N, 1) or (1, N) column/row of labels
-            labels = labels.reshape(-1)
-        if labels.ndim != 1 or labels.shape[0] != raw.shape[0]:
-            raise LinearCNNInputError(
-                f"npz file {str(path)!r}: 'labels' has shape {labels.shape} for {raw.shape[0]} images; expected ({raw.shape[0]},)"
-            )
-        integral = np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.bool_)
-        whole_floats = (
-            np.issubdtype(labels.dtype, np.floating)
-            and bool(np.all(np.isfinite(labels)))
-            and bool(np.all(labels == np.round(labels)))
-        )
-        if not (integral or whole_floats):
-            raise LinearCNNInputError(
-                f"npz file {str(path)!r}: 'labels' are {labels.dtype}; expected integer class indices"
-            )
-        labels = labels.astype(np.int64)
-        if labels.size and labels.min() < 0:
-            raise LinearCNNInputError(
-                f"npz file {str(path)!r}: 'labels' contain {labels.min()}; expected class indices >= 0"
-            )
-        num_classes = int(labels.max()) + 1 if labels.size else 0
+        num_classes = max((int(v.max()) + 1 for v in checked.values() if v.size), default=0)
         if names is not None:
             classes = [str(name) for name in np.asarray(names).reshape(-1)]
             if len(classes) < num_classes:
@@ -584,4 +711,41 @@ def load_npz(path: Path, *, train: bool, limit: int | None) -> Loaded:
         else:
             classes = [str(c) for c in range(num_classes)]
         labels = labels[:count]
-    return images, labels, classes, f"npz file {path} ({layout})"
+    split = "" if _NPZ_TEST_KEYS[0] not in keys else ("train split, " if train else "test split, ")
+    return images, labels, classes, f"npz file {path} ({split}{layout})"
+
+
+# --------------------------------------------------------------------------- test splits
+
+
+def has_test_files(kind: str, path: Path) -> bool:
+    """Whether the data set `kind` at `path` (not builtin) has its test split on disk.
+
+    Only names are looked at (files, sub-folders, an npz file's array list), nothing is parsed,
+    so a True does not promise the files are well formed. A `path` that is missing or of the
+    wrong type (a file where a folder is expected, or the reverse), or an npz file that is not a
+    zip archive, raises the LinearCNNInputError the loader would raise.
+    """
+    if kind == "npz":
+        return _NPZ_TEST_KEYS[0] in _npz_keys(path)
+    expected = {
+        "cifar10": _CIFAR10_EXPECTED,
+        "cifar100": _CIFAR100_EXPECTED,
+        "svhn": _SVHN_EXPECTED,
+        "mnist": _MNIST_EXPECTED,
+        "folder": _FOLDER_EXPECTED,
+    }
+    if kind not in expected:
+        raise LinearCNNInputError(
+            f"data kind {kind!r}: expected one of {', '.join(expected)} or npz"
+        )
+    _check_dir(path, kind, expected[kind])
+    if kind == "cifar10":
+        return any((folder / "test_batch").is_file() for folder in _cifar10_folders(path))
+    if kind == "cifar100":
+        return any((folder / "test").is_file() for folder in _cifar100_folders(path))
+    if kind == "svhn":
+        return (path / "test_32x32.mat").is_file()
+    if kind == "mnist":
+        return _mnist_files(path, train=False) is not None
+    return _folder_splits(path) is not None

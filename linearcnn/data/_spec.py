@@ -9,7 +9,8 @@ A spec is `KIND` or `KIND:ARGUMENT`:
     mnist:DIR          IDX files (raw or .gz) of MNIST or an MNIST-like set (Fashion-MNIST, KMNIST);
                        DIR or DIR/raw
     folder:DIR         one sub-folder per class (optionally DIR/train and DIR/test splits)
-    npz:FILE           `images` (NxHxWxC or NxCxHxW), optional `labels` and `classes`
+    npz:FILE           `images` (NxHxWxC or NxCxHxW), optional `labels` and `classes`, and an
+                       optional test split `test_images` / `test_labels`
 """
 
 from __future__ import annotations
