@@ -43,8 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from linearcnn.energy import pearson
 from linearcnn.errors import LinearCNNInputError
-from linearcnn.patches import resolve_device
+from linearcnn.patches import mean_patches, patch_grid, resolve_device
 from linearcnn.theory import growth_factor
 
 DEFAULT_BATCH_SIZE = 1024
@@ -57,38 +58,10 @@ FOLDED_NORMAL_CV = math.sqrt(math.pi / 2.0 - 1.0)  # 0.756: std / mean of |N(0, 
 # moments
 
 
-def _check_geometry(height: int, width: int, kernel_size: int, stride: int) -> tuple[int, int]:
-    if isinstance(kernel_size, bool) or int(kernel_size) != kernel_size or kernel_size < 1:
-        raise LinearCNNInputError(f"kernel size must be a positive integer, got {kernel_size!r}")
-    if isinstance(stride, bool) or int(stride) != stride or stride < 1:
-        raise LinearCNNInputError(f"stride must be a positive integer, got {stride!r}")
-    if kernel_size > height or kernel_size > width:
-        raise LinearCNNInputError(f"kernel size {kernel_size} is larger than the images ({height}x{width})")
-    return (height - kernel_size) // stride + 1, (width - kernel_size) // stride + 1
-
-
 def num_locations(height: int, width: int, kernel_size: int, stride: int = 1) -> int:
     """J: the number of k x k patch locations of an H x W image at `stride` (no padding)."""
-    out_h, out_w = _check_geometry(height, width, kernel_size, stride)
+    out_h, out_w = patch_grid(height, width, kernel_size, stride)
     return out_h * out_w
-
-
-def strided_mean_patches(images: torch.Tensor, kernel_size: int, stride: int = 1) -> torch.Tensor:
-    """pbar(x): the mean of each image's k x k patches at `stride`, flattened in (C, k, k) order.
-
-    images (B, C, H, W) -> (B, C*k*k), in the images' dtype. Entry (c, i, j) is the mean of
-    x[c, i + stride*a, j + stride*b] over all patch locations (a, b), so that
-    `conv2d(x, w, stride=stride).mean((2, 3))` equals `pbar(x) @ w.reshape(K, -1).T`.
-    """
-    batch, channels, height, width = images.shape
-    out_h, out_w = _check_geometry(height, width, kernel_size, stride)
-    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
-    columns = [
-        images[:, :, i : i + span_h : stride, j : j + span_w : stride].mean(dim=(2, 3))  # (B, C)
-        for i in range(kernel_size)
-        for j in range(kernel_size)
-    ]
-    return torch.stack(columns, dim=2).reshape(batch, channels * kernel_size * kernel_size)  # (B, C*k*k)
 
 
 def moment_matrices(
@@ -123,7 +96,7 @@ def moment_matrices(
         raise LinearCNNInputError("images are empty; expected at least one image")
     if targets_t.ndim not in (1, 2) or targets_t.shape[0] != n:
         raise LinearCNNInputError(f"targets have shape {tuple(targets_t.shape)}; expected ({n},) or ({n}, m) for {n} images")
-    _check_geometry(height, width, kernel_size, stride)
+    patch_grid(height, width, kernel_size, stride)
     if int(batch_size) < 1:
         raise LinearCNNInputError(f"batch size must be a positive integer, got {batch_size}")
     dev = resolve_device(device)
@@ -133,7 +106,7 @@ def moment_matrices(
     for start in range(0, n, int(batch_size)):
         chunk = images_t[start : start + batch_size].to(device=dev, dtype=torch.float64)  # (B, C, H, W)
         y = targets_t[start : start + batch_size].to(device=dev, dtype=torch.float64)  # (B,) or (B, m)
-        pbar = strided_mean_patches(chunk, kernel_size, stride)  # (B, d)
+        pbar = mean_patches(chunk, kernel_size, stride)  # (B, d)
         second += pbar.T @ pbar  # (d, d)
         cross += pbar.T @ y  # (d,) or (d, m)
     # the one device->host sync of the pass
@@ -211,8 +184,14 @@ def growth_over_rate(x: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return np.where(positive, ratio, np.broadcast_to(t, ratio.shape))
 
 
-def max_stable_lr(a_max_eigenvalue: float, num_filters: int) -> float:
-    """Supremum of stable learning rates of full-batch GD on `LinearCNN`: K / max eigenvalue of A."""
+def linear_cnn_max_stable_lr(a_max_eigenvalue: float, num_filters: int) -> float:
+    """Supremum of stable learning rates of full-batch GD on `LinearCNN` (K filters, torch's MSE):
+    K / max eigenvalue of A.
+
+    The bound on the SGD step `lr` of the network, not on the step of the eigenvalue recursion:
+    `linearcnn.theory.max_stable_lr(mu) = 2 / max(mu)` bounds eta = 2 lr / K, and
+    eta * max(alpha) < 2 is lr < K / max(alpha). Infinite when A is zero.
+    """
     return float(num_filters / a_max_eigenvalue) if a_max_eigenvalue > 0 else math.inf
 
 
@@ -260,7 +239,7 @@ def simulate_filters(
     if eta * alpha[0] >= 2:
         raise LinearCNNInputError(
             f"lr={rate:g} makes gradient descent diverge: 2*lr/K * max eigenvalue of A = {eta * alpha[0]:.4g} >= 2 "
-            f"(K={num_filters}, max eigenvalue {alpha[0]:.4g}); expected lr < {max_stable_lr(alpha[0], num_filters):.6g}"
+            f"(K={num_filters}, max eigenvalue {alpha[0]:.4g}); expected lr < {linear_cnn_max_stable_lr(alpha[0], num_filters):.6g}"
         )
     c0 = basis.T @ flat0.mean(axis=0)  # (d,) mean filter in the eigenbasis
     beta = basis.T @ b_vec  # (d,)
@@ -351,7 +330,8 @@ class Simulation:
 
     @property
     def max_stable_lr(self) -> float:
-        return max_stable_lr(float(self.a_eigenvalues[0]), self.initial_weights.shape[0])
+        """The largest stable `lr` for this data and filter count (`linear_cnn_max_stable_lr`)."""
+        return linear_cnn_max_stable_lr(float(self.a_eigenvalues[0]), self.initial_weights.shape[0])
 
     def theory_tau(self) -> np.ndarray:
         """Gradient-flow time in units of the patch eigenvalues if A = C / J holds: eta * t / J. (S,)"""
@@ -469,12 +449,6 @@ class AssumptionDiagnostics:
         return {k: clean(v) for k, v in asdict(self).items()}
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(a @ b / norm) if norm > 0 else float("nan")
-
-
 def _cv(values: np.ndarray) -> float:
     mean = float(values.mean())
     return float(values.std() / mean) if mean > 0 else float("nan")
@@ -545,8 +519,8 @@ def assumption_diagnostics(
         offdiag_correlation_rms=offdiag_correlation_rms,
         a_ratio_geomean=float(np.exp(log_a_ratio.mean())) if log_a_ratio.size else float("nan"),
         a_ratio_log_std=float(log_a_ratio.std()) if log_a_ratio.size else float("nan"),
-        a_log_correlation=_pearson(np.log(np.maximum(diagonal[used], np.finfo(float).tiny)), np.log(mu[used])),
-        z_log_correlation=_pearson(np.log(np.abs(z[z_used])), 0.5 * np.log(mu[z_used])),
+        a_log_correlation=float(pearson(np.log(np.maximum(diagonal[used], np.finfo(float).tiny)), np.log(mu[used]))),
+        z_log_correlation=float(pearson(np.log(np.abs(z[z_used])), 0.5 * np.log(mu[z_used]))),
         z_ratio_mean=float(z_ratio[used].mean()),
         z_ratio_cv=_cv(z_ratio[used]),
         z_label_ratio_mean=float(z_label_ratio[used & (diagonal > 0)].mean()),

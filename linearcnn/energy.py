@@ -137,12 +137,14 @@ def energy_profile(
     return profile
 
 
-def pearson(a: Any, b: Any, axis: int = -1) -> np.ndarray:
+def pearson(a: Any, b: Any, axis: int = -1, *, undefined: float = math.nan) -> np.ndarray:
     """Pearson correlation of `a` and `b` along `axis` (broadcasting), float64.
 
     The one correlation of the toolkit: `sum(a' b') / sqrt(sum(a'^2) sum(b'^2))` with
-    `a' = a - mean(a)`. NaN where either side is constant along `axis` (undefined); values are
-    clipped to [-1, 1] against rounding. No input checking (see `profile_similarity`).
+    `a' = a - mean(a)`. Where either side is constant along `axis` the correlation is undefined
+    and the result is `undefined` (NaN by default; the fit's search passes 0 so that `argmax`
+    over candidates is safe); values are clipped to [-1, 1] against rounding. No input checking
+    (see `profile_similarity`).
     """
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
@@ -151,7 +153,7 @@ def pearson(a: Any, b: Any, axis: int = -1) -> np.ndarray:
     numerator = np.sum(x * y, axis=axis)
     denominator = np.sqrt(np.sum(x * x, axis=axis) * np.sum(y * y, axis=axis))
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
+        r = np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), undefined)
     return np.clip(r, -1.0, 1.0)
 
 

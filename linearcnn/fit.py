@@ -26,24 +26,13 @@ from scipy.optimize import minimize, minimize_scalar
 from scipy.stats import spearmanr
 
 from linearcnn import theory
+from linearcnn.energy import pearson
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.theory.numeric import evaluate_unchecked
 
 GRID_POINTS = 384
 EARLY_X = 1e-4  # tau * max(mu) below this: the normalised family equals sqrt(mu) to ~1e-4
 WHITE_X = 1e4   # tau * min(mu) above this: the normalised family equals 1/sqrt(mu)
-
-
-def correlation_rows(candidates: np.ndarray, profile: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each row of `candidates` (n, d) with `profile` (d,); NaN-free.
-
-    Rows (or a profile) with zero variance get correlation 0.
-    """
-    centred = candidates - candidates.mean(axis=-1, keepdims=True)  # (n, d)
-    target = profile - profile.mean()  # (d,)
-    norms = np.linalg.norm(centred, axis=-1) * np.linalg.norm(target)  # (n,)
-    dots = centred @ target  # (n,)
-    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
 
 
 @dataclass
@@ -159,25 +148,29 @@ def fit_formula(
             return evaluate_unchecked("raw_flow_profile", mu, [tau, init_ratio])
         return evaluate_unchecked("raw_profile_stable", mu, [lr, tau / lr, init_ratio])
 
+    def scores_of(candidates: np.ndarray) -> np.ndarray:
+        """Pearson correlation of each row (n, d) with the profile; 0 for a constant row."""
+        return pearson(candidates, p, undefined=0.0)
+
     if not raw:
-        scores = correlation_rows(family(grid), p)
-        best_log_tau, best_ratio = _refine_1d(lambda lt: correlation_rows(family(np.atleast_1d(lt)), p)[0],
+        scores = scores_of(family(grid))
+        best_log_tau, best_ratio = _refine_1d(lambda lt: scores_of(family(np.atleast_1d(lt)))[0],
                                               grid, scores), None
     else:
         # r = 0 belongs to the raw family: start from the one-parameter optimum, so the
         # two-parameter fit is never worse than it.
-        scores = correlation_rows(family(grid), p)
-        flow_log_tau = _refine_1d(lambda lt: correlation_rows(family(np.atleast_1d(lt)), p)[0], grid, scores)
-        candidates = [(correlation_rows(family(np.array([flow_log_tau])), p)[0], flow_log_tau, 0.0)]
+        scores = scores_of(family(grid))
+        flow_log_tau = _refine_1d(lambda lt: scores_of(family(np.atleast_1d(lt)))[0], grid, scores)
+        candidates = [(scores_of(family(np.array([flow_log_tau])))[0], flow_log_tau, 0.0)]
         ratios = np.logspace(-3, 2, 40)
         log_tau_2d, ratio_2d = np.meshgrid(grid[::4], ratios, indexing="ij")  # (n_tau, n_r)
-        scores_2d = correlation_rows(family(log_tau_2d.ravel(), ratio_2d.ravel()), p)
+        scores_2d = scores_of(family(log_tau_2d.ravel(), ratio_2d.ravel()))
         i = int(np.argmax(scores_2d))
         candidates.append((scores_2d[i], float(log_tau_2d.ravel()[i]), float(ratio_2d.ravel()[i])))
 
         def negative(params: np.ndarray) -> float:
             lt = float(np.clip(params[0], lo, hi))
-            return -correlation_rows(family(np.array([lt]), np.array([math.exp(params[1])])), p)[0]
+            return -scores_of(family(np.array([lt]), np.array([math.exp(params[1])])))[0]
 
         for _, lt, ratio in list(candidates):
             start = np.array([lt, math.log(max(ratio, 1e-4))])
@@ -187,7 +180,7 @@ def fit_formula(
         _, best_log_tau, best_ratio = max(candidates, key=lambda c: c[0])
     fitted = family(np.array([best_log_tau]), np.array([best_ratio or 0.0]))[0]
     tau = math.exp(best_log_tau)
-    correlation = float(correlation_rows(fitted[None, :], p)[0])
+    correlation = float(scores_of(fitted[None, :])[0])
     spearman = float(spearmanr(fitted, p).statistic) if np.ptp(fitted) > 0 else 0.0
     family_name = ("raw_" if raw else "") + ("steps" if lr is not None else "gradient_flow")
     return FitResult(

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from linearcnn.errors import LinearCNNInputError
+from linearcnn.patches import mean_patches  # noqa: F401  (re-exported: train.py imports it here)
 
 ARCHS: tuple[str, ...] = ("linear", "linear-multi", "vgg11", "vgg11-bn", "resnet20", "resnet18")
 LINEAR_ARCHS: frozenset[str] = frozenset({"linear", "linear-multi"})
@@ -299,21 +300,3 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             model = model._orig_mod  # type: ignore[assignment]
         else:
             return model
-
-
-def mean_patches(images: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """pbar(x): the mean of each image's stride-1 k x k patches, flattened in (C, k, k) order.
-
-    images (N, C, H, W) -> (N, C*k*k). `LinearCNN(x) = mean_k(w_k) . pbar(x)` exactly, so this is
-    the linear model's feature map (PAPER.md section 2).
-    """
-    n, c, h, w = images.shape
-    out_h, out_w = h - kernel_size + 1, w - kernel_size + 1
-    if out_h < 1 or out_w < 1:
-        raise LinearCNNInputError(f"kernel size {kernel_size} is larger than the images ({h}x{w})")
-    columns = [
-        images[:, :, i : i + out_h, j : j + out_w].mean(dim=(2, 3))  # (N, C)
-        for i in range(kernel_size)
-        for j in range(kernel_size)
-    ]
-    return torch.stack(columns, dim=2).reshape(n, c * kernel_size * kernel_size)  # (N, C*k*k)

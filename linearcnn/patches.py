@@ -1,4 +1,6 @@
-"""Exact streaming statistics of all stride-1 image patches, and their eigen-decomposition.
+"""Exact streaming statistics of all stride-1 image patches, and their eigen-decomposition; also
+each image's mean patch vector (`mean_patches`, the linear model's feature map) and the patch
+grid of an image (`patch_grid`).
 
     >>> import numpy as np
     >>> from linearcnn.patches import patch_stats
@@ -78,7 +80,15 @@ from linearcnn.errors import LinearCNNInputError
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from linearcnn.data import ImageDataset
 
-__all__ = ["STATS_FORMAT", "PatchStats", "dataset_patch_stats", "patch_stats", "resolve_device"]
+__all__ = [
+    "STATS_FORMAT",
+    "PatchStats",
+    "dataset_patch_stats",
+    "mean_patches",
+    "patch_grid",
+    "patch_stats",
+    "resolve_device",
+]
 
 #: The `format` tag and version written into saved statistics.
 STATS_FORMAT = "linearcnn-patch-stats"
@@ -294,6 +304,41 @@ def resolve_device(device: str | torch.device) -> torch.device:
     elif resolved.type != "cpu":
         raise LinearCNNInputError(f"device {device!r} is not supported; expected auto, cpu, cuda or cuda:N")
     return resolved
+
+
+def patch_grid(height: int, width: int, kernel_size: int, stride: int = 1) -> tuple[int, int]:
+    """(rows, columns) of k x k patch locations in an H x W image at `stride`, no padding.
+
+    Raises LinearCNNInputError for a kernel size or stride that is not a positive integer and for
+    a kernel larger than the images.
+    """
+    if isinstance(kernel_size, bool) or int(kernel_size) != kernel_size or kernel_size < 1:
+        raise LinearCNNInputError(f"kernel size must be a positive integer, got {kernel_size!r}")
+    if isinstance(stride, bool) or int(stride) != stride or stride < 1:
+        raise LinearCNNInputError(f"stride must be a positive integer, got {stride!r}")
+    if kernel_size > height or kernel_size > width:
+        raise LinearCNNInputError(f"kernel size {kernel_size} is larger than the images ({height}x{width})")
+    return (height - kernel_size) // stride + 1, (width - kernel_size) // stride + 1
+
+
+def mean_patches(images: torch.Tensor, kernel_size: int, stride: int = 1) -> torch.Tensor:
+    """pbar(x): the mean of each image's k x k patches at `stride`, flattened in (C, k, k) order.
+
+    images (N, C, H, W) -> (N, C*k*k), in the images' dtype. Entry (c, i, j) is the mean of
+    x[c, i + stride*a, j + stride*b] over all patch locations (a, b), so that
+    `conv2d(x, w, stride=stride).mean((2, 3))` equals `pbar(x) @ w.reshape(K, -1).T`; with
+    stride 1, `LinearCNN(x) = mean_k(w_k) . pbar(x)` exactly, so this is the linear model's
+    feature map (PAPER.md section 2). Raises LinearCNNInputError as `patch_grid` does.
+    """
+    batch, channels, height, width = images.shape
+    out_h, out_w = patch_grid(height, width, kernel_size, stride)
+    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+    columns = [
+        images[:, :, i : i + span_h : stride, j : j + span_w : stride].mean(dim=(2, 3))  # (N, C)
+        for i in range(kernel_size)
+        for j in range(kernel_size)
+    ]
+    return torch.stack(columns, dim=2).reshape(batch, channels * kernel_size * kernel_size)  # (N, C*k*k)
 
 
 def _as_tensor(batch: Any, what: str) -> torch.Tensor:

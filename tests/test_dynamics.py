@@ -30,16 +30,17 @@ from linearcnn.dynamics import (
     FOLDED_NORMAL_MEAN,
     assumption_diagnostics,
     growth_over_rate,
+    linear_cnn_max_stable_lr,
     moment_matrices,
     psd_eigen,
     simulate_filters,
     simulate_multi_filters,
-    strided_mean_patches,
 )
 from linearcnn.energy import energy_profile
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.models import LinearCNN, LinearCNNMulti
-from linearcnn.theory import formula_profile, whitening_profile
+from linearcnn.patches import mean_patches
+from linearcnn.theory import formula_profile, max_stable_lr, whitening_profile
 
 RTOL = 1e-8  # float64 closed form vs float64 torch GD (measured ~1e-14)
 
@@ -91,7 +92,7 @@ def test_moments_equal_brute_force(n, channels, k, extra_h, extra_w, stride, bat
     weights = torch.as_tensor(rng.normal(size=(2, channels, k, k)))
     conv = torch.nn.functional.conv2d(torch.as_tensor(images), weights, stride=stride).mean(dim=(2, 3))  # (N, 2)
     np.testing.assert_allclose(conv.numpy(), pbar @ weights.reshape(2, -1).numpy().T, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(strided_mean_patches(torch.as_tensor(images), k, stride).numpy(), pbar, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(mean_patches(torch.as_tensor(images), k, stride).numpy(), pbar, rtol=1e-12, atol=1e-14)
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,6 +198,10 @@ def test_unstable_lr_is_refused_with_its_bound():
     a, b, _ = moment_matrices(images, 2, rng.normal(size=30), device="cpu")
     initial = rng.normal(size=(4, 1, 2, 2))
     bound = 4 / psd_eigen(a).values[0]
+    alpha = psd_eigen(a).values
+    assert linear_cnn_max_stable_lr(alpha[0], 4) == pytest.approx(bound, rel=1e-15)
+    # the network's lr bound is K / 2 times the theory's bound on eta = 2 lr / K
+    assert linear_cnn_max_stable_lr(alpha[0], 4) == pytest.approx(4 / 2 * max_stable_lr(alpha), rel=1e-15)
     with pytest.raises(LinearCNNInputError, match=r"expected lr < ") as info:
         simulate_filters(initial, a, b, bound * (1 + 1e-9), [10])
     assert "\n" not in str(info.value)

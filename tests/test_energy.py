@@ -109,6 +109,11 @@ def test_pearson_matches_numpy_and_broadcasts():
     np.testing.assert_allclose(pearson(rows.T, target[:, None], axis=0), expected, rtol=1e-12)
     with_constant = pearson(np.vstack([rows, np.ones(10)]), target)
     assert np.isnan(with_constant[-1]) and np.all(np.isfinite(with_constant[:-1]))
+    # the fit's scoring: a constant side scores 0 instead of NaN, nothing else changes
+    zero_for_constant = pearson(np.vstack([rows, np.ones(10)]), target, undefined=0.0)
+    assert zero_for_constant[-1] == 0.0
+    np.testing.assert_array_equal(zero_for_constant[:-1], with_constant[:-1])
+    assert np.all(pearson(rows, np.full(10, 3.0), undefined=0.0) == 0.0)
     assert profile_similarity(rows[0], target) == pytest.approx(expected[0], rel=1e-12)
     assert profile_similarity(target, 3 * target + 2) == pytest.approx(1.0, abs=1e-15)
     assert profile_similarity(target, -target) == pytest.approx(-1.0, abs=1e-15)

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from linearcnn.errors import LinearCNNInputError
-from linearcnn.fit import correlation_rows, fit_formula
+from linearcnn.fit import fit_formula
 from linearcnn.theory import gradient_flow_profile, raw_gradient_flow_profile
 
 
@@ -82,14 +82,6 @@ def test_steps_family_agrees_with_gradient_flow_for_small_lr():
     assert fit.steps * fit.lr == pytest.approx(fit.tau)
     assert fit.tau == pytest.approx(50.0, rel=1e-2)
     assert fit.correlation > 1 - 1e-6
-
-
-def test_correlation_rows_matches_numpy_corrcoef():
-    rng = np.random.default_rng(1)
-    rows, target = rng.normal(size=(7, 11)), rng.normal(size=11)
-    expected = [np.corrcoef(r, target)[0, 1] for r in rows]
-    np.testing.assert_allclose(correlation_rows(rows, target), expected, rtol=1e-12)
-    assert correlation_rows(np.ones((1, 11)), target)[0] == 0.0
 
 
 @pytest.mark.parametrize(

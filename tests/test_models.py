@@ -16,10 +16,8 @@ from linearcnn.models import (
     build_model,
     first_layer,
     first_layer_name,
-    mean_patches,
 )
-
-
+from linearcnn.patches import mean_patches
 
 FIRST_LAYER_NAMES = {
     "linear": "conv",

@@ -121,7 +121,7 @@ def linear_cnn(ctx: Context) -> dict[str, Any]:
                                device=c.device, limit=c.linear_images).validate().resolved()
             data = prepare_training_data(base, dataset, torch.device("cpu"), torch.float64)
             A, _, _ = dynamics.moment_matrices(data.images, c.kernel_size, data.targets, device=ctx.device)
-            lr = c.linear_lr_fraction * dynamics.max_stable_lr(float(np.linalg.eigvalsh(A)[-1]), c.linear_filters)
+            lr = c.linear_lr_fraction * dynamics.linear_cnn_max_stable_lr(float(np.linalg.eigvalsh(A)[-1]), c.linear_filters)
             config = dataclasses.replace(base, lr=lr, steps=c.linear_train_steps,
                                          snapshot_every=max(1, c.linear_train_steps // 10))
             result = train(config, dataset=dataset)
