@@ -96,7 +96,7 @@ DEFAULT_RANDOM_CLASSES = 10  # classes of a random-label draw on unlabelled data
 # Fields that say how long / where / on what a run goes, not what it computes: they may differ
 # between a checkpoint and the run that resumes it.
 RUN_CONTROL_FIELDS = frozenset(
-    {"epochs", "steps", "out", "resume", "overwrite", "device", "compile", "checkpoint_seconds", "test", "test_limit"}
+    {"epochs", "steps", "out", "resume", "overwrite", "device", "compile", "checkpoint_seconds", "test", "test_limit", "test_every"}
 )
 SYNC_BN_CHOICES = ("auto", "on", "off")
 # Per-epoch lists (epoch, step, loss, accuracy, seconds, images_per_second), one entry per step
@@ -116,8 +116,8 @@ class TrainConfig:
     optimizer steps in total (otherwise `epochs` passes over the data); `snapshot_every` N > 0
     keeps the first layer at steps 0, N, 2N, ...; `precision` "auto" is bf16 autocast on CUDA for
     the deep nets and float32 otherwise ("float64" for exact linear-CNN comparisons); `test`
-    evaluates loss and accuracy on the data's test split (its first `test_limit` images) at every
-    epoch end and at the end, when the data has a labelled test split; `sync_bn` "auto" turns the
+    evaluates loss and accuracy on the data's test split (its first `test_limit` images) every
+    `test_every` epochs (0: only at the end) and at the end, when the data has a labelled test split; `sync_bn` "auto" turns the
     BatchNorm layers into SyncBatchNorm under torchrun on CUDA (BatchNorm statistics over the global
     batch, as in one process), "on" demands it (an error on CPU, where torch has no SyncBatchNorm),
     "off" keeps per-process statistics.
@@ -153,6 +153,7 @@ class TrainConfig:
     checkpoint_seconds: float = 300.0
     test: bool = True
     test_limit: int | None = None
+    test_every: int = 1
     sync_bn: str = "auto"
 
     def validate(self) -> TrainConfig:
@@ -175,6 +176,8 @@ class TrainConfig:
         for name, value in positive_ints:
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise LinearCNNInputError(f"{name} must be a positive integer, got {value}")
+        if self.test_every < 0:
+            raise LinearCNNInputError(f"--test-every must be >= 0 (0: only at the end), got {self.test_every}")
         if self.snapshot_every < 0:
             raise LinearCNNInputError(f"--snapshot-every must be >= 0 (0: no snapshots), got {self.snapshot_every}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -923,7 +926,7 @@ def _train(
                     bar.advance()
                 epoch_step += steps_now
                 elapsed = time.perf_counter() - started + float(partial["seconds"])  # training time, without the test pass
-                evaluate = test is not None and (epoch_step == steps_per_epoch or step >= total_steps)
+                evaluate = _test_now(config, test, epoch_step == steps_per_epoch, epoch + 1, step >= total_steps)
                 test_sums = (
                     _evaluate(lambda x: model(x)[None], model, test, config, data.num_classes, dtype, autocast,
                               rank=dist_info.rank, world_size=dist_info.world_size)[0]
@@ -947,6 +950,15 @@ def _train(
                 if step < total_steps and time.perf_counter() - last_save >= config.checkpoint_seconds:
                     save(final=False)
                     last_save = time.perf_counter()
+            if test is not None and (not metrics["test_step"] or metrics["test_step"][-1] != step):
+                # resumed from a run that had ended without a test pass: one now, at its last step
+                sums = _evaluate(lambda x: model(x)[None], model, test, config, data.num_classes, dtype, autocast,
+                                 rank=dist_info.rank, world_size=dist_info.world_size)[0]
+                if dist_info.world_size > 1:
+                    import torch.distributed as dist
+
+                    dist.all_reduce(sums)
+                record_test(metrics, step, sums.cpu().tolist(), test)  # SYNC: once
             save(final=True)
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark
@@ -1012,6 +1024,20 @@ def checkpoint_dict(
     }
 
 
+def _test_now(config: TrainConfig, test: HeldOutData | None, epoch_done: bool, epoch_number: int, last: bool) -> bool:
+    """Whether a stretch of steps ends with a test pass: at the end, and every `test_every` epochs."""
+    every = config.test_every
+    return test is not None and (last or (epoch_done and every > 0 and epoch_number % every == 0))
+
+
+def record_test(metrics: dict[str, Any], step: int, sums: Sequence[float], test: HeldOutData) -> None:
+    """Append one test pass (sums [loss, number right] over the whole test split) to the metrics."""
+    count = test.info["num_images"]
+    metrics["test_step"].append(int(step))
+    metrics["test_loss"].append(sums[0] / count)
+    metrics["test_accuracy"].append(sums[1] / count)
+
+
 def book_segment(
     metrics: dict[str, Any], totals: Sequence[float], *, step: int, epoch: int | None, elapsed: float,
     test: HeldOutData | None, lr: float,
@@ -1026,10 +1052,7 @@ def book_segment(
     """
     metrics["step_loss"].extend(totals[5:])
     if test is not None:
-        count = test.info["num_images"]
-        metrics["test_step"].append(int(step))
-        metrics["test_loss"].append(totals[3] / count)
-        metrics["test_accuracy"].append(totals[4] / count)
+        record_test(metrics, step, totals[3:5], test)
     loss_total, correct_total, count_total = totals[0], totals[1], round(totals[2])
     if not math.isfinite(loss_total):
         raise LinearCNNInputError(f"training diverged by step {step} (loss {loss_total}) with --lr {lr:g}; use a smaller --lr")

@@ -56,6 +56,7 @@ from linearcnn.train import (
     _precision,
     _Progress,
     _stack_snapshots,
+    _test_now,
     book_segment,
     build_seeded_model,
     check_linear_lr,
@@ -66,6 +67,7 @@ from linearcnn.train import (
     optimizer_for,
     prepare_test_data,
     prepare_training_data,
+    record_test,
     training_targets,
 )
 
@@ -251,16 +253,15 @@ def train_together(
                 lo, hi = batch * batch_size, min((batch + 1) * batch_size, num_images)
                 b = hi - lo
                 if orders is None:
-                    outputs_fn = lambda: same_batch(params, buffers, data.images[lo:hi])  # noqa: E731
+                    forward, batch_images = same_batch, data.images[lo:hi]  # (b, C, H, W) shared
                     batch_targets = targets[:, lo:hi]  # (S, b)
                 else:
                     index = orders[:, lo:hi]  # (S, b)
-                    batch_images = data.images[index]  # (S, b, C, H, W)
-                    outputs_fn = lambda: own_batches(params, buffers, batch_images)  # noqa: E731
+                    forward, batch_images = own_batches, data.images[index]  # (S, b, C, H, W)
                     batch_targets = targets.gather(1, index)  # (S, b)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast:
-                    outputs = outputs_fn()  # (S, b) or (S, b, classes)
+                    outputs = forward(params, buffers, batch_images)  # (S, b) or (S, b, classes)
                 flat = outputs.to(dtype).reshape(num_models * b, *outputs.shape[2:])  # (S*b[, classes])
                 per_sample = _per_sample_loss(flat, batch_targets.reshape(-1), first.loss, data.num_classes).reshape(num_models, b)  # (S, b)
                 (per_sample.sum() / b).backward()  # sum over models of each model's batch-mean loss
@@ -276,7 +277,7 @@ def train_together(
                 bar.advance()
             epoch_step += steps_now
             elapsed_segment = time.perf_counter() - started
-            evaluate = test is not None and (epoch_step == steps_per_epoch or step >= total_steps)
+            evaluate = _test_now(first, test, epoch_step == steps_per_epoch, epoch + 1, step >= total_steps)
             test_sums = (
                 _evaluate(shared_forward, base, test, first, data.num_classes, dtype, autocast, models=num_models)  # type: ignore[arg-type]
                 if evaluate else torch.zeros(num_models, 2, dtype=torch.float64, device=device)
@@ -296,6 +297,11 @@ def train_together(
             if step < total_steps and time.perf_counter() - last_save >= first.checkpoint_seconds:
                 save(final=False)
                 last_save = time.perf_counter()
+        if test is not None and (not metrics[0]["test_step"] or metrics[0]["test_step"][-1] != step):
+            # resumed from runs that had ended without a test pass: one now, at their last step
+            sums = _evaluate(shared_forward, base, test, first, data.num_classes, dtype, autocast, models=num_models).cpu().tolist()  # type: ignore[arg-type]
+            for s in range(num_models):
+                record_test(metrics[s], step, sums[s], test)
         save(final=True)
 
     results = []

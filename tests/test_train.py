@@ -29,8 +29,6 @@ from linearcnn.train import (
     train_seeds,
 )
 
-
-
 CHECKPOINT_KEYS = {
     "format", "format_version", "model_state_dict", "optimizer_state_dict", "first_layer", "snapshots", "config",
     "seed", "versions", "epoch", "step", "metrics", "random_labels", "rng_state",
@@ -459,3 +457,19 @@ def test_checkpoint_from_before_the_newer_settings_still_resumes(tmp_path: Path)
     torch.save(old, path)
     resumed = train(TrainConfig(**{**config.to_dict(), "steps": 4, "resume": True}), dataset=data)
     assert resumed.step == 4 and len(resumed.metrics["step_loss"]) == 4
+
+
+def test_test_every_and_a_resumed_finished_run_gets_its_test_pass(tmp_path: Path) -> None:
+    data, held_out = make_dataset(n=12, classes=3), make_dataset(n=6, classes=3, seed=2)
+    base = {"arch": "vgg11", "batch_size": 4, "lr": 0.05, "width": 4, "out": str(tmp_path / "run")}
+    every = train(TrainConfig(**base, epochs=5, test_every=2), dataset=data, test_dataset=held_out)
+    assert every.metrics["test_step"] == [6, 12, 15]  # epochs 2 and 4, and the end (3 steps per epoch)
+    blind = train(TrainConfig(**{**base, "out": str(tmp_path / "blind")}, epochs=2, test=False), dataset=data)
+    assert blind.metrics["test_step"] == []
+    resumed = train(TrainConfig(**{**base, "out": str(tmp_path / "blind")}, epochs=2, resume=True), dataset=data,
+                    test_dataset=held_out)
+    assert resumed.step == 6 and resumed.metrics["test_step"] == [6]
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(value, blind.model.state_dict()[name]), name  # no training happened, the test pass changed nothing
+    stored = load_training_checkpoint(tmp_path / "blind" / "checkpoint.pt")
+    assert stored["metrics"]["test_accuracy"] == resumed.metrics["test_accuracy"]

@@ -26,25 +26,6 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
-@torch.no_grad()
-def test_accuracy(model: torch.nn.Module, dataset: Any, mean: np.ndarray, std: np.ndarray, device: torch.device,
-                  batch_size: int = 1000) -> float:
-    """Top-1 accuracy of a classifier on `dataset` normalised with the training set's channel stats."""
-    if dataset.labels is None:
-        return float("nan")
-    model.eval()
-    images = dataset.normalized(mean, std)  # (N, C, H, W) float32
-    labels = torch.as_tensor(np.asarray(dataset.labels), dtype=torch.int64)  # (N,)
-    dtype = next(model.parameters()).dtype
-    correct = 0
-    for start in range(0, images.shape[0], batch_size):
-        batch = torch.from_numpy(images[start : start + batch_size]).to(device=device, dtype=dtype)  # (B, C, H, W)
-        outputs = model(batch)  # (B, classes)
-        correct += int((outputs.argmax(dim=1).cpu() == labels[start : start + batch_size]).sum())  # SYNC per batch
-    model.train()
-    return correct / images.shape[0]
-
-
 def output_autocorrelation(filters: np.ndarray, images: np.ndarray, lags: Sequence[int]) -> list[float]:
     """Normalised spatial autocorrelation of a filter bank's output, summed over filters.
 

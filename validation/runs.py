@@ -130,7 +130,6 @@ class Context:
 
     def _train(self, arm: Arm, seed: int) -> Trained:
         from linearcnn.train import TrainConfig, final_metrics, train
-        from validation.measures import test_accuracy
 
         c = self.config
         n = len(self.train_set.images)
@@ -142,9 +141,9 @@ class Context:
             momentum=c.momentum, seed=seed, width=arm.width, kernel_size=c.kernel_size,
             freeze_first_layer=arm.frozen, limit=c.train_limit,
             snapshot_every=max(1, total_steps // max(1, c.snapshots_per_run)),
-            device=c.device, out=str(out), resume=True, checkpoint_seconds=1e9,
+            device=c.device, out=str(out), resume=True, checkpoint_seconds=1e9, test_every=0,
         )
-        result = train(config, dataset=self.train_set, progress=self.progress)
+        result = train(config, dataset=self.train_set, test_dataset=self.test_set, progress=self.progress)
         last = final_metrics(result)
         steps = result.snapshot_steps.numpy().astype(np.int64)
         snapshots = result.snapshot_weights.to(torch.float64).numpy()
@@ -152,12 +151,11 @@ class Context:
         if steps.size == 0 or steps[-1] != result.step:  # make the last snapshot the final weights
             steps = np.append(steps, result.step)
             snapshots = np.concatenate([snapshots, final[None]], axis=0)
-        mean, std = self.train_set.channel_stats()
         return Trained(
             arm=arm, seed=seed, initial=result.initial_first_layer.to(torch.float64).numpy(), final=final,
             snapshot_steps=steps, snapshots=snapshots, metrics=result.metrics,
             train_accuracy=float(last["accuracy"]), train_loss=float(last["loss"]),
-            test_accuracy=test_accuracy(result.model, self.test_set, mean, std, self.device),
+            test_accuracy=float(last["test_accuracy"]),
             checkpoint=None if result.checkpoint_path is None else str(result.checkpoint_path),
         )
 

@@ -44,6 +44,7 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     test: bool = typer.Option(True, "--test/--no-test", help="Evaluate on the data's test split at every epoch end (when it has one)."),
     test_limit: int | None = typer.Option(None, "--test-limit", help="Evaluate on only this many test images."),
+    test_every: int = typer.Option(1, "--test-every", help="Evaluate every N epochs (0: only at the end)."),
     sync_bn: str = typer.Option("auto", "--sync-bn", help="auto (SyncBatchNorm under torchrun on CUDA), on or off."),
     out: str = typer.Option("runs/train", "--out", help="Output folder (checkpoint.pt, metrics.json)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the checkpoint in --out (starts fresh if there is none)."),
@@ -65,7 +66,7 @@ def train(
         num_classes=num_classes, freeze_first_layer=freeze_first_layer, width=width, kernel_size=kernel_size,
         init_std=init_std, readout=readout, loss=loss, limit=limit, snapshot_every=snapshot_every,
         precision=precision, compile=compile, device=device, out=out, resume=resume, overwrite=overwrite,
-        test=test, test_limit=test_limit, sync_bn=sync_bn,
+        test=test, test_limit=test_limit, test_every=test_every, sync_bn=sync_bn,
     ).validate()
     seed_list = parse_seeds(seeds) if seeds is not None else [seed]
     results = train_seeds(config, seed_list, together=together, progress=progress_enabled(quiet))
