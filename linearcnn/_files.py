@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from linearcnn.errors import LinearCNNInputError
@@ -22,38 +23,42 @@ def check_writable_file(path: str | os.PathLike, what: str = "output file") -> P
     return target
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to a temporary file beside `path`, then rename it into place."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.", suffix=".tmp")
+def _write_beside(target: Path, prefix: str, suffix: str, write: Callable[[str], object]) -> Path:
+    """Call `write(tmp_path)` for a new temporary file beside `target`, then rename it into place;
+    the temporary file is removed if anything fails."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=prefix, suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write(tmp)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return target
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it into place."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    target = Path(path)
+    # ".NAME.<random>.tmp": never matches a glob for the real files' suffix
+    return _write_beside(target, f".{target.name}.", ".tmp", write)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_save(path: str | os.PathLike, save) -> Path:
+def atomic_save(path: str | os.PathLike, save: Callable[[str], object]) -> Path:
     """Call `save(tmp_path)` (e.g. torch.save, fig.savefig, np.savez) then rename into place."""
     target = Path(path)
-    suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.stem}.", suffix=suffix)
-    os.close(fd)
-    try:
-        save(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+    # the temporary name keeps the suffixes: savefig picks the format from it, np.savez would
+    # otherwise append .npz
+    return _write_beside(target, f".{target.stem}.", "".join(target.suffixes) or ".tmp", save)

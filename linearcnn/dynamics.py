@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from linearcnn._arrays import finite_float64
 from linearcnn.energy import pearson
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.patches import mean_patches, patch_grid, resolve_device
@@ -117,21 +118,9 @@ def moment_matrices(
 # closed-form gradient descent
 
 
-def _as_float64(value: Any, name: str) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().to(torch.float64).numpy()
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise LinearCNNInputError(f"{name} must be numeric; got {type(value).__name__}") from None
-    if not np.all(np.isfinite(array)):
-        raise LinearCNNInputError(f"{name} contains NaN or Inf")
-    return array
-
-
 def check_steps(steps: Any) -> np.ndarray:
     """Step counts as a 1-D float64 array of non-negative integers (a scalar becomes one entry)."""
-    t = _as_float64(steps, "steps").reshape(-1)
+    t = finite_float64(steps, "steps").reshape(-1)
     if t.size == 0:
         raise LinearCNNInputError("steps is empty; expected one or more non-negative integers, e.g. 1,10,100")
     if np.any(t < 0) or np.any(np.floor(t) != t):
@@ -160,7 +149,7 @@ class Eigen:
 
 def psd_eigen(matrix: Any, name: str = "A") -> Eigen:
     """`eigh` in float64, sorted descending; round-off negatives (> -1e-10 max) become 0."""
-    m = _as_float64(matrix, name)
+    m = finite_float64(matrix, name)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise LinearCNNInputError(f"{name} has shape {m.shape}; expected a square (d, d) matrix")
     values, vectors = np.linalg.eigh((m + m.T) / 2)
@@ -220,13 +209,13 @@ def simulate_filters(
     Raises LinearCNNInputError for shapes that do not match and for an unstable lr
     (eta * max alpha >= 2, i.e. lr >= K / max alpha).
     """
-    w0 = _as_float64(initial_weights, "initial weights")
+    w0 = finite_float64(initial_weights, "initial weights")
     if w0.ndim not in (2, 4) or w0.shape[0] < 1:
         raise LinearCNNInputError(f"initial weights have shape {w0.shape}; expected (K, C, k, k) or (K, d)")
     num_filters = w0.shape[0]
     flat0 = w0.reshape(num_filters, -1)  # (K, d)
     d = flat0.shape[1]
-    b_vec = _as_float64(b, "b")
+    b_vec = finite_float64(b, "b")
     if b_vec.shape != (d,):
         raise LinearCNNInputError(f"b has shape {b_vec.shape}; expected ({d},) for filters of {d} weights")
     eig = psd_eigen(A) if eigen is None else eigen
@@ -269,17 +258,17 @@ def simulate_multi_filters(
     Returns (S, K, C, k, k) float64 (or (S, K, d)). Raises LinearCNNInputError for an unstable lr
     (eta max(rho) max(alpha) >= 2).
     """
-    w0 = _as_float64(initial_weights, "initial weights")
+    w0 = finite_float64(initial_weights, "initial weights")
     if w0.ndim not in (2, 4) or w0.shape[0] < 1:
         raise LinearCNNInputError(f"initial weights have shape {w0.shape}; expected (K, C, k, k) or (K, d)")
     num_filters = w0.shape[0]
     flat0 = w0.reshape(num_filters, -1)  # (K, d)
     d = flat0.shape[1]
-    r = _as_float64(readout, "readout")
+    r = finite_float64(readout, "readout")
     if r.ndim != 2 or r.shape[1] != num_filters:
         raise LinearCNNInputError(f"readout has shape {r.shape}; expected (m, {num_filters})")
     outputs = r.shape[0]
-    b_mat = _as_float64(B, "B")
+    b_mat = finite_float64(B, "B")
     if b_mat.shape != (d, outputs):
         raise LinearCNNInputError(f"B has shape {b_mat.shape}; expected ({d}, {outputs})")
     eig_a = psd_eigen(A)
@@ -355,7 +344,7 @@ def simulate(
     Checks lr and steps before the pass where it can (the stability bound needs A, so it is
     checked after the pass).
     """
-    w0 = _as_float64(initial_weights, "initial weights")
+    w0 = finite_float64(initial_weights, "initial weights")
     if w0.ndim != 4 or w0.shape[2] != w0.shape[3]:
         raise LinearCNNInputError(f"initial weights have shape {w0.shape}; expected (K, C, k, k)")
     _check_lr(lr)
@@ -371,7 +360,7 @@ def simulate(
     A, b, n = moment_matrices(images, kernel_size, targets, stride=stride, batch_size=batch_size, device=device)
     eig = psd_eigen(A)
     filters = simulate_filters(w0, A, b, lr, t, eigen=eig)
-    y = _as_float64(targets, "targets")
+    y = finite_float64(targets, "targets")
     return Simulation(
         steps=t.astype(np.int64), filters=filters, initial_weights=w0, A=A, b=b,
         a_eigenvalues=eig.values, a_eigenvectors=eig.vectors, num_images=n, num_locations=J,
@@ -474,10 +463,10 @@ def assumption_diagnostics(
         num_locations: J, patch locations per image; num_images: N.
         target_second_moment: mean of y^2 (1 for +-1 targets).
     """
-    a_mat = _as_float64(A, "A")
-    b_vec = _as_float64(b, "b")
-    mu = _as_float64(patch_eigenvalues, "patch eigenvalues")
-    basis = _as_float64(patch_eigenvectors, "patch eigenvectors")
+    a_mat = finite_float64(A, "A")
+    b_vec = finite_float64(b, "b")
+    mu = finite_float64(patch_eigenvalues, "patch eigenvalues")
+    basis = finite_float64(patch_eigenvectors, "patch eigenvectors")
     d = mu.size
     if a_mat.shape != (d, d) or b_vec.shape != (d,) or basis.shape != (d, d):
         raise LinearCNNInputError(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from linearcnn._arrays import finite_float64
 from linearcnn.errors import LinearCNNInputError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -38,22 +39,6 @@ __all__ = [
     "similarity_matrix",
     "whitening_indicators",
 ]
-
-
-def _to_numpy(value: Any, what: str) -> np.ndarray:
-    """float64 numpy copy of an array-like or torch tensor (any device)."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor, without importing torch
-        value = value.detach().cpu().double().numpy()
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError):
-        raise LinearCNNInputError(f"{what} is not an array of numbers") from None
-    if array.dtype.kind not in "biuf":
-        raise LinearCNNInputError(f"{what} has dtype {array.dtype}; expected real numbers")
-    array = array.astype(np.float64)
-    if not np.all(np.isfinite(array)):
-        raise LinearCNNInputError(f"{what} contains NaN or Inf; expected finite values")
-    return array
 
 
 def _describe_dim(d: int, channels: int | None, kernel: int | None) -> str:
@@ -69,7 +54,7 @@ def _describe_dim(d: int, channels: int | None, kernel: int | None) -> str:
 
 def _filter_matrix(weights: Any) -> tuple[np.ndarray, str, int | None]:
     """(K, d) float64 filters, a description of their shape, their channel count (if known)."""
-    w = _to_numpy(weights, "weights")
+    w = finite_float64(weights, "weights")
     if w.ndim == 4:
         k_out, channels, kh, kw = w.shape
         shape_text = f"{channels * kh * kw} inputs per filter ({channels}x{kh}x{kw})"
@@ -85,10 +70,10 @@ def _eigenvector_matrix(eigenvectors: Any) -> tuple[np.ndarray, int | None, int 
     """(d, d) eigenvectors from an array or PatchStats, with its (channels, kernel) if known."""
     if hasattr(eigenvectors, "eigenvectors") and hasattr(eigenvectors, "kernel_size"):
         stats = eigenvectors
-        u = _to_numpy(stats.eigenvectors, "eigenvectors")
+        u = finite_float64(stats.eigenvectors, "eigenvectors")
         channels, kernel = int(stats.channels), int(stats.kernel_size)
     else:
-        u = _to_numpy(eigenvectors, "eigenvectors")
+        u = finite_float64(eigenvectors, "eigenvectors")
         channels = kernel = None
     if u.ndim != 2 or u.shape[0] != u.shape[1] or u.shape[0] == 0:
         raise LinearCNNInputError(f"eigenvectors have shape {u.shape}; expected a square (d, d) matrix")
@@ -158,7 +143,7 @@ def pearson(a: Any, b: Any, axis: int = -1, *, undefined: float = math.nan) -> n
 
 
 def _profile_vector(profile: Any, what: str) -> np.ndarray:
-    p = _to_numpy(profile, what)
+    p = finite_float64(profile, what)
     if p.ndim != 1 or p.size < 2:
         raise LinearCNNInputError(f"{what} has shape {p.shape}; expected a 1-D profile of at least 2 values")
     if np.all(p == p[0]):
@@ -216,8 +201,8 @@ def whitening_indicators(weights: Any, stats: PatchStats) -> dict[str, float]:
     Raises LinearCNNInputError for mismatched shapes or a constant energy profile.
     """
     profile = energy_profile(weights, stats)
-    eigenvalues = _to_numpy(stats.eigenvalues, "eigenvalues")
-    u = _to_numpy(stats.eigenvectors, "eigenvectors")
+    eigenvalues = finite_float64(stats.eigenvalues, "eigenvalues")
+    u = finite_float64(stats.eigenvectors, "eigenvectors")
     positive = eigenvalues > eigenvalues.max() * eigenvalues.size * np.finfo(np.float64).eps
     if positive.sum() < 2:
         raise LinearCNNInputError(
