@@ -41,6 +41,7 @@ from linearcnn.errors import LinearCNNInputError
 from linearcnn.models import LinearCNN, LinearCNNMulti
 from linearcnn.patches import mean_patches
 from linearcnn.theory import formula_profile, max_stable_lr, whitening_profile
+from tests.devices import TEST_DEVICE
 
 RTOL = 1e-8  # float64 closed form vs float64 torch GD (measured ~1e-14)
 
@@ -100,7 +101,8 @@ def test_moments_equal_brute_force(n, channels, k, extra_h, extra_w, stride, bat
 
 
 def torch_gd_filters(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, lr: float, steps: int) -> np.ndarray:
-    """Full-batch GD with torch's MSELoss and SGD, returning the filters after 0..steps steps."""
+    """Full-batch GD with torch's MSELoss and SGD on TEST_DEVICE, returning the filters after 0..steps steps."""
+    model, images, targets = model.to(TEST_DEVICE), images.to(TEST_DEVICE), targets.to(TEST_DEVICE)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
     loss_fn = torch.nn.MSELoss()
     trajectory = [model.conv.weight.detach().clone()]
@@ -109,7 +111,7 @@ def torch_gd_filters(model: torch.nn.Module, images: torch.Tensor, targets: torc
         loss_fn(model(images), targets).backward()
         optimizer.step()
         trajectory.append(model.conv.weight.detach().clone())
-    return torch.stack(trajectory).numpy()  # (steps+1, K, C, k, k)
+    return torch.stack(trajectory).cpu().numpy()  # (steps+1, K, C, k, k)
 
 
 def assert_trajectories_agree(predicted: np.ndarray, actual: np.ndarray) -> None:
@@ -132,7 +134,7 @@ def test_simulate_equals_torch_gradient_descent(channels, k, filters, n, extra, 
     targets = torch.as_tensor(rng.choice([-1.0, 1.0], size=n))
     model = LinearCNN(channels, filters, k, sigma).double()
     initial = model.conv.weight.detach().clone()
-    a, b, _ = moment_matrices(images, k, targets, device="cpu")
+    a, b, _ = moment_matrices(images, k, targets, device=TEST_DEVICE)
     alpha_max = psd_eigen(a).values[0]
     lr = lr_fraction * filters / alpha_max  # eta * max alpha = 2 * lr_fraction < 2
     actual = torch_gd_filters(model, images, targets, lr, steps)
@@ -153,7 +155,7 @@ def test_simulate_multi_equals_torch_gradient_descent(channels, k, filters, clas
     model = LinearCNNMulti(channels, filters, k, classes, sigma=0.1).double()
     readout = model.readout.weight.detach().numpy()  # (m, K)
     initial = model.conv.weight.detach().clone()
-    a, b, _ = moment_matrices(images, k, onehot, device="cpu")  # b: (d, m)
+    a, b, _ = moment_matrices(images, k, onehot, device=TEST_DEVICE)  # b: (d, m)
     rho_max = np.linalg.eigvalsh(readout.T @ readout)[-1]
     lr = lr_fraction * classes / (rho_max * psd_eigen(a).values[0])
     actual = torch_gd_filters(model, images, onehot, lr, steps)

@@ -12,6 +12,7 @@ import torch
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.train import TrainConfig, load_training_checkpoint, train_seeds
 from linearcnn.train_together import optimizer_state_slice, stack_optimizer_states
+from tests.devices import TEST_DEVICE
 from tests.test_train import make_dataset
 
 SEEDS = [0, 3, 5]
@@ -37,13 +38,14 @@ def _close(a: torch.Tensor, b: torch.Tensor, where: str) -> None:
 @pytest.mark.parametrize("case", list(CASES))
 def test_together_equals_one_after_another(tmp_path: Path, case: str) -> None:
     data, held_out = make_dataset(n=20, classes=4), make_dataset(n=9, classes=4, seed=1)
-    config = TrainConfig(**CASES[case], epochs=2, precision="float64", snapshot_every=2)
+    config = TrainConfig(**CASES[case], epochs=2, precision="float64", snapshot_every=2, device=TEST_DEVICE)
     apart = train_seeds(config, SEEDS, dataset=data, test_dataset=held_out)
     together = train_seeds(config, SEEDS, together=True, dataset=data, test_dataset=held_out)
     for one, other in zip(apart, together):
         assert one.config.seed == other.config.seed and one.step == other.step == 2 * -(-20 // min(config.batch_size, 20))
         assert torch.equal(one.initial_first_layer, other.initial_first_layer)
-        state, stacked_state = one.model.state_dict(), other.model.state_dict()
+        state = {k: v.cpu() for k, v in one.model.state_dict().items()}
+        stacked_state = {k: v.cpu() for k, v in other.model.state_dict().items()}
         assert state.keys() == stacked_state.keys()
         for name in state:
             _close(stacked_state[name], state[name], f"{case} seed {one.config.seed} {name}")
