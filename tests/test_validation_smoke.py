@@ -163,3 +163,35 @@ def test_unknown_config_and_experiment_are_one_line_errors(capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
     assert "huge" in err[0] and "tables" in err[1]
+
+
+def test_data_without_a_test_split_leaves_test_accuracy_unmeasured(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "one_split.npz"
+    np.savez(path, images=rng.random((40, 3, 32, 32)).astype(np.float32), labels=rng.integers(0, 3, 40))
+    code = main([
+        "validate", "--config", "smoke", "--only", "frozen", "--data", f"npz:{path}", "--device", "cpu",
+        "--results", str(tmp_path / "results"), "--figures", str(tmp_path / "figures"),
+        "--report", str(tmp_path / "REPORT.md"), "--run-dir", str(tmp_path / "runs"),
+    ])
+    assert code == 0
+    record = json.loads((tmp_path / "results" / "frozen.json").read_text())
+    assert record["results"]["learned"]["test_accuracy"]["n"] == 0
+    assert record["results"]["learned"]["train_accuracy"]["n"] == len(record["seeds"])
+    row = next(line for line in (tmp_path / "REPORT.md").read_text().splitlines() if line.startswith("| Frozen random first layer"))
+    assert "not measured" in row
+
+
+def test_a_failed_experiment_is_recorded_and_the_command_exits_1(tmp_path, monkeypatch, capsys):
+    def broken(ctx):
+        raise RuntimeError("planted failure")
+
+    monkeypatch.setitem(EXPERIMENTS, "external", broken)
+    code = main([
+        "validate", "--config", "smoke", "--only", "external", "--device", "cpu", "--results", str(tmp_path / "results"),
+        "--figures", str(tmp_path / "figures"), "--report", str(tmp_path / "REPORT.md"), "--run-dir", str(tmp_path / "runs"),
+    ])
+    assert code == 1
+    assert "external failed" in capsys.readouterr().err
+    record = json.loads((tmp_path / "results" / "external.json").read_text())
+    assert "planted failure" in record["results"]["error"]

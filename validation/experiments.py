@@ -317,6 +317,13 @@ def formula_fit(ctx: Context) -> dict[str, Any]:
 # 5. frozen random first layer
 
 
+def _frozen_title(out: dict[str, Any]) -> str:
+    learned, fixed = out["learned"]["test_accuracy"]["mean"], out["frozen"]["test_accuracy"]["mean"]
+    if learned is None or fixed is None:
+        return "VGG11: learned vs frozen first layer (no test split: test accuracy not measured)"
+    return f"VGG11: test accuracy learned {learned:.3f}, frozen {fixed:.3f}"
+
+
 def frozen(ctx: Context) -> dict[str, Any]:
     """VGG11 with its first layer frozen at the random initialisation vs learned, same seeds."""
     learned = ctx.trained_all(ctx.arm("vgg11"))
@@ -338,8 +345,7 @@ def frozen(ctx: Context) -> dict[str, Any]:
         "learned first layer": _series(epochs, [r.metrics["loss"] for r in learned]),
         "frozen random first layer": _series(epochs, [r.metrics["loss"] for r in fixed])}}
     plots.plot_curves(panels, _figure(ctx, "frozen_vs_learned.png"), xlabel="epoch",
-                      title=f"VGG11: test accuracy learned {out['learned']['test_accuracy']['mean']:.3f}, "
-                            f"frozen {out['frozen']['test_accuracy']['mean']:.3f}")
+                      title=_frozen_title(out))
     out["figures"] = ["frozen_vs_learned.png"]
     return out
 

@@ -87,8 +87,11 @@ class Context:
 
     @cached_property
     def test_set(self) -> Any:
-        from linearcnn.data import load_dataset
+        """The data's test split, or None when it has none (test accuracies are then not measured)."""
+        from linearcnn.data import has_test_split, load_dataset
 
+        if not has_test_split(self.data):
+            return None
         return load_dataset(self.data, limit=self.config.test_limit, train=False, min_size=self.config.kernel_size)
 
     @cached_property
@@ -103,7 +106,7 @@ class Context:
             "spec": self.data,
             "description": str(getattr(self.train_set, "description", "")),
             "train_images": len(self.train_set.images),
-            "test_images": len(self.test_set.images),
+            "test_images": 0 if self.test_set is None else len(self.test_set.images),
             "image_shape": list(self.train_set.images.shape[1:]),
             "kernel_size": self.config.kernel_size,
         }
@@ -155,7 +158,7 @@ class Context:
             arm=arm, seed=seed, initial=result.initial_first_layer.to(torch.float64).numpy(), final=final,
             snapshot_steps=steps, snapshots=snapshots, metrics=result.metrics,
             train_accuracy=float(last["accuracy"]), train_loss=float(last["loss"]),
-            test_accuracy=float(last["test_accuracy"]),
+            test_accuracy=float(last.get("test_accuracy", float("nan"))),
             checkpoint=None if result.checkpoint_path is None else str(result.checkpoint_path),
         )
 

@@ -57,8 +57,12 @@ def validate(
     names = runner.parse_only(only)
     paths = [p.strip() for p in checkpoints.split(",") if p.strip()] if checkpoints else []
     command = "linearcnn validate " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 and sys.argv[1] == "validate" else None
-    runner.run_validation(
+    outputs = runner.run_validation(
         config, only=names, data=data, device=device, results_dir=results, figures_dir=figures, report_path=report,
         run_dir=run_dir, checkpoints=paths, command=command or f"linearcnn validate --config {config}",
     )
     typer.echo(f"wrote {results}/*.json, {figures}/*.png and {report}")
+    failed = [name for name, record in outputs.items() if isinstance(record.get("results"), dict) and "error" in record["results"]]
+    if failed:  # the others ran and are written; the failures are recorded with their tracebacks
+        typer.echo(f"error: experiment(s) {', '.join(failed)} failed; see their results/*.json for the traceback", err=True)
+        raise typer.Exit(1)
