@@ -195,3 +195,27 @@ def test_a_failed_experiment_is_recorded_and_the_command_exits_1(tmp_path, monke
     assert "external failed" in capsys.readouterr().err
     record = json.loads((tmp_path / "results" / "external.json").read_text())
     assert "planted failure" in record["results"]["error"]
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_committed_report_and_readme_results_are_generated_from_the_committed_json():
+    results = report.load_results(ROOT / "validation" / "results")
+    assert results, "validation/results holds no results"
+    expected_report = report.render_report(results, figures_dir=ROOT / "figures", report_dir=ROOT / "validation")
+    assert (ROOT / "validation" / "REPORT.md").read_text() == expected_report, "stale: run python -m validation.report"
+    readme_block = report.readme_results_block((ROOT / "README.md").read_text())
+    assert readme_block == report.render_readme_results(results), "stale: run python -m validation.report --readme README.md"
+    for line in readme_block.splitlines():  # every figure the README shows is committed
+        if line.startswith("!["):
+            assert (ROOT / line[line.index("(") + 1 : -1]).is_file(), line
+
+
+def test_readme_block_merges_the_data_set_columns_and_keeps_every_claim(smoke_run):
+    results = report.load_results(smoke_run / "results")
+    block = report.render_readme_results(results)
+    assert block.startswith(report.README_START) and block.endswith(report.README_END)
+    claims = {row.claim.claim for row in report.claim_rows(results)}
+    table = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
+    assert sorted(line.split(" | ")[0][2:] for line in table) == sorted(claims)
