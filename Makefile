@@ -25,8 +25,9 @@ demo: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Regenerate the committed theory documents (tests fail when they are stale).
+# Regenerate the committed theory documents and the stored derivation results (tests fail when they are stale).
 theory: install
+	$(BIN)/python -m linearcnn.theory.cache
 	$(BIN)/linearcnn derive --format text --out theory/derivation.txt
 	$(BIN)/linearcnn derive --format markdown --out theory/derivation.md
 	$(BIN)/linearcnn derive --format latex --out theory/derivation.tex

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,11 +23,23 @@ def check_writable_file(path: str | os.PathLike, what: str = "output file") -> P
     return target
 
 
+def _new_file(folder: Path, prefix: str, suffix: str) -> str:
+    """Create an empty file with a fresh random name in `folder`, with the mode `open()` gives a new
+    file (0666 less the umask; `tempfile.mkstemp` would make it 0600, private to the user)."""
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return str(path)
+    raise FileExistsError(f"no free temporary name in {folder}")  # pragma: no cover
+
+
 def _write_beside(target: Path, prefix: str, suffix: str, write: Callable[[str], object]) -> Path:
     """Call `write(tmp_path)` for a new temporary file beside `target`, then rename it into place;
     the temporary file is removed if anything fails."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=prefix, suffix=suffix)
-    os.close(fd)
+    tmp = _new_file(target.parent if str(target.parent) else Path("."), prefix, suffix)
     try:
         write(tmp)
         os.replace(tmp, target)

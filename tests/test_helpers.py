@@ -62,3 +62,22 @@ def test_finite_float64_converts_and_rejects():
     with pytest.raises(LinearCNNInputError, match="steps has dtype"):
         check_steps(np.array(["10"]))
     np.testing.assert_array_equal(check_steps(torch.tensor([0, 10])), [0.0, 10.0])
+
+
+def test_atomic_writes_give_files_the_mode_a_plain_open_gives(tmp_path):
+    import os
+
+    from linearcnn._files import atomic_save, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        atomic_save(tmp_path / "b.npz", lambda tmp: open(tmp, "wb").close())
+        with open(tmp_path / "plain.txt", "w"):
+            pass
+    finally:
+        os.umask(old)
+    plain = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert plain == 0o644
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == plain
+    assert (tmp_path / "b.npz").stat().st_mode & 0o777 == plain

@@ -2,6 +2,8 @@
 
 Nothing here restates the formula: every function evaluates an expression produced by
 `linearcnn.theory.derivation.derive()`, turned into code by `sympy.lambdify` once per process.
+The expressions come from `linearcnn.theory.cache` (the derivation's results stored with the
+package, used only while they match derivation.py and the SymPy in use), else from `derive()`.
 
 Conventions shared by every function:
 
@@ -48,9 +50,24 @@ class _StableTorchPrinter(TorchPrinter):
 
 
 @lru_cache(maxsize=1)
+def _stored_or_derived() -> tuple[dict[str, tuple[tuple[sp.Symbol, ...], sp.Expr]], sp.Expr]:
+    """(expressions, x*): from `linearcnn.theory.cache` when it matches the derivation code, else derived now."""
+    from linearcnn.theory import cache
+
+    stored = cache.load()
+    if stored is not None:
+        return stored
+    derivation = derive()
+    return expressions_from_derivation(derivation), derivation.results["x_star_value"]
+
+
 def _expressions() -> dict[str, tuple[tuple[sp.Symbol, ...], sp.Expr]]:
     """The derivation's results that the numeric code evaluates, with their argument symbols."""
-    derivation = derive()
+    return _stored_or_derived()[0]
+
+
+def expressions_from_derivation(derivation: Any) -> dict[str, tuple[tuple[sp.Symbol, ...], sp.Expr]]:
+    """Pick (and combine) the results of `derive()` that the numeric code evaluates."""
     sym, res = derivation.symbols, derivation.results
     mu, eta, t, tau, r, x = sym["mu"], sym["eta"], sym["t"], sym["tau"], sym["r"], sym["x"]
     growth_symbol = next(s for s in res["raw_profile_in_growth"].free_symbols if s.name == "g")
@@ -84,7 +101,7 @@ def lambdified(name: str, backend: str) -> Callable[..., Any]:
 
 def x_star() -> float:
     """x* = tau * mu at the maximum of the gradient-flow profile (root of 2x e^-x = 1 - e^-x)."""
-    return float(derive().results["x_star_value"])
+    return float(_stored_or_derived()[1])
 
 
 # --------------------------------------------------------------------------------------------
