@@ -334,6 +334,14 @@ def _bad(tmp_path: Path, case: str) -> tuple[list[str], Path]:
         return base + ["--arch", "vgg11-bn", "--sync-bn", "on", "--device", "cpu"], out
     if case == "bad test limit":
         return base + ["--arch", "linear", "--test-limit", "0"], out
+    if case == "bad test every":
+        return base + ["--arch", "linear", "--test-every", "-1"], out
+    if case == "test split of another size":
+        rng = np.random.default_rng(0)
+        np.savez(tmp_path / "splits.npz", images=rng.random((12, 3, 8, 8)).astype(np.float32), labels=rng.integers(0, 2, 12),
+                 test_images=rng.random((5, 3, 6, 6)).astype(np.float32), test_labels=rng.integers(0, 2, 5))
+        return ["train", "--data", f"npz:{tmp_path / 'splits.npz'}", "--arch", "linear", "--lr", "0.1", "--epochs", "1",
+                "--width", "4", "--quiet", "--out", str(out)], out
     if case == "together with compile":
         return base + ["--arch", "linear", "--seeds", "0,1", "--together", "--compile"], out
     out.mkdir()
@@ -370,6 +378,8 @@ BAD_CASES = {
     "sync-bn on without CUDA": "--sync-bn on needs CUDA",
     "bad test limit": "--test-limit",
     "together with compile": "--together",
+    "bad test every": "--test-every",
+    "test split of another size": "test split",
     "foreign checkpoint": "format",
     "checkpoint exists": "--resume",
     "resume other config": "lr=",
