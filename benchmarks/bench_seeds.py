@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from linearcnn.data import ImageDataset
-    from linearcnn.patches import resolve_device
+    from linearcnn.device import resolve_device
     from linearcnn.train import TrainConfig, train_seeds
 
     reference = load_reference(args.reference)

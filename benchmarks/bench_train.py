@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from linearcnn.data import ImageDataset
     from linearcnn.models import build_model
-    from linearcnn.patches import resolve_device
+    from linearcnn.device import resolve_device
     from linearcnn.train import TrainConfig, train
 
     reference = load_reference(args.reference)

@@ -46,7 +46,8 @@ import torch
 from linearcnn._arrays import finite_float64
 from linearcnn.energy import pearson
 from linearcnn.errors import LinearCNNInputError
-from linearcnn.patches import mean_patches, patch_grid, resolve_device
+from linearcnn.device import resolve_device
+from linearcnn.patches import mean_patches, patch_grid
 from linearcnn.theory import growth_factor
 
 DEFAULT_BATCH_SIZE = 1024

@@ -75,7 +75,10 @@ import numpy as np
 import torch
 
 from linearcnn._files import atomic_save, check_writable_file
+from linearcnn._linalg import sorted_psd_eigh
+from linearcnn.device import resolve_device
 from linearcnn.errors import LinearCNNInputError
+from linearcnn.records import versions
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from linearcnn.data import ImageDataset
@@ -87,7 +90,6 @@ __all__ = [
     "mean_patches",
     "patch_grid",
     "patch_stats",
-    "resolve_device",
 ]
 
 #: The `format` tag and version written into saved statistics.
@@ -282,30 +284,6 @@ def _checked_array(array: np.ndarray, shape: tuple[int, ...], name: str, where: 
 
 
 # -------------------------------------------------------------------- device and input handling
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda', 'cuda:N' as given (checked)."""
-    if isinstance(device, torch.device):
-        resolved = device
-    else:
-        name = str(device).strip().lower()
-        if name == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            resolved = torch.device(name)
-        except RuntimeError:
-            raise LinearCNNInputError(f"device {device!r} is not a device name; expected auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise LinearCNNInputError(f"device {device!r}: CUDA is not available here; expected auto or cpu")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise LinearCNNInputError(
-                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) are present"
-            )
-    elif resolved.type != "cpu":
-        raise LinearCNNInputError(f"device {device!r} is not supported; expected auto, cpu, cuda or cuda:N")
-    return resolved
-
-
 def patch_grid(height: int, width: int, kernel_size: int, stride: int = 1) -> tuple[int, int]:
     """(rows, columns) of k x k patch locations in an H x W image at `stride`, no padding.
 
@@ -743,7 +721,7 @@ def _stream_stats(batches: Iterator[tuple[torch.Tensor, str]], total: int | None
     if not np.all(np.isfinite(matrix)):
         raise LinearCNNInputError("images: patch moments overflow float64; expected pixel values below ~1e150")
     c, h, w = shape  # type: ignore[misc]
-    eigenvalues, eigenvectors = _sorted_eigh(matrix)
+    eigenvalues, eigenvectors = sorted_psd_eigh(matrix)
     _warn_if_degenerate(eigenvalues, count, c * kernel * kernel)
     return PatchStats(
         eigenvalues=eigenvalues,
@@ -756,7 +734,7 @@ def _stream_stats(batches: Iterator[tuple[torch.Tensor, str]], total: int | None
         centered=bool(centered),
         num_images=accumulator.num_images,
         image_size=(h, w),
-        extra={"versions": _versions()},
+        extra={"versions": versions()},
     )
 
 
@@ -780,20 +758,6 @@ def _check_kernel_fits(kernel: int, shape: tuple[int, int, int]) -> None:
         )
 
 
-def _sorted_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (descending, clipped at 0) and eigenvectors (columns, sign-fixed)."""
-    values, vectors = np.linalg.eigh(matrix)
-    order = np.argsort(values)[::-1]
-    values, vectors = values[order], vectors[:, order]
-    # Rounding can make eigenvalues of a PSD matrix slightly negative; they are variances.
-    values = np.maximum(values, 0.0)
-    # Sign convention: the largest-magnitude entry of each eigenvector is positive.
-    peak = np.argmax(np.abs(vectors), axis=0)
-    signs = np.sign(vectors[peak, np.arange(vectors.shape[1])])
-    signs[signs == 0] = 1.0
-    return values, np.ascontiguousarray(vectors * signs)
-
-
 def _warn_if_degenerate(eigenvalues: np.ndarray, num_patches: int, d: int) -> None:
     if num_patches < d:
         warnings.warn(
@@ -814,12 +778,6 @@ def _warn_if_degenerate(eigenvalues: np.ndarray, num_patches: int, d: int) -> No
             f"constant or duplicated channels?); eigenvectors of the zero eigenvalues are arbitrary",
             stacklevel=3,
         )
-
-
-def _versions() -> dict[str, str]:
-    from linearcnn import __version__
-
-    return {"linearcnn": __version__, "numpy": np.__version__, "torch": torch.__version__}
 
 
 def dataset_patch_stats(

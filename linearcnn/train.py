@@ -72,6 +72,7 @@ from linearcnn.models import (
     LinearCNN,
     LinearCNNMulti,
     build_model,
+    build_seeded_model,
     check_arch,
     default_kernel_size,
     first_layer,
@@ -79,7 +80,7 @@ from linearcnn.models import (
     mean_patches,
     unwrap_model,
 )
-from linearcnn.patches import resolve_device
+from linearcnn.device import resolve_device
 
 CHECKPOINT_FORMAT = "linearcnn-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -721,18 +722,15 @@ def _load_dataset(config: TrainConfig) -> Any:
     return load_dataset(config.data, limit=config.limit)
 
 
-def build_seeded_model(config: TrainConfig, channels: int, num_classes: int, dtype: torch.dtype) -> nn.Module:
+def seeded_model_for(config: TrainConfig, channels: int, num_classes: int, dtype: torch.dtype) -> nn.Module:
     """The model of a resolved config, initialised from `config.seed` alone (global RNG untouched), on the CPU.
 
     With `freeze_first_layer`, the first layer's parameters do not require gradients.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_model(
-            config.arch, channels, num_classes, width=config.width, kernel_size=config.kernel_size,
-            init_std=config.init_std, trainable_readout=config.readout == "trainable",
-        )
-    model = model.to(dtype=dtype)
+    model = build_seeded_model(
+        config.arch, channels, num_classes, seed=config.seed, width=config.width, kernel_size=config.kernel_size,
+        init_std=config.init_std, trainable_readout=config.readout == "trainable",
+    ).to(dtype=dtype)
     if config.freeze_first_layer:
         for parameter in first_layer(model).parameters():
             parameter.requires_grad_(False)
@@ -809,7 +807,7 @@ def _train(
                 f"--resume: checkpoint {str(checkpoint_path)!r} was trained on {stored_n} images, data {config.data!r} has {num_images}"
             )
 
-    model = build_seeded_model(config, channels, data.num_classes, dtype)
+    model = seeded_model_for(config, channels, data.num_classes, dtype)
     if _use_sync_bn(config, model, device, dist_info.world_size):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameters and state-dict keys
     layer_name = first_layer_name(model)

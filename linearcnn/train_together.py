@@ -41,7 +41,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from linearcnn._files import atomic_save, atomic_write_text
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.models import first_layer, first_layer_name
-from linearcnn.patches import resolve_device
+from linearcnn.device import resolve_device
 from linearcnn.train import (
     METRIC_KEYS,
     METRICS_NAME,
@@ -60,7 +60,7 @@ from linearcnn.train import (
     _stack_snapshots,
     _test_now,
     book_segment,
-    build_seeded_model,
+    seeded_model_for,
     check_linear_lr,
     checkpoint_dict,
     load_test_dataset,
@@ -166,7 +166,7 @@ def train_together(
                                   or state.get("model", {}).get("in_channels") != channels):
             raise LinearCNNInputError(f"--resume: checkpoint {str(path)!r} was trained on other data than {first.data!r}")
 
-    models = [build_seeded_model(c, channels, data.num_classes, dtype) for c in configs]
+    models = [seeded_model_for(c, channels, data.num_classes, dtype) for c in configs]
     layer_name = first_layer_name(models[0])
     initial = [first_layer(m).weight.detach().clone() for m in models]  # S x (K, C, k, k) CPU
     for config, model in zip(configs, models):

@@ -66,7 +66,7 @@ class Context:
 
     def __init__(self, config: ValidationConfig, data: str, run_dir: Path, figures_dir: Path,
                  checkpoints: list[str] | None = None, progress: bool = False):
-        from linearcnn.patches import resolve_device
+        from linearcnn.device import resolve_device
 
         self.config = config
         self.data = data

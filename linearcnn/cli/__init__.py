@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from linearcnn.cli._app import app
-from linearcnn.errors import LinearCNNInputError
+from linearcnn.errors import LinearCNNInputError, option_name
 
 # Importing the command modules registers their commands on `app`.
 from linearcnn.cli import (  # noqa: E402,F401
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(exc.code, (int, type(None))):
             sys.stderr.write(f"{exc.code}\n")
     except LinearCNNInputError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        message = str(exc) if exc.parameter is None else exc.for_option(option_name(exc.parameter))
+        sys.stderr.write(f"error: {message}\n")
         code = 2
     if argv is None:
         sys.exit(code)

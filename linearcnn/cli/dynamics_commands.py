@@ -36,11 +36,11 @@ def _initial_filters(config: Any, channels: int) -> Any:
     """The linear model's initial filters for `config.seed`, drawn exactly as `linearcnn.train` does."""
     import torch
 
-    from linearcnn.models import build_model, first_layer
+    from linearcnn.models import build_seeded_model, first_layer
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_model("linear", channels, 2, width=config.width, kernel_size=config.kernel_size, init_std=config.init_std)
+    model = build_seeded_model(
+        "linear", channels, 2, seed=config.seed, width=config.width, kernel_size=config.kernel_size, init_std=config.init_std
+    )
     return first_layer(model).weight.detach().to(torch.float64)  # (K, C, k, k)
 
 
@@ -111,7 +111,8 @@ def simulate(
     from linearcnn.data import load_dataset
     from linearcnn.dynamics import assumption_diagnostics
     from linearcnn.dynamics import simulate as run_simulation
-    from linearcnn.patches import dataset_patch_stats, resolve_device
+    from linearcnn.device import resolve_device
+    from linearcnn.patches import dataset_patch_stats
     from linearcnn.train import TrainConfig, prepare_training_data, versions
 
     step_list = _parse_steps(steps)
