@@ -1,4 +1,10 @@
-"""Locate and import the reference method (../shared/bench/reference_method.py) for benchmarks."""
+"""The baseline of the benchmarks, and the machine they ran on.
+
+`load_reference()` returns our own implementation of the authors' method (`baselines.py`, in this
+folder) under the names the benchmarks call: `reference_patch_pca`, `reference_fit` and
+`natural_like_images`. `load_reference(PATH)` (a benchmark's `--reference PATH`) imports another
+file that defines those three names instead, e.g. a copy of the authors' own code.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,29 @@ import os
 import platform
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
+from typing import Any
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "bench" / "reference_method.py"
+
+DEFAULT = "benchmarks/baselines.py, our implementation of the authors' method"
 
 
-def load_reference(path: str | os.PathLike | None = None) -> ModuleType:
-    target = Path(path) if path else DEFAULT
+def load_reference(path: str | os.PathLike | None = None) -> Any:
+    if path is None:
+        import baselines
+
+        return SimpleNamespace(
+            reference_patch_pca=baselines.baseline_patch_pca,
+            reference_fit=baselines.baseline_fit,
+            natural_like_images=baselines.natural_like_images,
+        )
+    target = Path(path)
     if not target.is_file():
-        sys.exit(f"error: reference method not found at {target}; pass --reference PATH")
+        sys.exit(f"error: --reference {str(target)!r} is not a file; expected a Python file defining the baseline")
     spec = importlib.util.spec_from_file_location("reference_method", target)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
+    if spec is None or spec.loader is None:
+        sys.exit(f"error: --reference {str(target)!r} cannot be imported as a Python module")
+    module: ModuleType = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 

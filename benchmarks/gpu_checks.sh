@@ -6,15 +6,13 @@
 #
 # Runs from the repository root with the machine's own python3 (PyTorch with CUDA; sympy, typer,
 # rich, scikit-image, hypothesis are in the device image) and the package from the working tree
-# (PYTHONPATH, no install). The benchmarks need the reference method: copy
-# ../shared/bench/reference_method.py to .device_carry/ (listed in .git/info/exclude) and carry
-# that folder, or set REFERENCE. Every result lands in OUT_DIR as at most 8 files (the device
+# (PYTHONPATH, no install). The benchmarks' baseline is benchmarks/baselines.py, in the
+# repository. Every result lands in OUT_DIR as at most 8 files (the device
 # tool returns no more): JSON and logs as they are, figures and reports packed into one .tgz.
 set -u -o pipefail
 out=${1:?usage: bash benchmarks/gpu_checks.sh OUT_DIR bench|validate}
 stage=${2:?usage: bash benchmarks/gpu_checks.sh OUT_DIR bench|validate}
 py=${PYTHON:-python3}
-reference=${REFERENCE:-.device_carry/reference_method.py}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1
@@ -26,9 +24,9 @@ bench)
   timeout 150 $py -m pytest -q -p no:cacheprovider -n 4 tests/test_patches.py tests/test_train_together.py \
     tests/test_dynamics.py tests/test_train.py > "$out/pytest.log" 2>&1
   echo "pytest exit $?" >> "$out/pytest.log"
-  timeout 150 $py benchmarks/bench_train.py --steps 50 --device cuda --workers 8 --reference "$reference" \
+  timeout 150 $py benchmarks/bench_train.py --steps 50 --device cuda --workers 8 \
     --out "$out/train.json" > "$out/bench.log" 2>&1
-  timeout 120 $py benchmarks/bench_seeds.py --seeds 8 --steps 50 --width 16 --device cuda --reference "$reference" \
+  timeout 120 $py benchmarks/bench_seeds.py --seeds 8 --steps 50 --width 16 --device cuda \
     --out "$out/seeds.json" >> "$out/bench.log" 2>&1
   timeout 90 $py benchmarks/bench_simulate.py --out "$out/simulate.json" >> "$out/bench.log" 2>&1
   echo "bench exit $?" >> "$out/bench.log"

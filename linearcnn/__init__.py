@@ -1,23 +1,53 @@
 """linearcnn: what does the first layer of a CNN learn, and why?
 
-The public API (thin facade; the code lives in the submodules named in the README):
+The public API, a thin facade over the rooms named in the README's module map:
 
 * theory: `derive`, `formula_profile`, `raw_formula_profile`, `gradient_flow_profile`,
   `raw_gradient_flow_profile`, `whitening_profile`
-* measuring: `load_dataset`, `has_test_split`, `patch_stats`, `energy_profile`,
-  `load_first_layer`, `fit_formula`
+* data and patches: `load_dataset`, `has_test_split`, `ImageDataset`, `patch_stats`,
+  `dataset_patch_stats`, `PatchStats`
+* measuring: `load_first_layer`, `FirstLayer`, `energy_profile`, `profile_similarity`,
+  `whitening_indicators`, `fit_formula`, `FitResult`
+* training and dynamics: `build_model`, `TrainConfig`, `train_seeds`, `simulate` (one run:
+  `linearcnn.train.train`; the name `linearcnn.train` is the training package)
+
+Names load on first use, so `import linearcnn` (and the CLI's `--help`) stays quick; `dir()`,
+tab completion and static type checkers still see all of them.
+
+>>> import numpy as np, linearcnn
+>>> linearcnn.whitening_profile(np.array([4.0, 1.0])).tolist()
+[0.5, 1.0]
+>>> "fit_formula" in dir(linearcnn)
+True
 """
 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 from linearcnn.errors import LinearCNNInputError
 
-# Everything loads on first use, so `import linearcnn` (and the CLI's --help) stays quick.
+if TYPE_CHECKING:  # what static tools see; at run time the same names load lazily below
+    from linearcnn.checkpoints import FirstLayer, load_first_layer
+    from linearcnn.data import ImageDataset, has_test_split, load_dataset
+    from linearcnn.dynamics import simulate
+    from linearcnn.energy import energy_profile, profile_similarity, whitening_indicators
+    from linearcnn.fit import FitResult, fit_formula
+    from linearcnn.models import build_model
+    from linearcnn.patches import PatchStats, dataset_patch_stats, patch_stats
+    from linearcnn.theory import (
+        derive,
+        formula_profile,
+        gradient_flow_profile,
+        raw_formula_profile,
+        raw_gradient_flow_profile,
+        whitening_profile,
+    )
+    from linearcnn.train import TrainConfig, train_seeds
+
 _LAZY = {
     "derive": "linearcnn.theory",
     "formula_profile": "linearcnn.theory",
@@ -38,13 +68,22 @@ _LAZY = {
     "FirstLayer": "linearcnn.checkpoints",
     "fit_formula": "linearcnn.fit",
     "FitResult": "linearcnn.fit",
+    "build_model": "linearcnn.models",
+    "TrainConfig": "linearcnn.train",
+    "train_seeds": "linearcnn.train",
+    "simulate": "linearcnn.dynamics",
 }
+
+__all__ = ["LinearCNNInputError", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'linearcnn' has no attribute {name!r}")
 
 
-__all__ = ["LinearCNNInputError", *_LAZY]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
