@@ -16,7 +16,6 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
-
 DEFAULT = "benchmarks/baselines.py, our implementation of the authors' method"
 
 

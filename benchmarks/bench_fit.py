@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _reference import load_reference, machine_info
+
 from linearcnn.fit import fit_formula
 from linearcnn.theory import gradient_flow_profile
 

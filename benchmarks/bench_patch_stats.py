@@ -7,10 +7,11 @@
    once to a temporary .npy. Each method runs in its own fresh subprocess that loads that file,
    so peak resident memory (VmHWM, reset just before the call where the kernel allows) is the
    method's own, not the other's (workers run with MALLOC_MMAP_THRESHOLD_=1 MiB, see `spawn`).
-   Wall and CPU seconds and the load average are recorded: the machine may be shared. The reference `reference_patch_pca` runs once (it takes tens
-   of seconds); ours (`patch_stats(..., centered=True)`, as pca_lowrank centres the data) runs
-   `--repeats` times. Eigenvalues are compared as ours vs s^2 / M (M = number of patches;
-   pca_lowrank's singular values of the centred patch matrix), in the same (C, k, k) order.
+   Wall and CPU seconds and the load average are recorded: the machine may be shared. The
+   reference `reference_patch_pca` runs once (it takes tens of seconds); ours (`patch_stats(...,
+   centered=True)`, as pca_lowrank centres the data) runs `--repeats` times. Eigenvalues are
+   compared as ours vs s^2 / M (M = number of patches; pca_lowrank's singular values of the
+   centred patch matrix), in the same (C, k, k) order.
 2. Centred vs uncentred: on the same images normalised per channel (as training does) and on the
    built-in photo set, how far apart the two decompositions are.
 3. Memory flatness: ours on 1e4, 1e5 and 1e6 images (capped by --max-images) streamed as
@@ -32,11 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _reference import DEFAULT as DEFAULT_REFERENCE  # benchmarks/ is on sys.path: scripts run from it
+from _reference import load_reference, machine_info
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from _reference import DEFAULT as DEFAULT_REFERENCE
-from _reference import load_reference, machine_info
 
 RESULTS = HERE / "results" / "patch_stats.json"
 STREAM_BATCH = 1000  # generated images per streamed batch

@@ -25,8 +25,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _reference import load_reference, machine_info
-from bench_train import device_description
+from _reference import load_reference, machine_info  # noqa: E402  (found through the sys.path entry above)
+from bench_train import device_description  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _reference import load_reference, machine_info
+from _reference import load_reference, machine_info  # noqa: E402  (found through the sys.path entry above)
 
 
 class ReferenceStyleDataset(torch.utils.data.Dataset):
@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from linearcnn.data import ImageDataset
-    from linearcnn.models import build_model
     from linearcnn.device import resolve_device
+    from linearcnn.models import build_model
     from linearcnn.train import TrainConfig, train
 
     reference = load_reference(args.reference)

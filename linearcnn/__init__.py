@@ -74,7 +74,33 @@ _LAZY = {
     "simulate": "linearcnn.dynamics",
 }
 
-__all__ = ["LinearCNNInputError", "__version__", *_LAZY]
+__all__ = [
+    "FirstLayer",
+    "FitResult",
+    "ImageDataset",
+    "LinearCNNInputError",
+    "PatchStats",
+    "TrainConfig",
+    "__version__",
+    "build_model",
+    "dataset_patch_stats",
+    "derive",
+    "energy_profile",
+    "fit_formula",
+    "formula_profile",
+    "gradient_flow_profile",
+    "has_test_split",
+    "load_dataset",
+    "load_first_layer",
+    "patch_stats",
+    "profile_similarity",
+    "raw_formula_profile",
+    "raw_gradient_flow_profile",
+    "simulate",
+    "train_seeds",
+    "whitening_indicators",
+    "whitening_profile",
+]
 
 
 def __getattr__(name: str) -> Any:

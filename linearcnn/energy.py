@@ -22,9 +22,11 @@ This module holds the one Pearson correlation of the toolkit (`pearson`); the fi
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from linearcnn._arrays import finite_float64
 from linearcnn.errors import LinearCNNInputError
@@ -35,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 __all__ = [
     "energy_profile",
     "pearson",
+    "pooled_energy_profile",
     "profile_similarity",
     "similarity_matrix",
     "whitening_indicators",
@@ -52,7 +55,7 @@ def _describe_dim(d: int, channels: int | None, kernel: int | None) -> str:
     return str(d)
 
 
-def _filter_matrix(weights: Any) -> tuple[np.ndarray, str, int | None]:
+def _filter_matrix(weights: ArrayLike) -> tuple[NDArray[np.float64], str, int | None]:
     """(K, d) float64 filters, a description of their shape, their channel count (if known)."""
     w = finite_float64(weights, "weights")
     if w.ndim == 4:
@@ -66,10 +69,12 @@ def _filter_matrix(weights: Any) -> tuple[np.ndarray, str, int | None]:
     )
 
 
-def _eigenvector_matrix(eigenvectors: Any) -> tuple[np.ndarray, int | None, int | None]:
+def _eigenvector_matrix(eigenvectors: ArrayLike | PatchStats) -> tuple[NDArray[np.float64], int | None, int | None]:
     """(d, d) eigenvectors from an array or PatchStats, with its (channels, kernel) if known."""
+    channels: int | None
+    kernel: int | None
     if hasattr(eigenvectors, "eigenvectors") and hasattr(eigenvectors, "kernel_size"):
-        stats = eigenvectors
+        stats = cast("PatchStats", eigenvectors)  # duck-typed: importing patches here would load torch
         u = finite_float64(stats.eigenvectors, "eigenvectors")
         channels, kernel = int(stats.channels), int(stats.kernel_size)
     else:
@@ -81,12 +86,12 @@ def _eigenvector_matrix(eigenvectors: Any) -> tuple[np.ndarray, int | None, int 
 
 
 def energy_profile(
-    weights: Any,
-    eigenvectors: Any,
+    weights: ArrayLike,
+    eigenvectors: ArrayLike | PatchStats,
     *,
-    initial: Any | None = None,
+    initial: ArrayLike | None = None,
     normalize: bool = False,
-) -> np.ndarray:
+) -> NDArray[np.float64]:
     """e_i = sqrt( (1/K) sum_k (w_k . u_i)^2 ) for each eigenvector u_i (PAPER Sec. 1), float64 (d,).
 
     weights: (K, C, k, k) filters or a (K, d) matrix (numpy or torch); eigenvectors: (d, d)
@@ -122,7 +127,51 @@ def energy_profile(
     return profile
 
 
-def pearson(a: Any, b: Any, axis: int = -1, *, undefined: float = math.nan) -> np.ndarray:
+def pooled_energy_profile(
+    banks: Sequence[ArrayLike],
+    eigenvectors: ArrayLike | PatchStats,
+    *,
+    initial: Sequence[ArrayLike] | None = None,
+) -> NDArray[np.float64]:
+    """The energy profile of several filter banks taken as one bank (their filters together), (d,).
+
+    e_i = sqrt( sum_s sum_k (w_sk . u_i)^2 / sum_s K_s ): the definition above applied to the
+    union of the banks (e.g. the same network trained with several seeds). For banks of equal
+    size K this is the root mean square of their profiles, sqrt(mean_s e_s,i^2).
+    initial: one initial bank per bank, subtracted from it first.
+
+    >>> import numpy as np
+    >>> a, b = np.array([[3.0, 0.0]]), np.array([[0.0, 4.0]])
+    >>> pooled_energy_profile([a, b], np.eye(2)).round(4).tolist()  # sqrt(9/2), sqrt(16/2)
+    [2.1213, 2.8284]
+    """
+    if len(banks) == 0:
+        raise LinearCNNInputError("no filter banks given; expected at least one", parameter="banks")
+    if initial is not None and len(initial) != len(banks):
+        raise LinearCNNInputError(
+            f"initial has {len(initial)} bank(s) but banks has {len(banks)}; expected one initial bank per bank",
+            parameter="initial",
+        )
+    flat = []
+    for i, bank in enumerate(banks):
+        w, _, _ = _filter_matrix(bank)
+        if initial is not None:
+            w0, _, _ = _filter_matrix(initial[i])
+            if w0.shape != w.shape:
+                raise LinearCNNInputError(
+                    f"initial bank {i} has shape {w0.shape} (flattened); expected {w.shape} like bank {i}", parameter="initial"
+                )
+            w = w - w0
+        flat.append(w)  # (K_s, d)
+    widths = {w.shape[1] for w in flat}
+    if len(widths) > 1:
+        raise LinearCNNInputError(
+            f"banks have filters of {sorted(widths)} inputs; expected the same patch shape", parameter="banks"
+        )
+    return energy_profile(np.concatenate(flat, axis=0), eigenvectors)  # union bank (sum K_s, d)
+
+
+def pearson(a: ArrayLike, b: ArrayLike, axis: int = -1, *, undefined: float = math.nan) -> NDArray[np.float64]:
     """Pearson correlation of `a` and `b` along `axis` (broadcasting), float64.
 
     The one correlation of the toolkit: `sum(a' b') / sqrt(sum(a'^2) sum(b'^2))` with
@@ -142,7 +191,7 @@ def pearson(a: Any, b: Any, axis: int = -1, *, undefined: float = math.nan) -> n
     return np.clip(r, -1.0, 1.0)
 
 
-def _profile_vector(profile: Any, what: str) -> np.ndarray:
+def _profile_vector(profile: ArrayLike, what: str) -> NDArray[np.float64]:
     p = finite_float64(profile, what)
     if p.ndim != 1 or p.size < 2:
         raise LinearCNNInputError(f"{what} has shape {p.shape}; expected a 1-D profile of at least 2 values")
@@ -153,7 +202,7 @@ def _profile_vector(profile: Any, what: str) -> np.ndarray:
     return p
 
 
-def profile_similarity(a: Any, b: Any) -> float:
+def profile_similarity(a: ArrayLike, b: ArrayLike) -> float:
     """Pearson correlation of two energy profiles (PAPER Sec. 1 similarity), in [-1, 1].
 
     Invariant to rescaling either profile (so to rescaling the filters) and to adding a constant.
@@ -166,7 +215,7 @@ def profile_similarity(a: Any, b: Any) -> float:
     return float(pearson(x, y))
 
 
-def similarity_matrix(profiles: list[Any]) -> np.ndarray:
+def similarity_matrix(profiles: Sequence[ArrayLike]) -> NDArray[np.float64]:
     """(n, n) Pearson correlations between n energy profiles (1 on the diagonal, symmetric)."""
     if len(profiles) == 0:
         raise LinearCNNInputError("no profiles given; expected at least one")
@@ -182,7 +231,7 @@ def similarity_matrix(profiles: list[Any]) -> np.ndarray:
     return matrix
 
 
-def whitening_indicators(weights: Any, stats: PatchStats) -> dict[str, float]:
+def whitening_indicators(weights: ArrayLike, stats: PatchStats) -> dict[str, float]:
     """How close a filter bank is to a whitening filter for the patch statistics (PAPER Thm 4.3).
 
     Returns (all floats):

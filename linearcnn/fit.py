@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize, minimize_scalar
 from scipy.stats import spearmanr
 
@@ -46,9 +48,9 @@ class FitResult:
     steps: float | None          # fitted steps (steps family only)
     lr: float | None
     init_ratio: float | None     # fitted r = sigma/s relative to the profile scale (raw families)
-    profile: np.ndarray          # the measured profile, normalised to max 1
-    fitted_profile: np.ndarray   # the formula at the fit, normalised to max 1
-    eigenvalues: np.ndarray
+    profile: NDArray[np.float64]         # the measured profile, normalised to max 1
+    fitted_profile: NDArray[np.float64]  # the formula at the fit, normalised to max 1
+    eigenvalues: NDArray[np.float64]
     evaluations: int             # number of formula evaluations the search used
     interval: dict[str, list[float]] = field(default_factory=dict)  # bootstrap 95% intervals
 
@@ -59,12 +61,12 @@ class FitResult:
         return out
 
 
-def _normalise(p: np.ndarray) -> np.ndarray:
+def _normalise(p: NDArray[np.float64]) -> NDArray[np.float64]:
     peak = np.max(np.abs(p), axis=-1, keepdims=True)
     return np.divide(p, peak, out=np.zeros_like(p, dtype=float), where=peak > 0)
 
 
-def _check_inputs(profile: Any, eigenvalues: Any) -> tuple[np.ndarray, np.ndarray]:
+def _check_inputs(profile: ArrayLike, eigenvalues: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     p = np.asarray(profile, dtype=np.float64)
     mu = np.asarray(eigenvalues, dtype=np.float64)
     if p.ndim != 1 or mu.ndim != 1 or p.shape != mu.shape:
@@ -91,8 +93,8 @@ def _check_inputs(profile: Any, eigenvalues: Any) -> tuple[np.ndarray, np.ndarra
 
 
 def fit_formula(
-    profile: Any,
-    eigenvalues: Any,
+    profile: ArrayLike,
+    eigenvalues: ArrayLike,
     *,
     lr: float | None = None,
     raw: bool = False,
@@ -116,11 +118,12 @@ def fit_formula(
     p, mu = _check_inputs(profile, eigenvalues)
     if lr is not None:
         if not lr > 0:
-            raise LinearCNNInputError(f"lr must be > 0, got {lr}")
+            raise LinearCNNInputError(f"lr must be > 0, got {lr}", parameter="lr")
         if lr * mu.max() > 1:
             raise LinearCNNInputError(
                 f"lr={lr:g} gives lr * max eigenvalue = {lr * mu.max():.3g} > 1; the steps fit needs <= 1 "
-                "(fit gradient-flow tau instead)"
+                "(fit gradient-flow tau instead)",
+                parameter="lr",
             )
     lo, hi = math.log(EARLY_X / mu.max()), math.log(WHITE_X / mu.min())
     grid = np.linspace(lo, hi, grid_points)  # log tau
@@ -198,7 +201,9 @@ def fit_formula(
     )
 
 
-def _refine_1d(score, grid: np.ndarray, scores: np.ndarray, starts: int = 3) -> float:
+def _refine_1d(
+    score: Callable[[float], float], grid: NDArray[np.float64], scores: NDArray[np.float64], starts: int = 3
+) -> float:
     """Brent refinement of the best `starts` grid maxima; never returns worse than the grid."""
     best_x, best_s = float(grid[int(np.argmax(scores))]), float(np.max(scores))
     step = grid[1] - grid[0]
@@ -215,9 +220,9 @@ def _refine_1d(score, grid: np.ndarray, scores: np.ndarray, starts: int = 3) -> 
 
 
 def fit_filters(
-    weights: np.ndarray,
-    eigenvalues: np.ndarray,
-    eigenvectors: np.ndarray,
+    weights: ArrayLike,
+    eigenvalues: ArrayLike,
+    eigenvectors: ArrayLike,
     *,
     lr: float | None = None,
     raw: bool = False,
@@ -231,7 +236,8 @@ def fit_filters(
     """
     from linearcnn.energy import energy_profile
 
-    w = np.asarray(weights, dtype=np.float64).reshape(len(weights), -1)  # (K, d)
+    w = np.asarray(weights, dtype=np.float64)
+    w = w.reshape(w.shape[0], -1)  # (K, d)
     result = fit_formula(energy_profile(w, eigenvectors), eigenvalues, lr=lr, raw=raw)
     if bootstrap > 0 and w.shape[0] > 1:
         rng = np.random.default_rng(seed)

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from linearcnn.errors import LinearCNNInputError
-from linearcnn.patches import mean_patches  # noqa: F401  (re-exported: train.py imports it here)
 
 ARCHS: tuple[str, ...] = ("linear", "linear-multi", "vgg11", "vgg11-bn", "resnet20", "resnet18")
 LINEAR_ARCHS: frozenset[str] = frozenset({"linear", "linear-multi"})
@@ -123,7 +122,8 @@ class VGG11(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from linearcnn._files import atomic_save
 
+if TYPE_CHECKING:  # pragma: no cover - typing only; matplotlib loads on the first figure
+    from matplotlib.figure import Figure
 
-def _pyplot():
+
+def _pyplot() -> ModuleType:
+    """matplotlib.pyplot on the non-interactive Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -20,7 +26,8 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Write `fig` to `path` as PNG atomically, then close it."""
     plt = _pyplot()
     try:
         return atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))

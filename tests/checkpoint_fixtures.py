@@ -111,7 +111,7 @@ class RunsCommand:
     def __init__(self, command: str) -> None:
         self.command = command
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return (os.system, (self.command,))
 
 
@@ -121,7 +121,7 @@ class TouchesFile:
     def __init__(self, marker: Path) -> None:
         self.marker = Path(marker)
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return (Path.touch, (self.marker,))
 
 

@@ -7,7 +7,6 @@ import os
 
 import pytest
 import torch
-
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(

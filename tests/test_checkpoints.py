@@ -9,6 +9,7 @@ from __future__ import annotations
 import pickle
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from linearcnn.checkpoints import (
     list_conv_layers,
     load_first_layer,
     load_init_weight,
+    load_training_checkpoint,
     with_init_from,
 )
 from linearcnn.errors import LinearCNNInputError
@@ -112,7 +114,7 @@ def test_data_parallel_and_compile_prefixes_are_stripped(tmp_path: Path) -> None
         "model-is-a-description",
     ],
 )
-def test_nested_checkpoints(tmp_path: Path, wrap) -> None:  # noqa: ANN001
+def test_nested_checkpoints(tmp_path: Path, wrap: Callable[[dict], object]) -> None:
     model = TinyCNN(seed=2)
     first = load_first_layer(save_state_dict(tmp_path / "ckpt.pth", wrap(model.state_dict())))
     assert first.name == "stem"
@@ -191,6 +193,19 @@ def test_linearcnn_checkpoint_unknown_version_is_refused(tmp_path: Path) -> None
     with pytest.raises(LinearCNNInputError) as excinfo:
         load_first_layer(save_state_dict(tmp_path / "v.pt", ckpt))
     assert_one_line_error(excinfo, "format_version 99")
+
+
+def test_training_reader_and_measuring_loader_share_one_format_check(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    path = save_state_dict(tmp_path / "ok.pt", linearcnn_checkpoint(model, torch.zeros(4, 3, 3, 3), "0"))
+    assert load_training_checkpoint(path)["first_layer"]["name"] == "0"  # the contract's file reads as a training checkpoint
+    for change, needle in (({"format_version": 99}, "format_version 99"), ({"model_state_dict": None}, "lacks model_state_dict")):
+        bad = save_state_dict(tmp_path / "bad.pt", {**linearcnn_checkpoint(model, torch.zeros(4, 3, 3, 3), "0"), **change})
+        with pytest.raises(LinearCNNInputError) as by_training:
+            load_training_checkpoint(bad)
+        with pytest.raises(LinearCNNInputError) as by_measuring:
+            load_first_layer(bad)
+        assert assert_one_line_error(by_training, needle) == assert_one_line_error(by_measuring, needle)
 
 
 # --------------------------------------------------------------------------- graph formats
@@ -324,7 +339,7 @@ def test_format_is_detected_from_content_not_suffix(tmp_path: Path) -> None:
         )
 
 
-# --------------------------------------------------------------------------- --layer
+# --------------------------------------------------------------------------- layer=
 
 
 def test_layer_override_spellings(tmp_path: Path) -> None:
@@ -381,7 +396,8 @@ def test_code_running_pickle_is_refused_without_running(
     assert not marker.exists()
     with pytest.raises(LinearCNNInputError) as excinfo:
         load_first_layer(path)
-    assert_one_line_error(excinfo, "--unsafe-load")
+    assert_one_line_error(excinfo, "unsafe_load")
+    assert excinfo.value.parameter == "unsafe_load"
     assert not marker.exists()
     with pytest.raises(LinearCNNInputError):
         list_conv_layers(path)
@@ -404,7 +420,7 @@ def test_whole_pickled_module_needs_unsafe_load(tmp_path: Path) -> None:
     torch.save(model, path)
     with pytest.raises(LinearCNNInputError) as excinfo:
         load_first_layer(path)
-    assert_one_line_error(excinfo, "TinyCNN", "torch.save(model)", "--unsafe-load")
+    assert_one_line_error(excinfo, "TinyCNN", "torch.save(model)", "pass unsafe_load")
     first = load_first_layer(path, unsafe_load=True)
     assert (first.name, first.format) == ("stem", "torch-module")
     np.testing.assert_array_equal(first.weight, weights_of(model.stem))
@@ -476,7 +492,7 @@ def test_bad_input_gives_one_line_errors(tmp_path: Path) -> None:
         assert str(path) in message, (label, message)
 
 
-# --------------------------------------------------------------------------- --init
+# --------------------------------------------------------------------------- init_checkpoint
 
 
 def test_init_weight_from_a_second_checkpoint(tmp_path: Path) -> None:

@@ -778,13 +778,14 @@ def test_save_grid_writes_tiles(tmp_path):
     np.testing.assert_array_equal(grid[2:66:4, 2:66:4], images[0].transpose(1, 2, 0))
     np.testing.assert_array_equal(grid[68:132:4, 2:66:4], images[3].transpose(1, 2, 0))
     assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]  # no temporary files left
-    with pytest.raises(LinearCNNInputError, match=".png"):
+    with pytest.raises(LinearCNNInputError, match=r"\.png"):
         data.save_grid(tmp_path / "grid.jpg")
 
 
 # --------------------------------------------------------------------------- builtin
 
 
+@pytest.mark.slow
 def test_builtin_shape_range_labels_and_determinism():
     first = load_dataset("builtin")
     assert first.images.shape == (10_000, 3, 32, 32) and first.images.dtype == np.float32

@@ -6,7 +6,8 @@ formula (`linearcnn.fit.fit_filters`); the random initialisation itself is the b
 
 Measured (CPU, seeds 0-7, `python` loop over this test's `_train_and_fit`): fit correlation 0.897
 to 0.995 (mean 0.974); the initialisation's own fit 0.15 to 0.56. Thresholds: fit >= 0.85 and
-above the initialisation's fit. Hypothesis draws the seed (3 draws in the `ci` profile).
+above the initialisation's fit. Three fixed seeds (a training seed has nothing to shrink, so it is
+a parameter, not a hypothesis draw).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from hypothesis import given, settings
-from hypothesis import strategies as st
+import pytest
 
 from linearcnn.data import load_dataset
 from linearcnn.fit import fit_filters
@@ -25,6 +25,7 @@ from linearcnn.train import TrainConfig, train
 from tests.devices import TEST_DEVICE
 
 FIT_THRESHOLD = 0.85
+SEEDS = (0, 1, 2)
 
 
 @functools.cache
@@ -46,8 +47,8 @@ def _train_and_fit(seed: int) -> tuple[float, float]:
     return moved.correlation, baseline.correlation
 
 
-@settings(max_examples=max(3, settings.default.max_examples // 10))
-@given(seed=st.integers(0, 2**16))
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
 def test_random_label_training_moves_the_first_layer_into_the_formula_family(seed: int) -> None:
     moved, baseline = _train_and_fit(seed)
     assert np.isfinite(moved) and np.isfinite(baseline)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from linearcnn.energy import (
     energy_profile,
     pearson,
+    pooled_energy_profile,
     profile_similarity,
     similarity_matrix,
     whitening_indicators,
@@ -185,3 +186,43 @@ def test_whitening_indicators_skip_zero_eigenvalues():
     assert all(np.isfinite(v) for v in indicators.values())
     with pytest.raises(LinearCNNInputError, match="constant"):
         whitening_indicators(np.zeros((4, 9)), stats)
+
+
+# --------------------------------------------------------------------------------------------
+# several banks as one
+
+
+def test_pooled_profile_is_the_profile_of_all_filters_together():
+    rng = np.random.default_rng(3)
+    u = random_orthogonal(12, rng)
+    banks = [rng.normal(size=(k, 3, 2, 2)) for k in (2, 5, 9)]  # unequal sizes K_s
+    initials = [rng.normal(size=b.shape) for b in banks]
+    together = np.concatenate([(b - b0).reshape(len(b), -1) for b, b0 in zip(banks, initials)])  # (16, 12)
+    expected = np.sqrt(np.sum((together @ u) ** 2, axis=0) / 16)  # e_i over the union bank, written out
+    np.testing.assert_allclose(pooled_energy_profile(banks, u, initial=initials), expected, rtol=1e-13)
+    # unequal banks weigh each filter equally, not each bank: the plain RMS of the three profiles differs
+    rms = np.sqrt(np.mean([energy_profile(b, u, initial=b0) ** 2 for b, b0 in zip(banks, initials)], axis=0))
+    assert np.max(np.abs(rms - expected) / expected) > 1e-2
+
+
+def test_pooled_profile_of_equal_banks_is_the_rms_of_their_profiles():
+    rng = np.random.default_rng(4)
+    u = random_orthogonal(8, rng)
+    banks = [rng.normal(size=(6, 8)) for _ in range(3)]
+    rms = np.sqrt(np.mean([energy_profile(b, u) ** 2 for b in banks], axis=0))
+    np.testing.assert_allclose(pooled_energy_profile(banks, u), rms, rtol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "banks, initial, parameter, words",
+    [
+        ([], None, "banks", "no filter banks"),
+        ([np.ones((2, 4)), np.ones((2, 9))], None, "banks", "same patch shape"),
+        ([np.ones((2, 4))], [np.ones((2, 4)), np.ones((2, 4))], "initial", "one initial bank per bank"),
+        ([np.ones((2, 4))], [np.ones((3, 4))], "initial", "initial bank 0"),
+    ],
+)
+def test_pooled_profile_bad_input_names_the_parameter(banks, initial, parameter, words):
+    with pytest.raises(LinearCNNInputError, match=words) as caught:
+        pooled_energy_profile(banks, np.eye(4), initial=initial)
+    assert caught.value.parameter == parameter

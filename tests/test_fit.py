@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.fit import fit_formula
+from linearcnn.simulation_report import simulation_report, theory_profile
 from linearcnn.theory import gradient_flow_profile, raw_gradient_flow_profile
 
 
@@ -106,6 +107,48 @@ def test_degenerate_eigenvalues_warn_and_stay_finite():
     assert np.all(np.isfinite(fit.fitted_profile)) and np.isfinite(fit.correlation)
 
 
-def test_lr_too_large_for_steps_family():
-    with pytest.raises(LinearCNNInputError, match="lr"):
-        fit_formula([1.0, 2.0, 3.0], [1.0, 0.5, 0.1], lr=1.5)
+@pytest.mark.parametrize("lr", [1.5, -1.0])
+def test_bad_lr_names_the_parameter(lr):
+    with pytest.raises(LinearCNNInputError, match="lr") as caught:
+        fit_formula([1.0, 2.0, 3.0], [1.0, 0.5, 0.1], lr=lr)
+    assert caught.value.parameter == "lr"
+    assert caught.value.for_option("--lr").startswith("--lr")
+
+
+# --------------------------------------------------------------------------------------------
+# the exact dynamics, measured (linearcnn.simulation_report)
+
+
+def test_theory_profile_is_the_discrete_formula_while_stable_and_gradient_flow_beyond():
+    mu = np.array([2.0, 0.5, 0.125])
+    lr, t = 0.3, 7
+    np.testing.assert_allclose(theory_profile(mu, lr_patch=lr, step=t), (1 - (1 - lr * mu) ** t) / np.sqrt(mu), rtol=1e-12)
+    np.testing.assert_array_equal(theory_profile(mu, lr_patch=lr, step=0), np.zeros(3))  # t = 0: nothing learned
+    lr = 1.0  # lr * max(mu) = 2: the recursion would not converge; the theory's time is still tau = lr t
+    np.testing.assert_allclose(theory_profile(mu, lr_patch=lr, step=t), -np.expm1(-lr * t * mu) / np.sqrt(mu), rtol=1e-12)
+
+
+def test_simulation_report_measures_every_step_with_the_simulations_own_tau():
+    from linearcnn.dynamics import simulate
+    from linearcnn.energy import energy_profile
+    from linearcnn.patches import patch_stats
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(12, 1, 6, 6)).cumsum(axis=3)  # (N, C, H, W)
+    targets = rng.choice([-1.0, 1.0], size=12)
+    initial = 1e-3 * rng.normal(size=(4, 1, 3, 3))
+    sim = simulate(images, targets, initial, lr=0.05, steps=[0, 5, 50], device="cpu")
+    stats = patch_stats(images, 3, device="cpu")
+    reports = simulation_report(sim, stats)
+    assert [r.step for r in reports] == [0, 5, 50]
+    np.testing.assert_array_equal([r.theory_tau for r in reports], sim.theory_tau())
+    first = reports[0]  # step 0: the filters have not moved, nothing to fit
+    assert first.fit_correlation is None and first.theory_correlation is None and first.whitening is None
+    np.testing.assert_array_equal(first.profile, np.zeros(9))
+    for report, weights in zip(reports[1:], sim.filters[1:]):
+        np.testing.assert_allclose(report.profile, energy_profile(weights - initial, stats.eigenvectors), rtol=1e-13)
+        assert report.fit_correlation == pytest.approx(fit_formula(report.profile, stats.eigenvalues).correlation, abs=1e-12)
+        assert report.raw_fit_correlation is not None and report.raw_profile is not None
+    without_raw = simulation_report(sim, stats, raw=False)
+    assert all(r.raw_profile is None and r.raw_fit_correlation is None for r in without_raw)
+    assert [r.fit_correlation for r in without_raw] == [r.fit_correlation for r in reports]

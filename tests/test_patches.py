@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import linearcnn.patches as patches_module
+import linearcnn.patches._stream as stream_module
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.patches import PatchStats, dataset_patch_stats, patch_stats
 
@@ -104,8 +104,8 @@ def test_per_chunk_reduction_and_small_chunks_equal_default(monkeypatch):
     """The path for large images (maps reduced after every chunk) gives the same numbers."""
     images = np.random.default_rng(2).normal(size=(40, 2, 10, 8))
     default = patch_stats(images, 4, device="cpu")
-    monkeypatch.setattr(patches_module, "_MAP_BUDGET_BYTES", 0)
-    monkeypatch.setattr(patches_module, "_CPU_WINDOW_VALUES", 1)  # 16-image chunks
+    monkeypatch.setattr(stream_module, "_MAP_BUDGET_BYTES", 0)
+    monkeypatch.setattr(stream_module, "_CPU_WINDOW_VALUES", 1)  # 16-image chunks
     reduced = patch_stats(images, 4, device="cpu")
     assert rel_err(reduced.second_moment, default.second_moment) < 1e-13
     brute, _, _ = brute_force_moments(images, 4, False)
@@ -258,7 +258,7 @@ def test_nan_or_inf_pixels_raise(bad):
     images[3, 1, 2, 4] = bad
     with pytest.raises(LinearCNNInputError, match=r"images 2 to 3 \(in images\[2:4\]\) contain 1 NaN or Inf"):
         patch_stats(images, 3, batch_size=2, device="cpu")
-    with pytest.raises(LinearCNNInputError, match="images 0 to 4 .* contain 1 NaN or Inf"):
+    with pytest.raises(LinearCNNInputError, match=r"images 0 to 4 .* contain 1 NaN or Inf"):
         patch_stats(torch.from_numpy(images), 3, centered=True, device="cpu")
 
 

@@ -40,7 +40,7 @@ def test_solution_matches_iterating_the_recurrence_in_high_precision(derivation)
     mpmath.mp.dps = 40
     for mu, eta, c0, z in [(0.7, 0.3, 0.2, -1.1), (3.0, 0.6, -0.5, 0.4), (1e-3, 10.0, 1.0, 2.0)]:
         c = mpmath.mpf(c0)
-        for t in range(0, 60):
+        for t in range(60):
             closed = solution.subs({sym["mu"]: sp.Rational(str(mu)), sym["eta"]: sp.Rational(str(eta)),
                                     sym["c0"]: sp.Rational(str(c0)), sym["z"]: sp.Rational(str(z)), sym["t"]: t})
             assert abs(float(closed) - float(c)) <= 1e-12 * max(1.0, abs(float(c)))

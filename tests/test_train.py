@@ -145,7 +145,7 @@ def test_unstable_lr_is_rejected_one_line_and_the_bound_is_sharp(monkeypatch: py
     assert "unstable" in str(info.value) and "\n" not in str(info.value)
     stable = train(TrainConfig(**{**base.to_dict(), "lr": 0.9 * bound}), dataset=data).metrics["step_loss"]
     assert np.isfinite(stable).all() and stable[-1] < 0.5 * stable[0]
-    monkeypatch.setattr("linearcnn.train.check_linear_lr", lambda *args: None)  # train past the bound anyway
+    monkeypatch.setattr("linearcnn.train.loop.check_linear_lr", lambda *args: None)  # train past the bound anyway
     unstable = train(TrainConfig(**{**base.to_dict(), "lr": 1.05 * bound}), dataset=data).metrics["step_loss"]
     assert unstable[-1] > 100 * unstable[0]  # just above the bound, gradient descent diverges
 
@@ -402,6 +402,24 @@ def test_bad_input_gives_one_line_and_exit_code_2(tmp_path: Path, capsys: pytest
     assert BAD_CASES[case] in err, err
     after = {p.name: p.stat().st_mtime_ns for p in out.iterdir()} if out.is_dir() else {}
     assert sorted(after) == before and after == mtimes  # nothing written or half-written
+
+
+@pytest.mark.parametrize(("change", "parameter", "message"), [
+    ({"lr": -1.0}, "lr", "lr must be a positive number, got -1.0"),
+    ({"batch_size": 0}, "batch_size", "batch_size must be a positive integer, got 0"),
+    ({"sync_bn": "maybe"}, "sync_bn", "sync_bn 'maybe' is not valid; expected one of auto, on, off"),
+])
+def test_library_errors_name_the_parameter_and_the_cli_shows_its_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture, change: dict, parameter: str, message: str
+) -> None:
+    from linearcnn.cli import main
+
+    with pytest.raises(LinearCNNInputError) as info:
+        TrainConfig(**change).validate()
+    assert (str(info.value), info.value.parameter) == (message, parameter)
+    flag = "--" + parameter.replace("_", "-")
+    assert main(["train", f"{flag}={next(iter(change.values()))}", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert capsys.readouterr().err == f"error: {flag}{message[len(parameter):]}\n"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

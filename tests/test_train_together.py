@@ -11,7 +11,7 @@ import torch
 
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.train import TrainConfig, load_training_checkpoint, train_seeds
-from linearcnn.train_together import optimizer_state_slice, stack_optimizer_states
+from linearcnn.train.stepper import optimizer_state_slice, stack_optimizer_states
 from tests.devices import TEST_DEVICE
 from tests.test_train import make_dataset
 
@@ -117,7 +117,7 @@ def test_optimizer_state_slices_are_the_states_of_optimizers_run_apart(optimizer
 
 def test_together_refuses_compile_and_torchrun(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     data = make_dataset(n=8)
-    with pytest.raises(LinearCNNInputError, match="--compile"):
+    with pytest.raises(LinearCNNInputError, match="compile"):
         train_seeds(TrainConfig(arch="linear", steps=1, width=2, compile=True), [0, 1], together=True, dataset=data)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(LinearCNNInputError, match="torchrun"):

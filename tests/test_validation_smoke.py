@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from linearcnn.cli import main
-from validation import report
+from validation import claims, report
 from validation.configs import CONFIGS
 from validation.experiments import EXPERIMENTS
 from validation.measures import mean_std, output_autocorrelation
+from validation.runs import Arm
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def assert_is_a_drawn_figure(path: Path) -> None:
+    """A PNG of a real figure: a sensible size in pixels, mostly background but with drawn content
+    in several colours (a blank or single-colour image fails)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(np.int64)  # (H*W, 3)
+    assert 300 <= width <= 4000 and 200 <= height <= 4000, (path.name, image.size)
+    colours = np.unique(pixels @ np.array([1 << 16, 1 << 8, 1]))
+    assert len(colours) >= 20, (path.name, len(colours))
+    drawn = np.mean(np.any(pixels < 240, axis=1))  # non-white pixels: axes, text, curves, cells
+    assert 0.01 < drawn < 0.99, (path.name, drawn)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +56,7 @@ def smoke_run(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # the module's smoke run of every experiment: about 40 s on one core
 def test_every_experiment_writes_a_complete_result(smoke_run):
     for name in EXPERIMENTS:
         record = json.loads((smoke_run / "results" / f"{name}.json").read_text())
@@ -44,19 +68,22 @@ def test_every_experiment_writes_a_complete_result(smoke_run):
         assert record["device"].startswith("cpu")
         assert set(record["versions"]) >= {"linearcnn", "torch", "numpy", "python"}
         for figure in record["results"].get("figures", []):
-            assert (smoke_run / "figures" / figure).stat().st_size > 1000
+            assert_is_a_drawn_figure(smoke_run / "figures" / figure)
 
 
+@pytest.mark.slow  # the module's smoke run of every experiment: about 40 s on one core
 def test_smoke_numbers_are_consistent(smoke_run):
     results = report.load_results(smoke_run / "results")
     # the exact dynamics reproduce full-batch float64 training
     linear = results["linear_cnn"]["results"]["random"]["simulate_vs_train"]["max_rel_error_of_change"]
     assert linear["n"] == 3 and linear["mean"] < 1e-9
-    # every similarity is a correlation, over 3 seed pairs / seeds
+    # every similarity equals numpy's correlation of profiles recomputed here from the saved checkpoints
     consistency = results["consistency"]["results"]
-    for key in ("seed_vs_seed", "width_vs_width", "trained_vs_init", "vgg_vs_resnet"):
-        stat = consistency[key]["init_subtracted"]
-        assert stat["n"] == 3 and all(-1 <= v <= 1 for v in stat["values"])
+    for key, pairs in independent_similarities(smoke_run).items():
+        for view, expected in pairs.items():
+            stat = consistency[key][view]
+            assert stat["n"] == 3
+            np.testing.assert_allclose(stat["values"], expected, rtol=1e-9, atol=1e-12, err_msg=f"{key} {view}")
     # a raw profile that still holds its init is the init profile plus a small change: trained vs init raw near 1
     assert consistency["trained_vs_init"]["raw"]["mean"] > 0.9
     frozen = results["frozen"]["results"]
@@ -67,20 +94,77 @@ def test_smoke_numbers_are_consistent(smoke_run):
     assert np.allclose(np.diag(external["raw_similarity"]), 1.0)
 
 
+def independent_similarities(root: Path) -> dict[str, dict[str, list[float]]]:
+    """consistency's seed pairs, recomputed: the first layers from the run's checkpoints, their
+    energy profiles with numpy (e_i = sqrt(mean_k ((w_k - w0_k) . u_i)^2)), np.corrcoef."""
+    from linearcnn.checkpoints import load_first_layer
+    from linearcnn.data import load_dataset
+    from linearcnn.patches import dataset_patch_stats
+
+    smoke = CONFIGS["smoke"]
+    stats = dataset_patch_stats(load_dataset("builtin", limit=smoke.train_limit, min_size=3), 3, device="cpu")
+    u = stats.eigenvectors
+
+    def views(arch: str, width: int, seed: int) -> dict[str, np.ndarray]:
+        layer = load_first_layer(root / "runs" / Arm(arch=arch, width=width).key / f"seed{seed}" / "checkpoint.pt")
+        w, w0 = (np.asarray(a, dtype=np.float64).reshape(len(a), -1) for a in (layer.weight, layer.init_weight))
+        energy = {name: np.sqrt(np.mean((m @ u) ** 2, axis=0)) for name, m in (("sub", w - w0), ("raw", w), ("init", w0))}
+        return energy
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a, b)[0, 1])
+
+    seeds = smoke.seeds
+    vgg = [views("vgg11", smoke.vgg_width, s) for s in seeds]
+    wide = [views("vgg11", smoke.vgg_wide_width, s) for s in seeds]
+    resnet = [views("resnet20", smoke.resnet_width, s) for s in seeds]
+    out = {}
+    for view, key in (("init_subtracted", "sub"), ("raw", "raw")):
+        out.setdefault("seed_vs_seed", {})[view] = [corr(vgg[i][key], vgg[j][key]) for i, j in combinations(range(3), 2)]
+        out.setdefault("width_vs_width", {})[view] = [corr(a[key], b[key]) for a, b in zip(vgg, wide)]
+        out.setdefault("vgg_vs_resnet", {})[view] = [corr(a[key], b[key]) for a, b in zip(vgg, resnet)]
+        out.setdefault("trained_vs_init", {})[view] = [corr(a[key], a["init"]) for a in vgg]
+    return out
+
+
+def rule_verdict(ours: float | None, paper: float | None, spread: float | None, kind: str) -> str:
+    """The verdict rules as the report states them, written out again here (not `claims.verdict`)."""
+    if ours is None:
+        return "not measured"
+    if kind == "accuracy_gap":
+        return "reproduces" if abs(ours) <= 0.02 else ("partly" if abs(ours) <= 0.05 else "does not")
+    assert paper is not None
+    if abs(ours - paper) <= max(0.05, spread or 0.0) + 1e-12:
+        return "reproduces"
+
+    def band(r: float) -> str:
+        if r >= 0.7:
+            return "high"
+        if r <= -0.3:
+            return "negative"
+        return "near zero" if abs(r) < 0.3 else "moderate"
+
+    return "partly" if band(ours) == band(paper) else "does not"
+
+
+@pytest.mark.slow  # the module's smoke run of every experiment: about 40 s on one core
 def test_report_has_a_row_for_every_claim(smoke_run):
     text = (smoke_run / "REPORT.md").read_text()
-    table = [line for line in text.splitlines() if line.startswith("| Table") or line.startswith("| Formula")
-             or line.startswith("| Single") or line.startswith("| Frozen") or line.startswith("| Labels")]
-    assert len(table) == len(report.CLAIMS) == 28
+    table = [line for line in text.splitlines() if line.startswith(("| Table", "| Formula", "| Single", "| Frozen", "| Labels"))]
+    assert len(table) == len(claims.CLAIMS) == 28
     rows = report.claim_rows(report.load_results(smoke_run / "results"))
-    measured = [r for r in rows if r.verdict != report.NOT_MEASURED]
+    measured = [r for r in rows if r.verdict != claims.NOT_MEASURED]
     assert len(measured) == 24  # 12 (Table 1) + 6 (Table 2) + 4 fits + random init + frozen
-    for row in measured:  # the verdict in the table is the rule applied to the JSON's mean
-        assert row.verdict == report.verdict(row.ours["mean"], row.claim.paper, row.claim.spread, kind=row.claim.kind)
+    for row in measured:  # the verdict in the table is the stated rule applied to the JSON's mean
+        assert row.verdict == rule_verdict(row.ours["mean"], row.claim.paper, row.claim.spread, row.claim.kind), row
+    for line in table:  # and the rendered table carries it
+        row = next(r for r in rows if line.startswith(f"| {r.claim.claim} | {r.claim.dataset} |"))
+        assert line.endswith(f"| {row.verdict} |"), line
     assert "CPU, scaled down" in text and "GPU run (`--config gpu`) is pending" in text
     assert "linearcnn validate" in text
 
 
+@pytest.mark.slow  # the module's smoke run of every experiment: about 40 s on one core
 def test_report_only_regenerates_from_json(smoke_run, tmp_path):
     out = tmp_path / "again.md"
     code = main(["validate", "--report-only", "--results", str(smoke_run / "results"), "--report", str(out),
@@ -92,25 +176,25 @@ def test_report_only_regenerates_from_json(smoke_run, tmp_path):
 @pytest.mark.parametrize(
     ("ours", "paper", "spread", "expected"),
     [
-        (0.96, 0.99, None, report.REPRODUCES),     # within 0.05
-        (0.94, 0.99, None, report.REPRODUCES),     # exactly 0.05 away
-        (0.93, 0.99, None, report.PARTLY),         # 0.06 away, both high
-        (0.45, 0.99, None, report.DOES_NOT),       # moderate vs high
-        (0.20, -0.13, 0.18, report.PARTLY),        # 0.33 away but both near zero
-        (0.04, -0.13, 0.18, report.REPRODUCES),    # within the paper's +- 0.18
-        (-0.45, 0.03, 0.22, report.DOES_NOT),      # negative vs near zero
-        (0.75, 0.90, 0.02, report.PARTLY),         # both high, 0.15 away
-        (None, 0.90, 0.02, report.NOT_MEASURED),
+        (0.96, 0.99, None, claims.REPRODUCES),     # within 0.05
+        (0.94, 0.99, None, claims.REPRODUCES),     # exactly 0.05 away
+        (0.93, 0.99, None, claims.PARTLY),         # 0.06 away, both high
+        (0.45, 0.99, None, claims.DOES_NOT),       # moderate vs high
+        (0.20, -0.13, 0.18, claims.PARTLY),        # 0.33 away but both near zero
+        (0.04, -0.13, 0.18, claims.REPRODUCES),    # within the paper's +- 0.18
+        (-0.45, 0.03, 0.22, claims.DOES_NOT),      # negative vs near zero
+        (0.75, 0.90, 0.02, claims.PARTLY),         # both high, 0.15 away
+        (None, 0.90, 0.02, claims.NOT_MEASURED),
     ],
 )
 def test_verdict_correlation_rules(ours, paper, spread, expected):
-    assert report.verdict(ours, paper, spread) == expected
+    assert claims.verdict(ours, paper, spread) == expected
 
 
 def test_verdict_accuracy_gap_rules():
-    assert report.verdict(-0.015, 0.0, kind="accuracy_gap") == report.REPRODUCES
-    assert report.verdict(0.04, 0.0, kind="accuracy_gap") == report.PARTLY
-    assert report.verdict(-0.08, 0.0, kind="accuracy_gap") == report.DOES_NOT
+    assert claims.verdict(-0.015, 0.0, kind="accuracy_gap") == claims.REPRODUCES
+    assert claims.verdict(0.04, 0.0, kind="accuracy_gap") == claims.PARTLY
+    assert claims.verdict(-0.08, 0.0, kind="accuracy_gap") == claims.DOES_NOT
 
 
 def test_report_applies_rules_to_constructed_results():
@@ -129,13 +213,13 @@ def test_report_applies_rules_to_constructed_results():
             "vgg_vs_resnet": views(0.86, 0.1)}},
     }
     rows = {(r.claim.claim, r.claim.dataset): r.verdict for r in report.claim_rows(results)}
-    assert rows[("Table 1: seed vs seed", "CIFAR-10")] == report.REPRODUCES
-    assert rows[("Table 1: width vs width", "CelebA")] == report.PARTLY
-    assert rows[("Table 1: trained vs init", "CIFAR-100")] == report.DOES_NOT
-    assert rows[("Table 1: VGG vs ResNet", "CIFAR-10")] == report.REPRODUCES   # 0.86 vs 0.87
-    assert rows[("Table 1: VGG vs ResNet", "CIFAR-100")] == report.PARTLY      # 0.86 vs 0.80: 0.06 away
-    assert rows[("Table 1: VGG vs ResNet", "CelebA")] == report.PARTLY         # 0.86 vs 0.92
-    assert rows[("Table 2: true vs random labels", "CIFAR-10")] == report.NOT_MEASURED
+    assert rows[("Table 1: seed vs seed", "CIFAR-10")] == claims.REPRODUCES
+    assert rows[("Table 1: width vs width", "CelebA")] == claims.PARTLY
+    assert rows[("Table 1: trained vs init", "CIFAR-100")] == claims.DOES_NOT
+    assert rows[("Table 1: VGG vs ResNet", "CIFAR-10")] == claims.REPRODUCES   # 0.86 vs 0.87
+    assert rows[("Table 1: VGG vs ResNet", "CIFAR-100")] == claims.PARTLY      # 0.86 vs 0.80: 0.06 away
+    assert rows[("Table 1: VGG vs ResNet", "CelebA")] == claims.PARTLY         # 0.86 vs 0.92
+    assert rows[("Table 2: true vs random labels", "CIFAR-10")] == claims.NOT_MEASURED
     text = report.render_report(results)
     assert "| Table 1: trained vs init | CIFAR-100 | -0.04 +- 0.04 | 0.60 +- 0.01 (n=3) | 0.90 +- 0.01 (n=3) | does not |" in text
 
@@ -197,9 +281,6 @@ def test_a_failed_experiment_is_recorded_and_the_command_exits_1(tmp_path, monke
     assert "planted failure" in record["results"]["error"]
 
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
-
-
 def test_committed_report_and_readme_results_are_generated_from_the_committed_json():
     results = report.load_results(ROOT / "validation" / "results")
     assert results, "validation/results holds no results"
@@ -212,6 +293,7 @@ def test_committed_report_and_readme_results_are_generated_from_the_committed_js
             assert (ROOT / line[line.index("(") + 1 : -1]).is_file(), line
 
 
+@pytest.mark.slow  # the module's smoke run of every experiment: about 40 s on one core
 def test_readme_block_merges_the_data_set_columns_and_keeps_every_claim(smoke_run):
     results = report.load_results(smoke_run / "results")
     block = report.render_readme_results(results)
@@ -219,3 +301,16 @@ def test_readme_block_merges_the_data_set_columns_and_keeps_every_claim(smoke_ru
     claims = {row.claim.claim for row in report.claim_rows(results)}
     table = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
     assert sorted(line.split(" | ")[0][2:] for line in table) == sorted(claims)
+
+
+def test_validation_is_an_installed_package_that_never_imports_the_cli(tmp_path):
+    """Importable from anywhere (not only the repository root); `python -m validation` runs without the CLI."""
+    script = (
+        "import sys\n"
+        "import validation.experiments, validation.report, validation.runner\n"
+        "assert not [m for m in sys.modules if m.startswith('linearcnn.cli')], 'validation imported the CLI'\n"
+        f"sys.exit(validation.runner.main(['--config', 'huge', '--results', {str(tmp_path / 'r')!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == "error: --config 'huge' is not known; expected one of smoke, cpu, gpu", done.stderr

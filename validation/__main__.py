@@ -1,7 +1,5 @@
-"""`python -m validation [args]` is `linearcnn validate [args]`."""
+"""`python -m validation [args]`: the validation suite without the CLI (`validation.runner.main`)."""
 
-import sys
+from validation.runner import main
 
-from linearcnn.cli import main
-
-sys.exit(main(["validate", *sys.argv[1:]]))
+raise SystemExit(main())

@@ -75,5 +75,5 @@ CONFIGS: dict[str, ValidationConfig] = {
 def get_config(name: str) -> ValidationConfig:
     """The named configuration; LinearCNNInputError (one line) for an unknown name."""
     if name not in CONFIGS:
-        raise LinearCNNInputError(f"--config {name!r} is not known; expected one of {', '.join(CONFIGS)}")
+        raise LinearCNNInputError(f"config {name!r} is not known; expected one of {', '.join(CONFIGS)}", parameter="config")
     return CONFIGS[name]

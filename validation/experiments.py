@@ -9,7 +9,6 @@ mean and (population) standard deviation over seeds, or over seed pairs for seed
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from itertools import combinations
@@ -21,13 +20,14 @@ from linearcnn import plots
 from linearcnn.energy import (
     energy_profile,
     pearson,
+    pooled_energy_profile,
     profile_similarity,
     similarity_matrix,
-    whitening_indicators,
 )
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.fit import fit_formula
-from validation.measures import input_autocorrelation, mean_std, output_autocorrelation
+from validation.linear_cnn import linear_cnn
+from validation.measures import mean_std, series
 from validation.runs import Context, Trained
 
 # -------------------------------------------------------------------------------------------------
@@ -71,140 +71,11 @@ def _fit_stats(fits: list[Any]) -> dict[str, Any]:
             "spearman": mean_std([f.spearman for f in fits])}
 
 
-def _figure(ctx: Context, name: str) -> Any:
-    ctx.figures_dir.mkdir(parents=True, exist_ok=True)
-    return ctx.figures_dir / name
-
-
-def _series(x: Any, values: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean and std over axis 0 (seeds) of values (seeds, points), against x."""
-    values = np.asarray(values, dtype=float)
-    return {"x": np.asarray(x, dtype=float), "mean": np.nanmean(values, axis=0), "std": np.nanstd(values, axis=0)}
-
-
 def _loglog_slope(x: np.ndarray, y: np.ndarray) -> float | None:
     keep = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
     if keep.sum() < 2 or np.ptp(np.log(x[keep])) == 0:
         return None
     return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
-
-
-# -------------------------------------------------------------------------------------------------
-# 1. the linear CNN: exact dynamics vs training, formula along steps, whitening limit
-
-
-def linear_cnn(ctx: Context) -> dict[str, Any]:
-    """Train the paper's linear CNN (full batch, float64), check `simulate` against it step for
-    step, then follow the exact dynamics from step 1 far into the whitening regime."""
-    import torch
-
-    from linearcnn import dynamics, theory
-    from linearcnn.data import load_dataset
-    from linearcnn.patches import dataset_patch_stats
-    from linearcnn.train import TrainConfig, prepare_training_data, train
-
-    c = ctx.config
-    dataset = load_dataset(ctx.data, limit=c.linear_images, min_size=c.kernel_size)
-    stats = dataset_patch_stats(dataset, c.kernel_size, device=ctx.device)
-    mu = stats.eigenvalues
-    n = len(dataset.images)
-    images_ac = dataset.normalized()[: c.autocorr_images]  # (n_ac, C, H, W)
-    out: dict[str, Any] = {"images": n, "filters": c.linear_filters, "train_steps": c.linear_train_steps,
-                           "input_autocorrelation": dict(zip(map(str, c.autocorr_lags),
-                                                             input_autocorrelation(images_ac, c.autocorr_lags)))}
-    curves: dict[str, dict[str, list]] = {}
-    for labels in ("random", "true"):
-        agreement, rows_by_seed, deltas_by_seed = [], [], []
-        for seed in c.seeds:
-            base = TrainConfig(arch="linear", data=ctx.data, labels=labels, width=c.linear_filters,
-                               kernel_size=c.kernel_size, precision="float64", batch_size=n, seed=seed,
-                               device=c.device, limit=c.linear_images).validate().resolved()
-            data = prepare_training_data(base, dataset, torch.device("cpu"), torch.float64)
-            A, _, _ = dynamics.moment_matrices(data.images, c.kernel_size, data.targets, device=ctx.device)
-            lr = c.linear_lr_fraction * dynamics.linear_cnn_max_stable_lr(float(np.linalg.eigvalsh(A)[-1]), c.linear_filters)
-            config = dataclasses.replace(base, lr=lr, steps=c.linear_train_steps,
-                                         snapshot_every=max(1, c.linear_train_steps // 10))
-            result = train(config, dataset=dataset)
-            steps = result.snapshot_steps.numpy()
-            w0 = result.initial_first_layer.to(torch.float64).numpy()  # (K, C, k, k)
-            trained = result.snapshot_weights.to(torch.float64).numpy()  # (S, K, C, k, k)
-            sim = dynamics.simulate(data.images, data.targets, w0, lr, steps, device=ctx.device)
-            diff = np.linalg.norm((trained - sim.filters).reshape(len(steps), -1), axis=1)
-            change = np.linalg.norm((sim.filters - w0[None]).reshape(len(steps), -1), axis=1)
-            size = np.linalg.norm(sim.filters.reshape(len(steps), -1), axis=1)
-            moved = change > 0
-            agreement.append({"max_rel_error_of_change": float(np.max(diff[moved] / change[moved])),
-                              "max_rel_error_of_weights": float(np.max(diff / size))})
-            # far past training: closed form at log-spaced steps into the whitening regime
-            alpha = sim.a_eigenvalues
-            alpha_min = float(alpha[alpha > alpha[0] * 1e-12].min())
-            t_max = min(1e15, 1e3 / (sim.eta * alpha_min))
-            traj_steps = np.unique(np.round(np.logspace(0, math.log10(t_max), c.linear_trajectory_points)))
-            filters = dynamics.simulate_filters(w0, sim.A, sim.b, lr, traj_steps,
-                                                eigen=dynamics.Eigen(sim.a_eigenvalues, sim.a_eigenvectors))
-            rows, deltas = [], []
-            positive = alpha > alpha[0] * 1e-12
-            for step, w in zip(traj_steps, filters):
-                delta = w - w0  # (K, C, k, k) identical rows: every filter gets the same gradient
-                profile = energy_profile(delta, stats.eigenvectors)
-                fit = fit_formula(profile, mu)
-                theory_tau = sim.eta * step / sim.num_locations
-                in_a_basis = energy_profile(delta, sim.a_eigenvectors)
-                rows.append({
-                    "step": float(step), "fit_correlation": fit.correlation, "fit_tau": fit.tau, "theory_tau": theory_tau,
-                    "corr_formula_at_theory_tau": profile_similarity(profile, theory.gradient_flow_profile(mu, theory_tau)),
-                    "corr_inv_sqrt_patch_eigenvalues": whitening_indicators(delta, stats)["corr_inv_sqrt_eigenvalues"],
-                    "corr_inv_sqrt_A_eigenvalues": float(pearson(in_a_basis[positive], 1 / np.sqrt(alpha[positive]))),
-                    "output_autocorrelation": output_autocorrelation(delta[:1], images_ac, c.autocorr_lags),
-                })
-                deltas.append(delta[0])
-            rows_by_seed.append(rows)
-            deltas_by_seed.append(np.stack(deltas))  # (P, C, k, k)
-        # seeds pooled: the label draws' filters as one bank, approximating the expectation over draws
-        bank = np.stack(deltas_by_seed, axis=1)  # (P, seeds, C, k, k)
-        pooled = []
-        for p, step in enumerate(rows_by_seed[0]):
-            profile = energy_profile(bank[p], stats.eigenvectors)
-            pooled.append({"step": step["step"],
-                           "corr_inv_sqrt_patch_eigenvalues": whitening_indicators(bank[p], stats)["corr_inv_sqrt_eigenvalues"],
-                           "fit_correlation": fit_formula(profile, mu).correlation,
-                           "output_autocorrelation": output_autocorrelation(bank[p], images_ac, c.autocorr_lags)})
-        keys = ("fit_correlation", "fit_tau", "theory_tau", "corr_formula_at_theory_tau",
-                "corr_inv_sqrt_patch_eigenvalues", "corr_inv_sqrt_A_eigenvalues")
-        summary = {
-            "simulate_vs_train": {k: mean_std([a[k] for a in agreement]) for k in agreement[0]},
-            "steps": [r["step"] for r in rows_by_seed[0]],
-            "along_steps": {k: [mean_std([rows[p][k] for rows in rows_by_seed]) for p in range(len(rows_by_seed[0]))]
-                            for k in keys},
-            "output_autocorrelation": {
-                str(lag): [mean_std([rows[p]["output_autocorrelation"][i] for rows in rows_by_seed])
-                           for p in range(len(rows_by_seed[0]))] for i, lag in enumerate(c.autocorr_lags)},
-            "seeds_pooled": pooled,
-        }
-        summary["first"] = {k: summary["along_steps"][k][0] for k in keys}
-        summary["last"] = {k: summary["along_steps"][k][-1] for k in keys}
-        summary["best_fit_correlation"] = mean_std([max(r["fit_correlation"] for r in rows) for rows in rows_by_seed])
-        summary["last_autocorrelation"] = {k: v[-1] for k, v in summary["output_autocorrelation"].items()}
-        summary["first_autocorrelation"] = {k: v[0] for k, v in summary["output_autocorrelation"].items()}
-        out[labels] = summary
-        curves[labels] = {k: np.array([[r[k] for r in rows] for rows in rows_by_seed]) for k in keys}
-        curves[labels]["autocorr1"] = np.array([[r["output_autocorrelation"][0] for r in rows] for rows in rows_by_seed])
-        curves[labels]["steps"] = np.array(summary["steps"])
-    panels: dict[str, dict[str, Any]] = {"fit correlation (formula vs profile)": {},
-                                         "corr(profile, 1/sqrt(eigenvalue))": {},
-                                         f"output autocorrelation, lag {c.autocorr_lags[0]} px": {}}
-    for labels, cv in curves.items():
-        x = cv["steps"]
-        panels["fit correlation (formula vs profile)"][f"{labels} labels"] = _series(x, cv["fit_correlation"])
-        panels["corr(profile, 1/sqrt(eigenvalue))"][f"{labels}: patch PCA basis"] = _series(x, cv["corr_inv_sqrt_patch_eigenvalues"])
-        panels["corr(profile, 1/sqrt(eigenvalue))"][f"{labels}: eigenbasis of A"] = _series(x, cv["corr_inv_sqrt_A_eigenvalues"])
-        panels[f"output autocorrelation, lag {c.autocorr_lags[0]} px"][f"{labels} labels"] = _series(x, cv["autocorr1"])
-    plots.plot_curves(panels, _figure(ctx, "linear_cnn_dynamics.png"), xlabel="gradient-descent step", logx=True,
-                      title=f"Linear CNN, exact full-batch GD ({len(c.seeds)} seeds, mean +- std)",
-                      ylims={"fit correlation (formula vs profile)": (-0.05, 1.05),
-                             "corr(profile, 1/sqrt(eigenvalue))": (-1.05, 1.05)})
-    out["figures"] = ["linear_cnn_dynamics.png"]
-    return out
 
 
 # -------------------------------------------------------------------------------------------------
@@ -233,7 +104,7 @@ def consistency(ctx: Context) -> dict[str, Any]:
     labels.append(f"init VGG11 s{vgg[0].seed}")
     profiles.append(_profiles(ctx, vgg[0])["init"])
     matrix = similarity_matrix(profiles)
-    plots.plot_similarity_heatmap(matrix, labels, _figure(ctx, "consistency_heatmap.png"),
+    plots.plot_similarity_heatmap(matrix, labels, ctx.figure("consistency_heatmap.png"),
                                   title="Init-subtracted energy profiles: Pearson correlation")
     out["matrix"] = {"labels": labels, "values": matrix.tolist()}
     out["figures"] = ["consistency_heatmap.png"]
@@ -248,7 +119,7 @@ def labels(ctx: Context) -> dict[str, Any]:
     """Random-label nets against their initialisation, and true- against random-label nets."""
     true = ctx.trained_all(ctx.arm("vgg11"))
     random = ctx.trained_all(ctx.arm("vgg11", labels="random"))
-    out = {
+    out: dict[str, Any] = {
         "random_vs_init": _both_views(ctx, random, None, against_init=True),
         "true_vs_random": _both_views(ctx, true, random),
         "train_accuracy": {"true": mean_std([r.train_accuracy for r in true]),
@@ -257,9 +128,9 @@ def labels(ctx: Context) -> dict[str, Any]:
     mu = ctx.stats.eigenvalues
     groups = {"true labels": np.stack([_profiles(ctx, r)["sub"] for r in true]),
               "random labels": np.stack([_profiles(ctx, r)["sub"] for r in random])}
-    mean_true = np.sqrt(np.mean(groups["true labels"] ** 2, axis=0))
-    formula = fit_formula(mean_true, mu).fitted_profile
-    plots.plot_profile_bands(groups, _figure(ctx, "true_vs_random.png"), formula=formula,
+    pooled_true = pooled_energy_profile([r.final for r in true], ctx.stats.eigenvectors, initial=[r.initial for r in true])
+    formula = fit_formula(pooled_true, mu).fitted_profile
+    plots.plot_profile_bands(groups, ctx.figure("true_vs_random.png"), formula=formula,
                              title=f"VGG11, init-subtracted profiles, mean +- std over seeds "
                                    f"(true vs random: {out['true_vs_random']['init_subtracted']['mean']:.2f})")
     labels_, profiles = [], []
@@ -270,7 +141,7 @@ def labels(ctx: Context) -> dict[str, Any]:
     for r in random:
         labels_.append(f"init s{r.seed}")
         profiles.append(_profiles(ctx, r)["init"])
-    plots.plot_similarity_heatmap(similarity_matrix(profiles), labels_, _figure(ctx, "labels_heatmap.png"),
+    plots.plot_similarity_heatmap(similarity_matrix(profiles), labels_, ctx.figure("labels_heatmap.png"),
                                   title="True vs random labels vs init (init-subtracted profiles)")
     out["figures"] = ["true_vs_random.png", "labels_heatmap.png"]
     return out
@@ -293,11 +164,11 @@ def formula_fit(ctx: Context) -> dict[str, Any]:
         out[arch] = {"init_subtracted": _fit_stats(sub), "raw": _fit_stats(raw),
                      "raw_init_ratio": mean_std([f.init_ratio for f in raw])}
         name = f"formula_fit_{arch}.png"
-        plots.plot_fit(sub[0].profile, sub[0].fitted_profile, sub[0].correlation, _figure(ctx, name),
+        plots.plot_fit(sub[0].profile, sub[0].fitted_profile, sub[0].correlation, ctx.figure(name),
                        label=f"{arch} seed {runs[0].seed} (init-subtracted)", eigenvalues=mu)
         figures.append(name)
         name = f"formula_fit_{arch}_raw.png"
-        plots.plot_fit(raw[0].profile, raw[0].fitted_profile, raw[0].correlation, _figure(ctx, name),
+        plots.plot_fit(raw[0].profile, raw[0].fitted_profile, raw[0].correlation, ctx.figure(name),
                        label=f"{arch} seed {runs[0].seed} (raw, two-parameter fit)", eigenvalues=mu)
         figures.append(name)
     inits = [r.initial for r in ctx.trained_all(ctx.arm("vgg11"))]
@@ -305,9 +176,9 @@ def formula_fit(ctx: Context) -> dict[str, Any]:
     init_raw = [fit_formula(energy_profile(w, ctx.stats.eigenvectors), mu, raw=True) for w in inits]
     out["random_init"] = {"one_parameter": _fit_stats(init_fits), "raw": _fit_stats(init_raw)}
     plots.plot_fit(init_fits[0].profile, init_fits[0].fitted_profile, init_fits[0].correlation,
-                   _figure(ctx, "formula_fit_random_init.png"), label="random initialisation (VGG11)", eigenvalues=mu)
+                   ctx.figure("formula_fit_random_init.png"), label="random initialisation (VGG11)", eigenvalues=mu)
     plots.plot_eigenvectors(ctx.stats.eigenvectors, ctx.stats.channels, ctx.stats.kernel_size,
-                            _figure(ctx, "patch_eigenvectors.png"), eigenvalues=mu)
+                            ctx.figure("patch_eigenvectors.png"), eigenvalues=mu)
     out["eigenvalues"] = mu.tolist()
     out["figures"] = figures + ["formula_fit_random_init.png", "patch_eigenvectors.png"]
     return out
@@ -339,12 +210,12 @@ def frozen(ctx: Context) -> dict[str, Any]:
     }
     epochs = np.asarray(learned[0].metrics["epoch"])
     panels = {"train accuracy (per epoch)": {
-        "learned first layer": _series(epochs, [r.metrics["accuracy"] for r in learned]),
-        "frozen random first layer": _series(epochs, [r.metrics["accuracy"] for r in fixed])},
+        "learned first layer": series(epochs, [r.metrics["accuracy"] for r in learned]),
+        "frozen random first layer": series(epochs, [r.metrics["accuracy"] for r in fixed])},
         "train loss (per epoch)": {
-        "learned first layer": _series(epochs, [r.metrics["loss"] for r in learned]),
-        "frozen random first layer": _series(epochs, [r.metrics["loss"] for r in fixed])}}
-    plots.plot_curves(panels, _figure(ctx, "frozen_vs_learned.png"), xlabel="epoch",
+        "learned first layer": series(epochs, [r.metrics["loss"] for r in learned]),
+        "frozen random first layer": series(epochs, [r.metrics["loss"] for r in fixed])}}
+    plots.plot_curves(panels, ctx.figure("frozen_vs_learned.png"), xlabel="epoch",
                       title=_frozen_title(out))
     out["figures"] = ["frozen_vs_learned.png"]
     return out
@@ -358,7 +229,7 @@ def _trajectory(ctx: Context, run: Trained) -> dict[str, np.ndarray]:
     """Fit correlation, tau, displacement and recent loss at every snapshot after step 0."""
     mu, u = ctx.stats.eigenvalues, ctx.stats.eigenvectors
     step_loss = np.asarray(run.metrics.get("step_loss", []), dtype=float)
-    rows = {"steps": [], "correlation": [], "tau": [], "displacement": [], "loss": [], "profile": []}
+    rows: dict[str, list[Any]] = {"steps": [], "correlation": [], "tau": [], "displacement": [], "loss": [], "profile": []}
     previous = 0
     for step, weights in zip(run.snapshot_steps, run.snapshots):
         if step == 0:
@@ -432,10 +303,10 @@ def trajectories(ctx: Context) -> dict[str, Any]:
             matched.append(profile_similarity(profile, t_run["profile"][j]))
             gaps.append(abs(math.log(t_run["tau"][j] / tau)))
     out["random_vs_true_at_nearest_tau"] = {"similarity": mean_std(matched), "abs_log_tau_gap": mean_std(gaps)}
-    plots.plot_trajectories(curves, _figure(ctx, "trajectories.png"),
+    plots.plot_trajectories(curves, ctx.figure("trajectories.png"),
                             title=f"VGG11 first layer along training ({len(c.seeds)} seeds; tau: geometric mean)")
     plots.plot_scatter({name: (np.concatenate([r["displacement"] for r in runs]), np.concatenate([r["tau"] for r in runs]))
-                        for name, runs in traj.items()}, _figure(ctx, "tau_vs_displacement.png"),
+                        for name, runs in traj.items()}, ctx.figure("tau_vs_displacement.png"),
                        xlabel="||W - W0|| / ||W0|| (first layer)", ylabel="fitted tau", logx=True, logy=True,
                        title="Fitted tau against how far the first layer moved (all snapshots)")
     out["figures"] = ["trajectories.png", "tau_vs_displacement.png"]
@@ -455,14 +326,16 @@ def external(ctx: Context) -> dict[str, Any]:
         return {"skipped": True, "note": "no checkpoints given (pass --checkpoints PATH,PATH,...)"}
     stats_by_kernel = {ctx.config.kernel_size: ctx.stats}
     channels = int(ctx.train_set.images.shape[1])
-    rows, profiles, names = [], [], []
+    rows: list[dict[str, Any]] = []
+    profiles: list[tuple[int, np.ndarray]] = []
+    names: list[str] = []
     for path in ctx.checkpoints:
         layer = load_first_layer(path)
-        k_out, c_in, kh, kw = layer.weight.shape
+        _, c_in, kh, kw = layer.weight.shape
         if c_in != channels or kh != kw:
             raise LinearCNNInputError(
-                f"--checkpoints {path!r}: first layer {layer.name!r} has shape {layer.weight.shape}; expected "
-                f"{channels} input channels (data {ctx.data!r}) and a square kernel")
+                f"checkpoints {path!r}: first layer {layer.name!r} has shape {layer.weight.shape}; expected "
+                f"{channels} input channels (data {ctx.data!r}) and a square kernel", parameter="checkpoints")
         if kh not in stats_by_kernel:
             stats_by_kernel[kh] = dataset_patch_stats(ctx.train_set, kh, device=ctx.device)
         stats = stats_by_kernel[kh]
@@ -481,7 +354,7 @@ def external(ctx: Context) -> dict[str, Any]:
     if len(kernels) == 1 and len(profiles) > 1:
         matrix = similarity_matrix([p for _, p in profiles])
         out["raw_similarity"] = matrix.tolist()
-        plots.plot_similarity_heatmap(matrix, names, _figure(ctx, "external_heatmap.png"),
+        plots.plot_similarity_heatmap(matrix, names, ctx.figure("external_heatmap.png"),
                                       title="External checkpoints: raw energy-profile correlation")
         out["figures"] = ["external_heatmap.png"]
     else:

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike, NDArray
 
 
-def mean_std(values: Sequence[float]) -> dict[str, Any]:
+def mean_std(values: Sequence[float | None] | NDArray[np.float64]) -> dict[str, Any]:
     """{"mean", "std" (population, over the values), "n", "values"}; NaNs are left out of mean/std."""
     array = np.asarray([np.nan if v is None else float(v) for v in values], dtype=np.float64)
     finite = array[np.isfinite(array)]
@@ -24,6 +25,13 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
         "n": int(finite.size),
         "values": [None if not np.isfinite(v) else float(v) for v in array],
     }
+
+
+def series(x: ArrayLike, values: ArrayLike) -> dict[str, NDArray[np.float64]]:
+    """{"x", "mean", "std"}: mean and (population) std over axis 0 (seeds) of values (seeds, points),
+    against x; missing values (None, NaN) are left out."""
+    array = np.asarray(values, dtype=float)
+    return {"x": np.asarray(x, dtype=float), "mean": np.nanmean(array, axis=0), "std": np.nanstd(array, axis=0)}
 
 
 def output_autocorrelation(filters: np.ndarray, images: np.ndarray, lags: Sequence[int]) -> list[float]:

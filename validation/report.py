@@ -1,18 +1,6 @@
-"""`REPORT.md` from the results JSON alone: one row per published number, with a verdict.
-
-Verdict rules (`verdict`), stated in the report too:
-
-* correlations: **reproduces** when |ours - paper| <= max(0.05, the paper's +- spread);
-  otherwise **partly** when both fall in the same band — high (>= 0.7), moderate (0.3 to 0.7),
-  near zero (|r| < 0.3) or negative (<= -0.3); otherwise **does not**.
-* the frozen-first-layer claim ("about the same accuracy"): test accuracy frozen minus learned,
-  **reproduces** when |gap| <= 0.02, **partly** when <= 0.05, else **does not**.
-* theory checks of the linear CNN have their own thresholds, printed in their table.
-* a claim we cannot measure (no such data offline, or no such experiment) is **not measured**,
-  with the reason.
-
-The verdict compares our mean (over seeds) with the paper's number; our spread is shown but does
-not widen the tolerance.
+"""`REPORT.md` and the README's results block, from the results JSON alone: one row per published
+number (`validation.claims.CLAIMS`) with its verdict (`validation.claims.verdict`, rules stated in
+the report too).
 """
 
 from __future__ import annotations
@@ -25,113 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from linearcnn._files import atomic_write_text
-
-REPRODUCES, PARTLY, DOES_NOT, NOT_MEASURED = "reproduces", "partly", "does not", "not measured"
-TOLERANCE = 0.05
-GAP_REPRODUCES, GAP_PARTLY = 0.02, 0.05
-
-
-def correlation_band(r: float) -> str:
-    """The qualitative band of a correlation: high, moderate, near zero or negative."""
-    if r >= 0.7:
-        return "high"
-    if abs(r) < 0.3:
-        return "near zero"
-    if r <= -0.3:
-        return "negative"
-    return "moderate"
-
-
-def verdict(ours: float | None, paper: float | None, paper_spread: float | None = None, *,
-            kind: str = "correlation") -> str:
-    """The verdict for one number (module docstring). `kind`: "correlation" or "accuracy_gap"
-    (ours = frozen minus learned test accuracy; `paper` is then ignored: the claim is "about 0")."""
-    if ours is None:
-        return NOT_MEASURED
-    if kind == "accuracy_gap":
-        gap = abs(ours)
-        return REPRODUCES if gap <= GAP_REPRODUCES else PARTLY if gap <= GAP_PARTLY else DOES_NOT
-    if kind != "correlation":
-        raise ValueError(f"unknown verdict kind {kind!r}")
-    if paper is None:
-        return NOT_MEASURED
-    tolerance = max(TOLERANCE, paper_spread or 0.0)
-    if abs(ours - paper) <= tolerance + 1e-12:
-        return REPRODUCES
-    return PARTLY if correlation_band(ours) == correlation_band(paper) else DOES_NOT
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One published number of PAPER.md section 4 and where our measurement of it lives."""
-
-    claim: str
-    dataset: str
-    paper_text: str
-    paper: float | None = None
-    spread: float | None = None
-    source: tuple[str, ...] | None = None      # path into the results: (experiment, key, ...)
-    raw_source: tuple[str, ...] | None = None  # the same in the raw (not init-subtracted) view
-    kind: str = "correlation"
-    reason: str = ""                           # why not measured
-    views: tuple[str, str] = ("init-subtracted", "raw")  # what `source` and `raw_source` measure
-
-
-_PAPER_SETS = ("CIFAR-10", "CIFAR-100", "CelebA")
-
-
-def _table1() -> list[Claim]:
-    values = {
-        "seed vs seed": ((0.99, None), (0.97, None), (0.99, None)),
-        "width vs width": ((0.98, None), (0.98, None), (0.98, None)),
-        "trained vs init": ((-0.13, 0.18), (-0.04, 0.04), (-0.18, 0.13)),
-        "VGG vs ResNet": ((0.87, None), (0.80, None), (0.92, None)),
-    }
-    keys = {"seed vs seed": "seed_vs_seed", "width vs width": "width_vs_width", "trained vs init": "trained_vs_init",
-            "VGG vs ResNet": "vgg_vs_resnet"}
-    claims = []
-    for name, per_set in values.items():
-        for data, (p, s) in zip(_PAPER_SETS, per_set):
-            claims.append(Claim(f"Table 1: {name}", data, f"{p:.2f}" + (f" +- {s:.2f}" if s is not None else ""), p, s,
-                                ("consistency", keys[name], "init_subtracted"), ("consistency", keys[name], "raw")))
-    return claims
-
-
-def _table2() -> list[Claim]:
-    values = {"random-label vs init": ("random_vs_init", ((0.03, 0.22), (0.14, 0.13), (0.08, 0.07))),
-              "true vs random labels": ("true_vs_random", ((0.90, 0.02), (0.91, 0.01), (0.96, 0.03)))}
-    return [Claim(f"Table 2: {name}", data, f"{p:.2f} +- {s:.2f}", p, s, ("labels", key, "init_subtracted"),
-                  ("labels", key, "raw"))
-            for name, (key, per_set) in values.items() for data, (p, s) in zip(_PAPER_SETS, per_set)]
-
-
-def _fits() -> list[Claim]:
-    vgg = ("formula_fit", "vgg11", "init_subtracted", "correlation")
-    vgg_raw = ("formula_fit", "vgg11", "raw", "correlation")
-    no_imagenet = "no ImageNet offline; the built-in set is 32x32 crops of 10 photos"
-    return [
-        Claim("Formula fit (3 seeds), 5 models", "ImageNet", "0.90 +- 0.01", 0.90, 0.01, reason=no_imagenet),
-        Claim("Formula fit (3 seeds), VGG11", "CIFAR-10", "0.94 +- 0.01", 0.94, 0.01, vgg, vgg_raw),
-        Claim("Formula fit (3 seeds), VGG11", "CelebA", "0.96 +- 0.01", 0.96, 0.01, vgg, vgg_raw),
-        Claim("Formula fit, binary CIFAR pairs", "binary CIFAR", "0.91-0.96",
-              reason="no CIFAR offline; binary class pairs are not part of this suite"),
-        Claim("Formula fit of the random initialisation", "any", "0.1 +- 0.15", 0.1, 0.15,
-              ("formula_fit", "random_init", "one_parameter", "correlation"),
-              ("formula_fit", "random_init", "raw", "correlation"), views=("one-parameter fit", "two-parameter fit")),
-        Claim("Single fit shown in figure, VGG11", "CIFAR-10", "0.96", 0.96, None, vgg, vgg_raw),
-        Claim("Single fit shown in figure, VGG11", "CelebA", "0.97", 0.97, None, vgg, vgg_raw),
-        Claim("Single fit shown in figure, ResNet18 (7x7x3, 147 components)", "ImageNet", "0.92", 0.92,
-              reason=no_imagenet + "; our ResNet20 has a 3x3 first layer (see the formula-fit table)"),
-        Claim("Frozen random first layer: about the same accuracy as learned", "CIFAR-10", "about equal (curves only)",
-              0.0, None, ("frozen", "test_accuracy_difference"), kind="accuracy_gap",
-              views=("test accuracy, frozen minus learned", "")),
-        Claim("Labels from the energy of one PCA component: true vs random similarity", "CIFAR-10", "about 0",
-              0.0, None, reason="PCA-component labels are not part of this suite"),
-    ]
-
-
-CLAIMS: tuple[Claim, ...] = tuple(_table1() + _table2() + _fits())
-
+from validation.claims import (
+    CLAIMS,
+    DOES_NOT,
+    NOT_MEASURED,
+    PARTLY,
+    REPRODUCES,
+    Claim,
+    correlation_band,
+    verdict,
+)
 
 # -------------------------------------------------------------------------------------------------
 # reading the results
@@ -157,7 +48,7 @@ def _lookup(results: dict[str, dict[str, Any]], path: Sequence[str] | None) -> A
     return node
 
 
-def _fmt_stat(stat: Any, digits: int = 2) -> str:
+def format_stat(stat: Any, digits: int = 2) -> str:
     if not isinstance(stat, dict) or stat.get("mean") is None:
         return "-"
     return f"{stat['mean']:.{digits}f} +- {stat['std']:.{digits}f} (n={stat['n']})"
@@ -167,7 +58,7 @@ def _num(value: Any, spec: str = ".3g") -> str:
     if value is None:
         return "-"
     if isinstance(value, dict):
-        return _fmt_stat(value, 3)
+        return format_stat(value, 3)
     return format(value, spec)
 
 
@@ -191,7 +82,7 @@ def claim_rows(results: dict[str, dict[str, Any]]) -> list[Row]:
     return rows
 
 
-def _context_line(record: dict[str, Any]) -> str:
+def context_line(record: dict[str, Any]) -> str:
     data = record["data"]
     return f"{data['spec']} ({data['train_images']} train images), {record['device']}"
 
@@ -213,13 +104,13 @@ def linear_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str,
                  REPRODUCES if e <= 1e-6 else PARTLY if e <= 1e-3 else DOES_NOT))
     best = r["best_fit_correlation"]
     rows.append(("formula fits the exact profile (best fit correlation along steps)", "correlation rules",
-                 _fmt_stat(best, 3), verdict(best["mean"], 1.0, None)))
+                 format_stat(best, 3), verdict(best["mean"], 1.0, None)))
     last = r["last"]["corr_inv_sqrt_patch_eigenvalues"]
     rows.append(("whitening limit: corr(profile, 1/sqrt(patch eigenvalue)) at the last step", "correlation rules vs 1",
-                 _fmt_stat(last, 3), verdict(last["mean"], 1.0, None)))
+                 format_stat(last, 3), verdict(last["mean"], 1.0, None)))
     last_a = r["last"]["corr_inv_sqrt_A_eigenvalues"]
     rows.append(("whitening limit in the eigenbasis of A (the exact model's own moments)", "correlation rules vs 1",
-                 _fmt_stat(last_a, 3), verdict(last_a["mean"], 1.0, None)))
+                 format_stat(last_a, 3), verdict(last_a["mean"], 1.0, None)))
     pooled = r["seeds_pooled"][-1]["corr_inv_sqrt_patch_eigenvalues"]
     rows.append(("the same, seeds pooled into one bank (expectation over label draws)", "correlation rules vs 1",
                  f"{pooled:.3f}", verdict(pooled, 1.0, None)))
@@ -230,7 +121,7 @@ def linear_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str,
         v = stat["mean"]
         rows.append((f"output autocorrelation at {lag} px falls toward 0 (step 1 -> last step; images: {inputs[lag]:.2f})",
                      "|r| <= 0.1 reproduces, below half the step-1 value partly",
-                     f"{first[lag]['mean']:.3f} -> {_fmt_stat(stat, 3)}",
+                     f"{first[lag]['mean']:.3f} -> {format_stat(stat, 3)}",
                      REPRODUCES if abs(v) <= 0.1 else PARTLY if abs(v) < 0.5 * abs(first[lag]["mean"]) else DOES_NOT))
     return rows
 
@@ -260,12 +151,13 @@ def _discussion(rows: list[Row], results: dict[str, dict[str, Any]]) -> list[str
         text += f"; paper {papers}. "
         if row.claim.kind == "accuracy_gap":
             fr = results["frozen"]["results"]
-            text += (f"Test accuracy learned {_fmt_stat(fr['learned']['test_accuracy'], 3)}, frozen "
-                     f"{_fmt_stat(fr['frozen']['test_accuracy'], 3)}; train accuracy learned "
-                     f"{_fmt_stat(fr['learned']['train_accuracy'], 3)}, frozen {_fmt_stat(fr['frozen']['train_accuracy'], 3)}.")
+            text += (f"Test accuracy learned {format_stat(fr['learned']['test_accuracy'], 3)}, frozen "
+                     f"{format_stat(fr['frozen']['test_accuracy'], 3)}; train accuracy learned "
+                     f"{format_stat(fr['learned']['train_accuracy'], 3)}, frozen {format_stat(fr['frozen']['train_accuracy'], 3)}.")
         else:
-            text += (f"Difference from the paper: {', '.join(f'{mean - r.claim.paper:+.2f} ({r.claim.dataset})' for r in group)}; "
-                     f"band ours: {correlation_band(mean)}, paper: {correlation_band(group[0].claim.paper)}.")
+            papers_by_set = [(r.claim.paper, r.claim.dataset) for r in group if r.claim.paper is not None]
+            text += (f"Difference from the paper: {', '.join(f'{mean - paper:+.2f} ({data})' for paper, data in papers_by_set)}; "
+                     f"band ours: {correlation_band(mean)}, paper: {correlation_band(papers_by_set[0][0])}.")
         lines.append(text)
     return lines
 
@@ -293,12 +185,12 @@ def _further(results: dict[str, dict[str, Any]]) -> list[str]:
         lines += ["### Formula fits", "", "| network | init-subtracted fit (tau) | raw two-parameter fit |", "|---|---|---|"]
         for arch in ("vgg11", "resnet20"):
             if arch in f:
-                lines.append(f"| {arch} | {_fmt_stat(f[arch]['init_subtracted']['correlation'])} "
+                lines.append(f"| {arch} | {format_stat(f[arch]['init_subtracted']['correlation'])} "
                              f"(tau {_num(f[arch]['init_subtracted']['tau']['mean'])}) | "
-                             f"{_fmt_stat(f[arch]['raw']['correlation'])} |")
+                             f"{format_stat(f[arch]['raw']['correlation'])} |")
         ri = f["random_init"]
-        lines.append(f"| random initialisation | {_fmt_stat(ri['one_parameter']['correlation'])} (one parameter) | "
-                     f"{_fmt_stat(ri['raw']['correlation'])} |")
+        lines.append(f"| random initialisation | {format_stat(ri['one_parameter']['correlation'])} (one parameter) | "
+                     f"{format_stat(ri['raw']['correlation'])} |")
         lines.append("")
     if "trajectories" in results:
         t = results["trajectories"]["results"]
@@ -307,10 +199,10 @@ def _further(results: dict[str, dict[str, Any]]) -> list[str]:
                   "end ‖W-W0‖/‖W0‖ | slope of log tau vs log step | slope of log tau vs log displacement |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, a in t["per_arm"].items():
-            lines.append(f"| {name} | {t['arms'][name]['lr']:g} | {_fmt_stat(a['end_correlation'], 3)} | "
-                         f"{_num(a['end_tau']['mean'])} +- {_num(a['end_tau']['std'])} | {_fmt_stat(a['min_correlation'], 3)} | "
-                         f"{_num(a['end_displacement']['mean'])} | {_fmt_stat(a['tau_vs_steps_loglog_slope'])} | "
-                         f"{_fmt_stat(a['tau_vs_displacement_loglog_slope'])} |")
+            lines.append(f"| {name} | {t['arms'][name]['lr']:g} | {format_stat(a['end_correlation'], 3)} | "
+                         f"{_num(a['end_tau']['mean'])} +- {_num(a['end_tau']['std'])} | {format_stat(a['min_correlation'], 3)} | "
+                         f"{_num(a['end_displacement']['mean'])} | {format_stat(a['tau_vs_steps_loglog_slope'])} | "
+                         f"{format_stat(a['tau_vs_displacement_loglog_slope'])} |")
         pooled = t["pooled_correlation_of_log_tau_with"]
         near = t["random_vs_true_at_nearest_tau"]
         lines += [
@@ -321,7 +213,7 @@ def _further(results: dict[str, dict[str, Any]]) -> list[str]:
             f"{pooled['log_displacement']:.2f}, with log step at {pooled['log_steps']:.2f}, with the recent training loss at "
             f"{pooled['recent_loss']:.2f}.",
             f"- Each random-label snapshot against the true-label snapshot (same seed) of the nearest tau: similarity "
-            f"{_fmt_stat(near['similarity'])}, |log tau gap| {_fmt_stat(near['abs_log_tau_gap'])}.",
+            f"{format_stat(near['similarity'])}, |log tau gap| {format_stat(near['abs_log_tau_gap'])}.",
             "",
         ]
     return lines
@@ -347,7 +239,7 @@ def render_report(results: dict[str, dict[str, Any]], *, figures_dir: str | Path
         "Generated by `validation/report.py` from `validation/results/*.json`; do not edit by hand.",
         "",
         f"- **Configuration**: `{config}`" + (" — **CPU, scaled down**; the GPU run (`--config gpu`) is pending." if on_cpu else ""),
-        f"- **Data**: {_context_line(first)}. {first['data'].get('description', '')}",
+        f"- **Data**: {context_line(first)}. {first['data'].get('description', '')}",
         f"- **Device**: {', '.join(devices)}; torch {first['versions'].get('torch')}, linearcnn {first['versions'].get('linearcnn')}",
         f"- **Seeds**: {', '.join(map(str, first['seeds']))}; every number is mean +- std over seeds (or seed pairs).",
         f"- **Reproduce**: `{command}` (wall time of the experiments: {wall / 60:.1f} min)",
@@ -365,10 +257,10 @@ def render_report(results: dict[str, dict[str, Any]], *, figures_dir: str | Path
     ]
     for row in rows:
         c = row.claim
-        ours = _fmt_stat(row.ours) if row.ours else ("-" if not c.reason else f"not measured: {c.reason}")
+        ours = format_stat(row.ours) if row.ours else ("-" if not c.reason else f"not measured: {c.reason}")
         if c.kind == "accuracy_gap" and row.ours:
-            ours = f"test acc. frozen - learned: {_fmt_stat(row.ours, 3)}"
-        raw = _fmt_stat(row.ours_raw) if row.ours_raw else "-"
+            ours = f"test acc. frozen - learned: {format_stat(row.ours, 3)}"
+        raw = format_stat(row.ours_raw) if row.ours_raw else "-"
         if c.views != Claim.views and row.ours and c.kind != "accuracy_gap":
             ours, raw = f"{c.views[0]}: {ours}", (f"{c.views[1]}: {raw}" if row.ours_raw else raw)
         lines.append(f"| {c.claim} | {c.dataset} | {c.paper_text} | {ours} | {raw} | {row.verdict} |")
@@ -390,8 +282,8 @@ def render_report(results: dict[str, dict[str, Any]], *, figures_dir: str | Path
         lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in lin]
         lr = results["linear_cnn"]["results"]
         true = lr["true"]
-        lines += ["", f"True labels (parity of the class): best fit correlation {_fmt_stat(true['best_fit_correlation'], 3)}, "
-                      f"last-step corr with 1/sqrt(eigenvalue) {_fmt_stat(true['last']['corr_inv_sqrt_patch_eigenvalues'], 3)}, "
+        lines += ["", f"True labels (parity of the class): best fit correlation {format_stat(true['best_fit_correlation'], 3)}, "
+                      f"last-step corr with 1/sqrt(eigenvalue) {format_stat(true['last']['corr_inv_sqrt_patch_eigenvalues'], 3)}, "
                       f"simulate vs train max relative error {true['simulate_vs_train']['max_rel_error_of_change']['mean']:.2e}.",
                   ""]
     lines += ["## Deviations", ""]
@@ -451,7 +343,7 @@ def render_readme_results(results: dict[str, dict[str, Any]], *, figures_dir: st
     lines = [
         README_START,
         f"Configuration `{first['config']['name']}`" + (" (CPU, scaled down; the GPU run is pending)" if on_cpu else "")
-        + f", data {_context_line(first)}, seeds {', '.join(map(str, first['seeds']))}. Reproduce: "
+        + f", data {context_line(first)}, seeds {', '.join(map(str, first['seeds']))}. Reproduce: "
         f"`{first.get('command') or 'linearcnn validate'}` ({wall / 60:.1f} min). Every row, the rules and the "
         "deviations: [`validation/REPORT.md`](validation/REPORT.md).",
         "",
@@ -464,9 +356,9 @@ def render_readme_results(results: dict[str, dict[str, Any]], *, figures_dir: st
         if head.ours is None:
             ours = f"not measured: {head.claim.reason}" if head.claim.reason else "-"
         elif head.claim.kind == "accuracy_gap":
-            ours = f"test accuracy frozen - learned: {_fmt_stat(head.ours, 3)}"
+            ours = f"test accuracy frozen - learned: {format_stat(head.ours, 3)}"
         else:
-            ours = _fmt_stat(head.ours)
+            ours = format_stat(head.ours)
         verdicts = [r.verdict for r in group]
         if len(set(verdicts)) == 1:
             verdict_text = verdicts[0]

@@ -101,6 +101,11 @@ class Context:
 
         return dataset_patch_stats(self.train_set, self.config.kernel_size, device=self.device)
 
+    def figure(self, name: str) -> Path:
+        """Where the figure `name` goes (the figures folder is made on first use)."""
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        return self.figures_dir / name
+
     def data_record(self) -> dict[str, Any]:
         return {
             "spec": self.data,

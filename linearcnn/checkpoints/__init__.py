@@ -8,6 +8,8 @@ Public API::
     with_init_from(first, path, *, layer=None, unsafe_load=False) -> FirstLayer
     detect_format(path) -> str
     canonical_name(key) -> str           # the one place wrapper prefixes are stripped
+    load_training_checkpoint(path) -> dict   # our own training format (`training`: its one home)
+    model_from_checkpoint(checkpoint) -> nn.Module
 
 **Formats** are recognised from content, not the suffix (see `_detect`): PyTorch `torch.save`
 files (zip or legacy pickle) holding a state dict, a nested training checkpoint, our own
@@ -17,7 +19,7 @@ linearcnn checkpoint, or a tensor; TorchScript archives; safetensors; ONNX; `.np
 `torch.load(weights_only=True)`, which rebuilds only tensors, containers and primitives and stops
 *before* calling any other Python object, so a pickle whose `__reduce__` would run code is refused
 and nothing runs. A whole pickled `nn.Module` (`torch.save(model)`) is refused the same way,
-with a hint to pass `--unsafe-load` (`unsafe_load=True`, plain `torch.load(weights_only=False)`;
+with a hint to pass `unsafe_load=True` (the CLI's `--unsafe-load`; plain `torch.load(weights_only=False)`;
 only for trusted files). TorchScript is read by `torch.jit.load` (its restricted unpickler; code is
 compiled, never run). NumPy uses `allow_pickle=False`; safetensors and ONNX hold no code.
 
@@ -64,12 +66,21 @@ from linearcnn.checkpoints._inventory import (
     layer_name,
     select_layer,
 )
-from linearcnn.checkpoints._torch_pickle import CONTAINER_KEYS, LINEARCNN_FORMAT
+from linearcnn.checkpoints._torch_pickle import CONTAINER_KEYS
+from linearcnn.checkpoints.training import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    CHECKPOINT_VERSION,
+    load_training_checkpoint,
+    model_from_checkpoint,
+)
 from linearcnn.errors import LinearCNNInputError
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "CHECKPOINT_VERSION",
     "CONTAINER_KEYS",
-    "LINEARCNN_FORMAT",
     "FirstLayer",
     "canonical_name",
     "detect_format",
@@ -77,6 +88,8 @@ __all__ = [
     "list_conv_layers",
     "load_first_layer",
     "load_init_weight",
+    "load_training_checkpoint",
+    "model_from_checkpoint",
     "with_init_from",
 ]
 
@@ -196,7 +209,7 @@ def load_init_weight(
     expected_shape: tuple[int, ...] | None = None,
     unsafe_load: bool = False,
 ) -> np.ndarray:
-    """Initial weights for a layer from a second checkpoint (the `--init` workflow).
+    """Initial weights for a layer from a second checkpoint (the `init_checkpoint` workflow of `linearcnn.measurement`).
 
     The layer named `layer` is taken from the file's weights (for a linearcnn checkpoint: its
     model weights, i.e. a step-0 checkpoint gives the initialisation); `layer=None` applies the
@@ -212,14 +225,18 @@ def load_init_weight(
         candidate = inv.candidates[0]
     else:
         candidate, _ = select_layer(inv, layer)
-    what = f"--init {inv.path!r} layer {candidate.name!r}"
+    what = f"init_checkpoint {inv.path!r} layer {candidate.name!r}"
     if expected_shape is not None and tuple(candidate.shape) != tuple(expected_shape):
         raise LinearCNNInputError(
             f"{what} has shape {format_shape(candidate.shape)}, but the first layer has shape "
-            f"{format_shape(expected_shape)}; expected the same shape"
+            f"{format_shape(expected_shape)}; expected the same shape",
+            parameter="init_checkpoint",
         )
-    weight = _shape_checked(candidate.fetch(), candidate.shape, what)  # (K, C, kh, kw)
-    return check_weights(weight, what, allow_zero=True)
+    try:
+        weight = _shape_checked(candidate.fetch(), candidate.shape, what)  # (K, C, kh, kw)
+        return check_weights(weight, what, allow_zero=True)
+    except LinearCNNInputError as error:  # the message starts with `what`: name the parameter
+        raise LinearCNNInputError(str(error), parameter="init_checkpoint") from None
 
 
 def with_init_from(

@@ -3,6 +3,7 @@ is called with `allow_pickle=False` and safetensors holds no code by design."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,8 @@ def _numpy_error(path: Path, exc: Exception) -> LinearCNNInputError:
     )
 
 
-def _const(array: np.ndarray):  # noqa: ANN202 - a zero-argument closure
+def _const(array: np.ndarray) -> Callable[[], np.ndarray]:
+    """A zero-argument reader of a copy of `array` as float64."""
     return lambda: np.array(array, dtype=np.float64)
 
 
@@ -39,7 +41,7 @@ def npy_inventory(path: Path) -> Inventory:
     """Inventory of a `.npy` file: one array, which must be a (K, C, kh, kw) weight."""
     try:
         array = np.load(path, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - any failure to parse a user's file is bad input
+    except Exception as exc:  # any failure to parse a user's file is bad input
         raise _numpy_error(path, exc) from None
     return single_array_inventory(
         path,
@@ -53,12 +55,12 @@ def npy_inventory(path: Path) -> Inventory:
 
 def npz_inventory(path: Path) -> Inventory:
     """Inventory of a `.npz` file: its floating-point 4-D arrays in file order (the first one is
-    the first layer unless `--layer` names another); `initial_weight`/`init_weight` entries give
+    the first layer unless `layer=` names another); `initial_weight`/`init_weight` entries give
     the initial weights of the chosen layer when the shapes agree."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except Exception as exc:  # noqa: BLE001 - any failure to parse a user's file is bad input
+    except Exception as exc:  # any failure to parse a user's file is bad input
         raise _numpy_error(path, exc) from None
     init_key = next((k for k in NPZ_INIT_KEYS if k in arrays and arrays[k].ndim == 4), None)
     entries = [
@@ -96,12 +98,12 @@ def safetensors_inventory(path: Path) -> Inventory:
                 key: (tuple(handle.get_slice(key).get_shape()), handle.get_slice(key).get_dtype())
                 for key in keys
             }
-    except Exception as exc:  # noqa: BLE001 - any failure to parse a user's file is bad input
+    except Exception as exc:  # any failure to parse a user's file is bad input
         raise LinearCNNInputError(
             f"checkpoint {str(path)!r}: cannot read safetensors, truncated or corrupt? {exc}"
         ) from None
 
-    def fetcher(key: str):  # noqa: ANN202 - a zero-argument closure reading one tensor
+    def fetcher(key: str) -> Callable[[], np.ndarray]:  # a zero-argument reader of one tensor
         def fetch() -> np.ndarray:
             with safe_open(str(path), framework="pt") as reopened:
                 return as_float64(reopened.get_tensor(key))

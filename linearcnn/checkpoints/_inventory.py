@@ -82,10 +82,10 @@ class ConvCandidate:
     key: str  # where the tensor sits in the file (original key, initializer or attribute path)
     shape: Shape  # (K, C, kh, kw)
     fetch: Callable[[], np.ndarray]  # reads the weights as float64 (K, C, kh, kw)
-    aliases: tuple[str, ...] = ()  # further names `--layer` may use (ONNX node names, raw keys)
+    aliases: tuple[str, ...] = ()  # further names `layer=` may use (ONNX node names, raw keys)
 
     def names(self) -> set[str]:
-        """Every name by which `--layer` may pick this candidate, in canonical form."""
+        """Every name by which `layer=` may pick this candidate, in canonical form."""
         return {layer_name(alias) for alias in (self.name, self.key, *self.aliases) if alias}
 
 
@@ -118,6 +118,23 @@ class Inventory:
         if self.shared_init is not None and self.shared_init_shape == candidate.shape:
             return self.shared_init
         return None
+
+
+def graph_inventory(
+    path: Any, fmt: str, candidates: list[ConvCandidate], first: str | None, stored: Sequence[tuple[str, Shape]]
+) -> Inventory:
+    """Inventory of a file with a graph (TorchScript, ONNX): convolutions in graph order, `first`
+    the one applied to the input; `stored` (name, shape) of every stored tensor, for error messages."""
+    used = {c.key for c in candidates}
+    return Inventory(
+        path=str(path),
+        format=fmt,
+        candidates=candidates,
+        order="graph order",
+        graph_ordered=True,
+        graph_first=first,
+        other_tensors=[(name, shape) for name, shape in stored if name not in used],
+    )
 
 
 def tensor_candidates(
@@ -223,8 +240,9 @@ def _layer_not_found(inv: Inventory, query: str) -> LinearCNNInputError:
     for key, shape in inv.other_tensors:
         if layer_name(key) == wanted or canonical_name(key) == canonical_name(query):
             return LinearCNNInputError(
-                f"--layer {query!r} in {inv.path!r}: tensor {key!r} has shape {format_shape(shape)}, "
-                "expected a floating-point 4-D convolution weight (K, C, kh, kw)"
+                f"layer {query!r} in {inv.path!r}: tensor {key!r} has shape {format_shape(shape)}, "
+                "expected a floating-point 4-D convolution weight (K, C, kh, kw)",
+                parameter="layer",
             )
     names = [c.name for c in inv.candidates]
     suffix_hits = [
@@ -239,9 +257,7 @@ def _layer_not_found(inv: Inventory, query: str) -> LinearCNNInputError:
         hint = "convolution layers: " + ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
     else:
         hint = _describe_contents(inv)
-    return LinearCNNInputError(
-        f"--layer {query!r} not found in {inv.path!r} ({inv.format}); {hint}"
-    )
+    return LinearCNNInputError(f"layer {query!r} not found in {inv.path!r} ({inv.format}); {hint}", parameter="layer")
 
 
 def select_layer(inv: Inventory, layer: str | None) -> tuple[ConvCandidate, str]:
@@ -256,7 +272,7 @@ def select_layer(inv: Inventory, layer: str | None) -> tuple[ConvCandidate, str]
         found = _find_by_name(inv, layer)
         if found is None:
             raise _layer_not_found(inv, layer)
-        return found, "--layer"
+        return found, "named by layer"
     if not inv.candidates:
         raise no_convolution_error(inv)
     if inv.recorded_first is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from linearcnn.checkpoints._inventory import ConvCandidate, Inventory, tensor_candidates
+from linearcnn.checkpoints._inventory import ConvCandidate, Inventory, graph_inventory, tensor_candidates
 from linearcnn.errors import LinearCNNInputError
 
 _PASS_THROUGH = {"Identity", "Cast"}
@@ -72,7 +72,7 @@ def _load_model(path: Path) -> Any:
 
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - any failure to parse a user's file is bad input
+    except Exception as exc:  # any failure to parse a user's file is bad input
         raise LinearCNNInputError(
             f"checkpoint {str(path)!r}: cannot parse as ONNX, truncated or corrupt? {type(exc).__name__}: "
             f"{str(exc)[:160]}"
@@ -88,7 +88,7 @@ def _load_model(path: Path) -> Any:
 
         try:
             load_external_data_for_model(model, str(path.parent))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # any failure to parse a user's file is bad input
             raise LinearCNNInputError(
                 f"checkpoint {str(path)!r}: cannot read its external tensor data beside the model: {exc}"
             ) from None
@@ -134,7 +134,6 @@ def onnx_inventory(path: Path) -> Inventory:
         )
         for name, (source_name, tensor, aliases) in found.items()
     ]
-    used = {c.key for c in candidates}
     constants = [
         (node.output[0], tensor)
         for node in graph.node
@@ -145,16 +144,7 @@ def onnx_inventory(path: Path) -> Inventory:
     ]
     stored = [(t.name, t) for t in graph.initializer] + constants
     if candidates:
-        others = [(name, tuple(int(d) for d in t.dims)) for name, t in stored if name not in used]
-        return Inventory(
-            path=str(path),
-            format="onnx",
-            candidates=candidates,
-            order="graph order",
-            graph_ordered=True,
-            graph_first=first,
-            other_tensors=others,
-        )
+        return graph_inventory(path, "onnx", candidates, first, [(name, tuple(int(d) for d in t.dims)) for name, t in stored])
     entries = [
         (name, tuple(int(d) for d in t.dims), _is_float(t), _tensor_fetch(t)) for name, t in stored
     ]

@@ -8,13 +8,11 @@ primitives; any other Python global in the pickle (a model class, `os.system`, .
 
 from __future__ import annotations
 
-import pickle
-import re
-import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,6 +24,8 @@ from linearcnn.checkpoints._inventory import (
     single_array_inventory,
     tensor_candidates,
 )
+from linearcnn.checkpoints._torch_load import torch_load
+from linearcnn.checkpoints.training import check_training_checkpoint, is_training_checkpoint
 from linearcnn.errors import LinearCNNInputError
 
 #: Keys under which training scripts nest the model's weights, in order of preference. The live
@@ -59,91 +59,7 @@ _NOT_WEIGHTS: frozenset[str] = frozenset(
     }
 )
 
-#: Extra classes `weights_only` may rebuild: `torch.__version__` is a `TorchVersion` (a plain
-#: `str` subclass) and lands in many checkpoints' metadata by accident.
-_HARMLESS_GLOBALS: tuple[type, ...] = (torch.torch_version.TorchVersion,)
-
 _MAX_DEPTH = 6
-LINEARCNN_FORMAT = "linearcnn-checkpoint"
-LINEARCNN_FORMAT_VERSIONS = (1,)
-
-
-_BOILERPLATE = (
-    "Weights only load failed",
-    "Please file an issue",
-    "Check the documentation",
-    "In PyTorch 2.6",
-    "(1)",
-    "(2)",
-)
-
-
-def _short(message: str) -> str:
-    """The informative line of a (multi-line) library error message, without torch's boilerplate."""
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(_BOILERPLATE)]
-    return (useful or lines or ["no details"])[0][:200]
-
-
-def _refusal(path: Path, global_name: str) -> LinearCNNInputError:
-    """Error for a pickle that needs a Python object safe loading does not rebuild."""
-    last = global_name.rsplit(".", 1)[-1]
-    if last[:1].isupper():  # a class: almost always a whole model saved with torch.save(model)
-        return LinearCNNInputError(
-            f"checkpoint {str(path)!r} holds a pickled Python object of class {global_name} (for example a "
-            "whole model saved with torch.save(model)), which safe loading refuses because unpickling it "
-            "runs code from the file; save model.state_dict() instead, or pass --unsafe-load if you trust "
-            "the file"
-        )
-    return LinearCNNInputError(
-        f"checkpoint {str(path)!r} refused: unpickling it would call {global_name}, which safe loading "
-        "(torch.load weights_only=True) never runs; pass --unsafe-load only if you trust the file"
-    )
-
-
-def _torch_load_raw(path: Path, *, unsafe_load: bool, mmap: bool) -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with torch.serialization.safe_globals(list(_HARMLESS_GLOBALS)):
-            return torch.load(path, map_location="cpu", weights_only=not unsafe_load, mmap=mmap)
-
-
-def torch_load(path: Path, *, unsafe_load: bool, zip_format: bool) -> Any:
-    """`torch.load` on the CPU, `weights_only=True` unless `unsafe_load`; errors become one line.
-
-    Zip-format files are memory-mapped (only the tensors used are read from disk); if mapping
-    fails (an archive rewritten with compression, say) a safe load is retried without it.
-    """
-    try:
-        try:
-            return _torch_load_raw(path, unsafe_load=unsafe_load, mmap=zip_format)
-        except (RuntimeError, ValueError):
-            if (
-                not zip_format or unsafe_load
-            ):  # an unsafe load may have run code: never run it twice
-                raise
-            return _torch_load_raw(path, unsafe_load=unsafe_load, mmap=False)
-    except MemoryError:
-        raise
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL (\S+)", str(exc))
-        if found and not unsafe_load:
-            raise _refusal(path, found.group(1)) from None
-        advice = (
-            "truncated or corrupt?"
-            if unsafe_load
-            else "truncated or corrupt, or not a torch.save file; if it is one and you trust it, "
-            "pass --unsafe-load"
-        )
-        raise LinearCNNInputError(
-            f"checkpoint {str(path)!r}: unpickling failed ({_short(str(exc))}): {advice}"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - any failure to parse a user's file is bad input
-        hint = " (with --unsafe-load its classes must be importable)" if unsafe_load else ""
-        raise LinearCNNInputError(
-            f"checkpoint {str(path)!r}: cannot load as a PyTorch checkpoint, truncated or corrupt? "
-            f"{type(exc).__name__}: {_short(str(exc))}{hint}"
-        ) from None
 
 
 def unwrap(obj: Any) -> Any:
@@ -183,7 +99,8 @@ def flatten_tensors(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[st
     return items
 
 
-def _fetcher(tensor: torch.Tensor):  # noqa: ANN202 - a zero-argument closure
+def _fetcher(tensor: torch.Tensor) -> Callable[[], np.ndarray]:
+    """A zero-argument reader of `tensor` as float64."""
     return lambda: as_float64(tensor)
 
 
@@ -234,24 +151,9 @@ def _module_inventory(path: Path, model: nn.Module) -> Inventory:
 
 
 def _linearcnn_inventory(path: Path, checkpoint: Mapping[str, Any]) -> Inventory:
-    """Inventory of our own training checkpoint (format "linearcnn-checkpoint")."""
-    version = checkpoint.get("format_version")
-    if version not in LINEARCNN_FORMAT_VERSIONS:
-        raise LinearCNNInputError(
-            f"checkpoint {str(path)!r}: linearcnn format_version {version!r} is not supported; "
-            f"expected one of {list(LINEARCNN_FORMAT_VERSIONS)}"
-        )
-    state = checkpoint.get("model_state_dict")
-    first = checkpoint.get("first_layer")
-    if (
-        not isinstance(state, Mapping)
-        or not isinstance(first, Mapping)
-        or not isinstance(first.get("name"), str)
-    ):
-        raise LinearCNNInputError(
-            f"checkpoint {str(path)!r}: linearcnn checkpoint lacks model_state_dict or first_layer.name; "
-            "expected the keys written by linearcnn training"
-        )
+    """Inventory of our own training checkpoint (format "linearcnn-checkpoint", checked by its one home)."""
+    checked = check_training_checkpoint(checkpoint, path)
+    state, first = checked["model_state_dict"], checked["first_layer"]
     inv = state_dict_inventory(path, state, fmt="linearcnn")
     inv.recorded_first = canonical_name(first["name"])
     initial = first.get("initial_weight")
@@ -263,7 +165,7 @@ def _linearcnn_inventory(path: Path, checkpoint: Mapping[str, Any]) -> Inventory
 def torch_pickle_inventory(path: Path, *, unsafe_load: bool, zip_format: bool) -> Inventory:
     """Inventory of a `torch.save` file (zip or legacy format)."""
     obj = torch_load(path, unsafe_load=unsafe_load, zip_format=zip_format)
-    if isinstance(obj, Mapping) and obj.get("format") == LINEARCNN_FORMAT:
+    if is_training_checkpoint(obj):
         return _linearcnn_inventory(path, obj)
     obj = unwrap(obj)
     if isinstance(obj, nn.Module):

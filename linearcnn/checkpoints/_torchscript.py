@@ -9,6 +9,7 @@ graph's input is the first layer. Its weight is traced back to the attribute pat
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from linearcnn.checkpoints._inventory import (
     Inventory,
     as_float64,
     canonical_name,
+    graph_inventory,
     layer_name,
 )
 from linearcnn.checkpoints._torch_pickle import state_dict_inventory
@@ -149,7 +151,7 @@ def _graph_convolutions(module: Any) -> tuple[list[ConvCandidate], str | None]:
                 name=name,
                 key=key,
                 shape=tuple(tensor.shape),
-                fetch=(lambda t=tensor: as_float64(t)),
+                fetch=functools.partial(as_float64, tensor),
                 aliases=(canonical_name(key),),
             )
         )
@@ -165,7 +167,7 @@ def torchscript_inventory(path: Path) -> Inventory:
             module = torch.jit.load(str(path), map_location="cpu")
     except MemoryError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure to parse a user's file is bad input
+    except Exception as exc:  # any failure to parse a user's file is bad input
         line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise LinearCNNInputError(
             f"checkpoint {str(path)!r}: cannot load TorchScript archive, truncated or corrupt? {line}"
@@ -179,14 +181,4 @@ def torchscript_inventory(path: Path) -> Inventory:
         inv = state_dict_inventory(path, state, fmt="torchscript")
         inv.order = "parameter order (no convolution found in the forward graph)"
         return inv
-    used = {c.key for c in candidates}
-    others = [(k, tuple(t.shape)) for k, t in state.items() if k not in used]
-    return Inventory(
-        path=str(path),
-        format="torchscript",
-        candidates=candidates,
-        order="graph order",
-        graph_ordered=True,
-        graph_first=first,
-        other_tensors=others,
-    )
+    return graph_inventory(path, "torchscript", candidates, first, [(k, tuple(t.shape)) for k, t in state.items()])

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from linearcnn.cli._app import app
-from linearcnn.errors import LinearCNNInputError, option_name
-
 # Importing the command modules registers their commands on `app`.
-from linearcnn.cli import (  # noqa: E402,F401
+from linearcnn.cli import (  # noqa: F401
     data_commands,
     dynamics_commands,
     measure_commands,
@@ -20,6 +17,8 @@ from linearcnn.cli import (  # noqa: E402,F401
     train_commands,
     validate_commands,
 )
+from linearcnn.cli._app import app
+from linearcnn.errors import LinearCNNInputError, option_name
 
 
 def main(argv: list[str] | None = None) -> int:

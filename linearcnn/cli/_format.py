@@ -1,21 +1,34 @@
-"""Small helpers shared by the CLI commands: console output and option parsing."""
+"""Small helpers shared by the CLI commands: console output, option parsing, and showing library
+errors under this command's flags. JSON output is `linearcnn.records.to_json` (strict: NaN -> null).
+"""
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Any
-
-import numpy as np
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from linearcnn.errors import LinearCNNInputError
+from linearcnn.records import to_json
+
+if TYPE_CHECKING:  # rich loads on first use: `linearcnn --help` stays quick
+    from rich.console import Console
 
 
-def console():
+def console() -> Console:
     """A rich console on the current stdout (not cached: tests and pipes replace sys.stdout)."""
     from rich.console import Console
 
     return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120)
+
+
+def print_written(*paths: Path | None) -> None:
+    """'wrote PATH' for every output file given (None: not asked for)."""
+    for path in paths:
+        if path is not None:
+            console().print(f"wrote {path}")
 
 
 def parse_float_list(text: str, option: str) -> list[float]:
@@ -33,27 +46,25 @@ def parse_float_list(text: str, option: str) -> list[float]:
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
+    """Parse '0,10,100' into integers; a clear error names the option."""
     values = parse_float_list(text, option)
     if any(v != int(v) for v in values):
         raise LinearCNNInputError(f"{option} expects integers, got {text!r}")
     return [int(v) for v in values]
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return value.item()
-    return value
-
-
-def to_json(payload: Any) -> str:
-    return json.dumps(_jsonable(payload), indent=2) + "\n"
-
-
 def print_json(payload: Any) -> None:
+    """`payload` as strict, indented JSON on stdout (`linearcnn.records.to_json`)."""
     sys.stdout.write(to_json(payload))
+
+
+@contextmanager
+def options_named(flags: Mapping[str, str]) -> Iterator[None]:
+    """Show a library error about a parameter under this command's flag where it is not the
+    parameter's default spelling (`option_name`): `{"kernel_size": "--kernel"}`."""
+    try:
+        yield
+    except LinearCNNInputError as exc:
+        if exc.parameter is None or exc.parameter not in flags:
+            raise
+        raise LinearCNNInputError(exc.for_option(flags[exc.parameter])) from None

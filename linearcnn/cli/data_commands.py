@@ -19,7 +19,7 @@ from linearcnn.data import DATA_SPEC_HELP, load_dataset, spectrum_exponent
 from linearcnn.errors import LinearCNNInputError
 
 #: `--data SPEC` for any command: `def cmd(data: DataOption = "builtin")`.
-DataOption = Annotated[str, typer.Option("--data", help=DATA_SPEC_HELP, show_default=True)]
+DataOption = Annotated[str, typer.Option("--data", "-d", help=DATA_SPEC_HELP, show_default=True)]
 
 
 def _format_numbers(values: list[float]) -> str:

@@ -9,20 +9,16 @@ seeded `build_model`), so `simulate` predicts what `train --arch linear --batch-
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import typer
 
-from linearcnn._files import atomic_save, check_writable_file
+from linearcnn._files import check_writable_file
 from linearcnn.cli._app import app
-from linearcnn.cli._format import console, parse_int_list, print_json
+from linearcnn.cli._format import console, options_named, parse_int_list, print_json
+from linearcnn.cli.data_commands import DataOption
 from linearcnn.errors import LinearCNNInputError
-
-DATA_HELP = "Data set spec: builtin (default), cifar10:DIR, cifar100:DIR, svhn:DIR, mnist:DIR, folder:DIR, npz:FILE."
 
 
 def _parse_steps(text: str) -> list[int]:
@@ -32,59 +28,13 @@ def _parse_steps(text: str) -> list[int]:
     return steps
 
 
-def _initial_filters(config: Any, channels: int) -> Any:
-    """The linear model's initial filters for `config.seed`, drawn exactly as `linearcnn.train` does."""
-    import torch
-
-    from linearcnn.models import build_seeded_model, first_layer
-
-    model = build_seeded_model(
-        "linear", channels, 2, seed=config.seed, width=config.width, kernel_size=config.kernel_size, init_std=config.init_std
-    )
-    return first_layer(model).weight.detach().to(torch.float64)  # (K, C, k, k)
-
-
-def _step_report(step: int, weights: np.ndarray, initial: np.ndarray, stats: Any, sim: Any) -> dict[str, Any]:
-    """Energy profiles of one step's filters, their formula fits and whitening indicators."""
-    from linearcnn import theory
-    from linearcnn.energy import energy_profile, profile_similarity, whitening_indicators
-    from linearcnn.fit import fit_formula
-
-    mu = stats.eigenvalues
-    delta = weights - initial  # (K, C, k, k) init subtracted
-    profile = energy_profile(delta, stats.eigenvectors)  # (d,)
-    raw_profile = energy_profile(weights, stats.eigenvectors)  # (d,)
-    row: dict[str, Any] = {"step": int(step), "theory_tau": float(sim.eta * step / sim.num_locations)}
-    if step == 0 or np.ptp(profile) == 0:
-        row.update(fit_correlation=None, fit_tau=None, theory_correlation=None, whitening=None)
-    else:
-        fitted = fit_formula(profile, mu)
-        theory_lr = sim.eta / sim.num_locations  # the step in patch-eigenvalue units if A = C / J
-        if theory_lr * float(mu.max()) < 2:
-            expected = theory.formula_profile(mu, theory_lr, step)
-        else:
-            expected = theory.gradient_flow_profile(mu, row["theory_tau"])
-        row.update(
-            fit_correlation=fitted.correlation,
-            fit_tau=fitted.tau,
-            theory_correlation=profile_similarity(profile, expected),
-            whitening=whitening_indicators(delta, stats),
-        )
-    raw_fit = fit_formula(raw_profile, mu, raw=True) if np.ptp(raw_profile) > 0 else None
-    row["raw_fit_correlation"] = None if raw_fit is None else raw_fit.correlation
-    row["raw_spectral_flatness"] = whitening_indicators(weights, stats)["spectral_flatness"] if raw_fit else None
-    row["profile"] = profile
-    row["raw_profile"] = raw_profile
-    return row
-
-
 def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 @app.command()
 def simulate(
-    data: str = typer.Option("builtin", "--data", "-d", help=DATA_HELP),
+    data: DataOption = "builtin",
     kernel: int = typer.Option(3, "--kernel", "--kernel-size", "-k", help="Kernel size k of the linear CNN."),
     filters: int = typer.Option(64, "--filters", "--width", help="Number of filters K."),
     sigma: float = typer.Option(1e-3, "--sigma", "--init-std", help="Initial filter std."),
@@ -106,14 +56,9 @@ def simulate(
     at that tau, the raw-weight fit, and whitening indicators. Then how far the data are from the
     theory's assumptions (a) and (b). --out saves the filters at every step (.npz).
     """
-    import torch
-
-    from linearcnn.data import load_dataset
-    from linearcnn.dynamics import assumption_diagnostics
-    from linearcnn.dynamics import simulate as run_simulation
-    from linearcnn.device import resolve_device
-    from linearcnn.patches import dataset_patch_stats
-    from linearcnn.train import TrainConfig, prepare_training_data, versions
+    from linearcnn.records import versions
+    from linearcnn.simulation_report import run_simulation
+    from linearcnn.train import TrainConfig
 
     step_list = _parse_steps(steps)
     if out is not None:
@@ -122,22 +67,10 @@ def simulate(
         arch="linear", data=data, labels=labels, lr=lr, seed=seed, label_seed=label_seed, width=filters,
         kernel_size=kernel, init_std=sigma, limit=limit, precision="float64", device="cpu",
     ).validate().resolved()
-    resolve_device(device)  # a bad --device fails before the data are read
-    dataset = load_dataset(config.data, limit=config.limit)
-    n, channels, height, width = dataset.images.shape
-    if kernel > min(height, width):
-        raise LinearCNNInputError(f"--kernel {kernel} is larger than the {height}x{width} images of {data!r}")
-    training = prepare_training_data(config, dataset, torch.device("cpu"), torch.float64)
-    initial = _initial_filters(config, channels)  # (K, C, k, k) float64
-    sim = run_simulation(training.images, training.targets, initial, lr, step_list, device=device)
-    stats = dataset_patch_stats(dataset, kernel, centered=centered, device=device)
-    diagnostics = assumption_diagnostics(
-        sim.A, sim.b, stats.eigenvalues, stats.eigenvectors, num_locations=sim.num_locations,
-        num_images=sim.num_images, target_second_moment=sim.target_second_moment,
-    )
-    initial_np = sim.initial_weights
-    rows = [_step_report(int(t), sim.filters[i], initial_np, stats, sim) for i, t in enumerate(sim.steps)]
-
+    with options_named({"kernel_size": "--kernel"}):
+        run = run_simulation(config, step_list, centered=centered, device=device)
+    sim, stats = run.sim, run.stats
+    n, channels = sim.num_images, sim.initial_weights.shape[1]
     meta = {
         "command": "simulate",
         "config": {
@@ -145,7 +78,7 @@ def simulate(
             "labels": labels, "seed": seed, "label_seed": config.label_seed, "limit": limit, "centered": centered,
             "device": device,
         },
-        "data_info": training.info,
+        "data_info": run.data_info,
         "num_images": sim.num_images,
         "num_locations": sim.num_locations,
         "eta": sim.eta,
@@ -155,19 +88,10 @@ def simulate(
         "versions": versions(),
     }
     if out is not None:
-        def save(tmp: str) -> None:
-            with open(tmp, "wb") as handle:  # a handle, so numpy keeps the temporary name as given
-                np.savez(
-                    handle, steps=sim.steps, filters=sim.filters, initial_weights=initial_np, A=sim.A, b=sim.b,
-                    a_eigenvalues=sim.a_eigenvalues, patch_eigenvalues=stats.eigenvalues,
-                    patch_eigenvectors=stats.eigenvectors,
-                    profiles=np.stack([r["profile"] for r in rows]), raw_profiles=np.stack([r["raw_profile"] for r in rows]),
-                    meta=np.array(json.dumps({**meta, "diagnostics": diagnostics.summary()})),
-                )
-
-        atomic_save(out, save)
+        run.save(out, meta)
     if as_json:
-        print_json({**meta, "steps": rows, "diagnostics": diagnostics.to_dict(), "saved": str(out) if out else None})
+        rows = [r.to_dict() for r in run.steps]
+        print_json({**meta, "steps": rows, "diagnostics": run.diagnostics.to_dict(), "saved": str(out) if out else None})
         return
 
     from rich.table import Table
@@ -177,16 +101,16 @@ def simulate(
     for col in ("step", "fit corr", "fit tau", "theory tau", "corr at theory tau", "raw fit corr",
                 "corr 1/lambda", "corr lambda", "raw flatness"):
         table.add_column(col, justify="right")
-    for r in rows:
-        w = r["whitening"] or {}
+    for r in run.steps:
+        w = r.whitening or {}
         table.add_row(
-            str(r["step"]), _fmt(r["fit_correlation"]), _fmt(r["fit_tau"], ".4g"), _fmt(r["theory_tau"], ".4g"),
-            _fmt(r["theory_correlation"]), _fmt(r["raw_fit_correlation"]),
-            _fmt(w.get("corr_inv_sqrt_eigenvalues")), _fmt(w.get("corr_sqrt_eigenvalues")), _fmt(r["raw_spectral_flatness"], ".3g"),
+            str(r.step), _fmt(r.fit_correlation), _fmt(r.fit_tau, ".4g"), _fmt(r.theory_tau, ".4g"),
+            _fmt(r.theory_correlation), _fmt(r.raw_fit_correlation),
+            _fmt(w.get("corr_inv_sqrt_eigenvalues")), _fmt(w.get("corr_sqrt_eigenvalues")), _fmt(r.raw_spectral_flatness, ".3g"),
         )
     c = console()
     c.print(table)
-    s = diagnostics
+    s = run.diagnostics
     c.print(
         f"assumption (a), patches uncorrelated: off-diagonal mass of A in the patch-PCA basis {s.offdiag_fraction:.3f} "
         f"(sampling noise alone: {s.offdiag_noise_level:.3f}), RMS correlation between components {s.offdiag_correlation_rms:.3f} "

@@ -3,95 +3,48 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Annotated, Any, List, Optional
 
 import numpy as np
 import typer
 
 from linearcnn._files import atomic_write_text, check_writable_file
 from linearcnn.cli._app import app
-from linearcnn.cli._format import console, print_json, to_json
+from linearcnn.cli._format import console, options_named, print_json, print_written
+from linearcnn.cli.data_commands import DataOption
 from linearcnn.errors import LinearCNNInputError
+from linearcnn.measurement import Measurement, compare_measurements, measure_checkpoint
+from linearcnn.records import to_json
 
-DATA_HELP = "Data set spec: builtin (default), cifar10:DIR, cifar100:DIR, svhn:DIR, mnist:DIR, folder:DIR, npz:FILE."
-
-
-@dataclass
-class Measurement:
-    """One checkpoint's first layer, measured against patch statistics."""
-
-    layer: Any          # checkpoints.FirstLayer
-    weights: np.ndarray  # (K, C, k, k), init subtracted when init_subtracted
-    init_subtracted: bool
-    stats: Any          # patches.PatchStats
-
-
-def _load_stats(data: str, channels: int, kernel: int, *, centered: bool, device: str, limit: Optional[int],
-                stats_file: Optional[Path], what: str) -> Any:
-    from linearcnn.patches import PatchStats, dataset_patch_stats
-
-    if stats_file is not None:
-        stats = PatchStats.load(stats_file)
-        if stats.channels != channels or stats.kernel_size != kernel:
-            raise LinearCNNInputError(
-                f"{what} has {channels}x{kernel}x{kernel} patches but --stats {stats_file} holds "
-                f"{stats.channels}x{stats.kernel_size}x{stats.kernel_size} statistics"
-            )
-        return stats
-    from linearcnn.data import load_dataset
-
-    dataset = load_dataset(data, limit=limit)
-    n, c, h, w = dataset.images.shape
-    if c != channels:
-        raise LinearCNNInputError(
-            f"{what} expects {channels} input channel(s) but data {data!r} has {c}; pass --data with a matching set"
-        )
-    if kernel > min(h, w):
-        raise LinearCNNInputError(f"{what} has kernel {kernel}x{kernel}, larger than the {h}x{w} images of {data!r}")
-    return dataset_patch_stats(dataset, kernel, centered=centered, device=device, progress=True)
+# The options the measuring commands share.
+CheckpointOption = Annotated[
+    Path, typer.Option("--checkpoint", "-c", help="Checkpoint file (torch, TorchScript, safetensors, ONNX, npy/npz).")
+]
+LayerOption = Annotated[Optional[str], typer.Option("--layer", help="First-layer name (default: found automatically).")]
+InitOption = Annotated[bool, typer.Option("--init", help="Subtract the initial weights stored in the checkpoint.")]
+InitCheckpointOption = Annotated[
+    Optional[Path], typer.Option("--init-checkpoint", help="Subtract this checkpoint's weights of the same layer.")
+]
+StatsOption = Annotated[
+    Optional[Path], typer.Option("--stats", help="Precomputed patch statistics (from `linearcnn stats --out`).")
+]
+CenteredOption = Annotated[bool, typer.Option("--centered/--uncentered", help="Subtract the mean patch (covariance).")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
+LimitOption = Annotated[Optional[int], typer.Option("--limit", help="Use only the first N images.")]
+UnsafeLoadOption = Annotated[
+    bool, typer.Option("--unsafe-load", help="Allow loading a pickled nn.Module (runs code from the file).")
+]
 
 
-def _measure(checkpoint: Path, *, data: str, layer: Optional[str], init: bool, init_checkpoint: Optional[Path],
-             unsafe_load: bool, centered: bool, device: str, limit: Optional[int], stats_file: Optional[Path],
-             stats_cache: Optional[dict] = None) -> Measurement:
-    from linearcnn.checkpoints import load_first_layer
+#: The library's parameters that these commands spell differently.
+_FLAGS = {"stats_file": "--stats"}
 
-    first = load_first_layer(checkpoint, layer=layer, unsafe_load=unsafe_load)
-    weights = np.asarray(first.weight, dtype=np.float64)  # (K, C, kh, kw)
-    k_out, channels, kh, kw = weights.shape
-    if kh != kw:
-        raise LinearCNNInputError(f"layer {first.name!r} has a {kh}x{kw} kernel; only square kernels are supported")
-    init_subtracted = False
-    if init or init_checkpoint is not None:
-        if init_checkpoint is not None:
-            from linearcnn.checkpoints import load_init_weight
 
-            initial = load_init_weight(init_checkpoint, first.name, expected_shape=weights.shape, unsafe_load=unsafe_load)
-        elif first.init_weight is not None:
-            initial = np.asarray(first.init_weight, dtype=np.float64)
-        else:
-            raise LinearCNNInputError(
-                f"--init: {checkpoint} stores no initial weights for {first.name!r}; pass --init-checkpoint PATH"
-            )
-        if initial.shape != weights.shape:
-            raise LinearCNNInputError(
-                f"--init: initial weights have shape {tuple(initial.shape)} but layer {first.name!r} has {tuple(weights.shape)}"
-            )
-        weights = weights - initial
-        init_subtracted = True
-        if not np.any(weights):
-            raise LinearCNNInputError(f"layer {first.name!r} equals its initial weights; nothing was learned to measure")
-    key = (channels, kh)
-    if stats_cache is not None and key in stats_cache:
-        stats = stats_cache[key]
-    else:
-        stats = _load_stats(data, channels, kh, centered=centered, device=device, limit=limit,
-                            stats_file=stats_file, what=f"layer {first.name!r}")
-        if stats_cache is not None:
-            stats_cache[key] = stats
-    return Measurement(layer=first, weights=weights, init_subtracted=init_subtracted, stats=stats)
+def _measure(checkpoint: Path, **options: Any) -> Measurement:
+    """`measure_checkpoint` with progress shown, its errors under this command's flags."""
+    with options_named(_FLAGS):
+        return measure_checkpoint(checkpoint, progress=True, **options)
 
 
 def _check_outputs(*paths: Optional[Path]) -> None:
@@ -102,11 +55,11 @@ def _check_outputs(*paths: Optional[Path]) -> None:
 
 @app.command()
 def stats(
-    data: str = typer.Option("builtin", "--data", "-d", help=DATA_HELP),
+    data: DataOption = "builtin",
     kernel: int = typer.Option(3, "--kernel", "-k", help="Patch size k (patches are C x k x k)."),
-    centered: bool = typer.Option(False, "--centered/--uncentered", help="Subtract the mean patch (covariance)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images."),
+    centered: CenteredOption = False,
+    device: DeviceOption = "auto",
+    limit: LimitOption = None,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Save the statistics (.npz) for --stats."),
     plot_eigenvectors: Optional[Path] = typer.Option(None, "--plot-eigenvectors", help="Draw eigenvectors as patches (PNG)."),
     top: int = typer.Option(10, "--top", help="Eigenvalues to show in the table."),
@@ -150,23 +103,21 @@ def stats(
     for i, value in enumerate(result.eigenvalues[:top]):
         table.add_row(str(i), f"{value:.5g}", f"{value / total:.2%}")
     console().print(table)
-    for path in (out, plot_eigenvectors):
-        if path is not None:
-            console().print(f"wrote {path}")
+    print_written(out, plot_eigenvectors)
 
 
 @app.command()
 def profile(
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Checkpoint file (torch, TorchScript, safetensors, ONNX, npy/npz)."),
-    data: str = typer.Option("builtin", "--data", "-d", help=DATA_HELP),
-    layer: Optional[str] = typer.Option(None, "--layer", help="First-layer name (default: found automatically)."),
-    init: bool = typer.Option(False, "--init", help="Subtract the initial weights stored in the checkpoint."),
-    init_checkpoint: Optional[Path] = typer.Option(None, "--init-checkpoint", help="Subtract this checkpoint's weights of the same layer."),
-    stats_file: Optional[Path] = typer.Option(None, "--stats", help="Precomputed patch statistics (from `linearcnn stats --out`)."),
-    centered: bool = typer.Option(False, "--centered/--uncentered"),
-    device: str = typer.Option("auto", "--device"),
-    limit: Optional[int] = typer.Option(None, "--limit"),
-    unsafe_load: bool = typer.Option(False, "--unsafe-load", help="Allow loading a pickled nn.Module (runs code from the file)."),
+    checkpoint: CheckpointOption,
+    data: DataOption = "builtin",
+    layer: LayerOption = None,
+    init: InitOption = False,
+    init_checkpoint: InitCheckpointOption = None,
+    stats_file: StatsOption = None,
+    centered: CenteredOption = False,
+    device: DeviceOption = "auto",
+    limit: LimitOption = None,
+    unsafe_load: UnsafeLoadOption = False,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The energy profile of a checkpoint's first layer (PAPER Sec. 1)."""
@@ -198,19 +149,19 @@ def profile(
 
 @app.command()
 def fit(
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Checkpoint file (torch, TorchScript, safetensors, ONNX, npy/npz)."),
-    data: str = typer.Option("builtin", "--data", "-d", help=DATA_HELP),
-    layer: Optional[str] = typer.Option(None, "--layer", help="First-layer name (default: found automatically)."),
-    init: bool = typer.Option(False, "--init", help="Subtract the initial weights stored in the checkpoint."),
-    init_checkpoint: Optional[Path] = typer.Option(None, "--init-checkpoint", help="Subtract this checkpoint's weights of the same layer."),
+    checkpoint: CheckpointOption,
+    data: DataOption = "builtin",
+    layer: LayerOption = None,
+    init: InitOption = False,
+    init_checkpoint: InitCheckpointOption = None,
     raw: bool = typer.Option(False, "--raw", help="Fit the two-parameter raw-weights family (init term)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Fit steps of the discrete formula at this lr (default: gradient-flow tau)."),
     bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples over filters for 95% intervals (0: none)."),
-    stats_file: Optional[Path] = typer.Option(None, "--stats", help="Precomputed patch statistics (from `linearcnn stats --out`)."),
-    centered: bool = typer.Option(False, "--centered/--uncentered"),
-    device: str = typer.Option("auto", "--device"),
-    limit: Optional[int] = typer.Option(None, "--limit"),
-    unsafe_load: bool = typer.Option(False, "--unsafe-load", help="Allow loading a pickled nn.Module (runs code from the file)."),
+    stats_file: StatsOption = None,
+    centered: CenteredOption = False,
+    device: DeviceOption = "auto",
+    limit: LimitOption = None,
+    unsafe_load: UnsafeLoadOption = False,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw profile vs formula to this PNG."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the JSON result to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
@@ -283,44 +234,35 @@ def _print_fit_table(p: dict, plot: Optional[Path], out: Optional[Path]) -> None
     for k, v in rows:
         table.add_row(k, str(v))
     console().print(table)
-    for path in (plot, out):
-        if path is not None:
-            console().print(f"wrote {path}")
+    print_written(plot, out)
 
 
 @app.command()
 def compare(
     checkpoints: List[Path] = typer.Argument(..., help="Two or more checkpoints whose first layers to compare."),
-    data: str = typer.Option("builtin", "--data", "-d", help=DATA_HELP),
-    layer: Optional[str] = typer.Option(None, "--layer", help="Layer name to use in every checkpoint."),
-    init: bool = typer.Option(False, "--init", help="Subtract each checkpoint's stored initial weights."),
-    stats_file: Optional[Path] = typer.Option(None, "--stats"),
-    centered: bool = typer.Option(False, "--centered/--uncentered"),
-    device: str = typer.Option("auto", "--device"),
-    limit: Optional[int] = typer.Option(None, "--limit"),
-    unsafe_load: bool = typer.Option(False, "--unsafe-load"),
+    data: DataOption = "builtin",
+    layer: LayerOption = None,
+    init: InitOption = False,
+    stats_file: StatsOption = None,
+    centered: CenteredOption = False,
+    device: DeviceOption = "auto",
+    limit: LimitOption = None,
+    unsafe_load: UnsafeLoadOption = False,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Heatmap PNG of the correlation matrix."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON result to this file."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Correlation matrix of the energy profiles of several first layers (PAPER Sec. 1 similarity)."""
-    from linearcnn.energy import energy_profile, similarity_matrix
-
     if len(checkpoints) < 2:
         raise LinearCNNInputError(f"compare needs at least 2 checkpoints, got {len(checkpoints)}")
     _check_outputs(plot, out)
-    cache: dict = {}
+    cache: dict[tuple[int, int], Any] = {}
     measurements = [
         _measure(c, data=data, layer=layer, init=init, init_checkpoint=None, unsafe_load=unsafe_load, centered=centered,
                  device=device, limit=limit, stats_file=stats_file, stats_cache=cache)
         for c in checkpoints
     ]
-    shapes = {m.weights.shape[1:] for m in measurements}
-    if len(shapes) > 1:
-        listing = ", ".join(f"{c}: {'x'.join(map(str, m.weights.shape[1:]))}" for c, m in zip(checkpoints, measurements))
-        raise LinearCNNInputError(f"first layers have different patch shapes ({listing}); profiles are not comparable")
-    profiles = [energy_profile(m.weights, m.stats.eigenvectors) for m in measurements]
-    matrix = similarity_matrix(profiles)
+    profiles, matrix = compare_measurements(measurements, [str(c) for c in checkpoints])
     labels = _short_labels(checkpoints)
     payload = {
         "checkpoints": [str(c) for c in checkpoints], "labels": labels,
@@ -345,9 +287,7 @@ def compare(
     for lab, row in zip(labels, matrix):
         table.add_row(lab, *(f"{v:.3f}" for v in row))
     console().print(table)
-    for path in (plot, out):
-        if path is not None:
-            console().print(f"wrote {path}")
+    print_written(plot, out)
 
 
 def _short_labels(paths: List[Path]) -> list[str]:

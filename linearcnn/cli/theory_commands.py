@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +12,7 @@ from linearcnn._files import atomic_write_text, check_writable_file
 from linearcnn.cli._app import app
 from linearcnn.cli._format import console, parse_float_list
 from linearcnn.errors import LinearCNNInputError
+from linearcnn.records import to_json
 
 
 @app.command()
@@ -91,7 +91,7 @@ def _evaluate(eigenvalues: str, lr: float, steps: str, tau: Optional[str], init_
         "whitening_limit": whitening.tolist(),
     }
     if as_json:
-        return json.dumps(payload, indent=2) + "\n"
+        return to_json(payload)
     from rich.table import Table
 
     table = Table(title=f"energy profile ({'gradient flow' if tau is not None else f'lr={lr:g}'}"
@@ -103,7 +103,7 @@ def _evaluate(eigenvalues: str, lr: float, steps: str, tau: Optional[str], init_
     for i, m in enumerate(mu):
         table.add_row(f"{m:.4g}", *(f"{profiles[j, i]:.4f}" for j in range(len(params))), f"{whitening[i]:.4f}")
     console().print(table)
-    return json.dumps(payload)
+    return to_json(payload)
 
 
 

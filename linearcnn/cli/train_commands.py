@@ -3,15 +3,40 @@
 `train` parses its options into a `linearcnn.train.TrainConfig`, calls `train_seeds` and prints
 one summary line per seed. Under torchrun (`torchrun --nproc_per_node N -m linearcnn train ...`)
 each process runs this same command; only rank 0 prints and writes.
+
+Training errors name library parameters (`lr`, `batch_size`); the CLI's `main` shows the one in
+`LinearCNNInputError.parameter` under its flag. Some training messages also name a second
+setting that only ever means its option (`resume`, `overwrite`, `together`, `compile`: "pass
+resume to continue it", "together does not combine with compile"); `_with_flags` shows those
+under their flags too.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from linearcnn.cli._app import app
+from linearcnn.errors import LinearCNNInputError, option_name
+
+if TYPE_CHECKING:
+    from linearcnn.train import TrainResult
+
+# Settings that, in a training error message, always name their option (see the module docstring).
+_FLAG_WORDS = ("resume", "overwrite", "together", "compile")
+
+
+def _with_flags(error: LinearCNNInputError) -> LinearCNNInputError:
+    """The error with its parameter and the `_FLAG_WORDS` it mentions (outside quoted paths) written as CLI flags."""
+    message = error.for_option(option_name(error.parameter)) if error.parameter is not None else str(error)
+    parts = re.split(r"""('[^']*'|"[^"]*")""", message)  # odd parts: quoted values, left as they are
+    for i in range(0, len(parts), 2):
+        for word in _FLAG_WORDS:
+            parts[i] = LinearCNNInputError(parts[i], parameter=word).for_option(option_name(word))
+    return LinearCNNInputError("".join(parts))
 
 
 @app.command()
@@ -28,7 +53,7 @@ def train(
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="Weight decay."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initialisation, data order and random labels."),
     seeds: str | None = typer.Option(None, "--seeds", help="Several seeds, e.g. 0,1,2: one model each, in OUT/seedS/."),
-    together: bool = typer.Option(False, "--together", help="Train the --seeds models together (torch.func.vmap) instead of one after another."),
+    together: bool = typer.Option(False, "--together", help="Train the --seeds models together (torch.func.vmap), not one after another."),
     label_seed: int | None = typer.Option(None, "--label-seed", help="Seed of the random labels (default: --seed)."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Classes of random labels (default: the data's, or 10)."),
     freeze_first_layer: bool = typer.Option(False, "--freeze-first-layer", help="Keep the first layer at its random initialisation."),
@@ -52,24 +77,19 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a linear or deep CNN (true or random labels) and write a checkpoint with first-layer snapshots."""
-    from linearcnn.train import (
-        TrainConfig,
-        final_metrics,
-        parse_seeds,
-        progress_enabled,
-        train_seeds,
-    )
+    from linearcnn.train import final_metrics
 
-    config = TrainConfig(
-        arch=arch, data=data, labels=labels, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size,
-        optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, seed=seed, label_seed=label_seed,
-        num_classes=num_classes, freeze_first_layer=freeze_first_layer, width=width, kernel_size=kernel_size,
-        init_std=init_std, readout=readout, loss=loss, limit=limit, snapshot_every=snapshot_every,
-        precision=precision, compile=compile, device=device, out=out, resume=resume, overwrite=overwrite,
-        test=test, test_limit=test_limit, test_every=test_every, sync_bn=sync_bn,
-    ).validate()
-    seed_list = parse_seeds(seeds) if seeds is not None else [seed]
-    results = train_seeds(config, seed_list, together=together, progress=progress_enabled(quiet))
+    try:
+        results = _train(
+            arch=arch, data=data, labels=labels, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size,
+            optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, seed=seed, label_seed=label_seed,
+            num_classes=num_classes, freeze_first_layer=freeze_first_layer, width=width, kernel_size=kernel_size,
+            init_std=init_std, readout=readout, loss=loss, limit=limit, snapshot_every=snapshot_every,
+            precision=precision, compile=compile, device=device, out=out, resume=resume, overwrite=overwrite,
+            test=test, test_limit=test_limit, test_every=test_every, sync_bn=sync_bn, seeds=seeds, together=together, quiet=quiet,
+        )
+    except LinearCNNInputError as error:
+        raise _with_flags(error) from None
     if int(os.environ.get("RANK", "0")) != 0:
         return
     for result in results:
@@ -81,3 +101,12 @@ def train(
             f"{result.device}{f' x{result.world_size}' if result.world_size > 1 else ''}): {result.step} steps, "
             f"{result.epoch} epochs, loss {final['loss']:.4g}, accuracy {final['accuracy']:.3f}{test_text}{where}"
         )
+
+
+def _train(*, seeds: str | None, together: bool, quiet: bool, **options: Any) -> list[TrainResult]:
+    """Validate the options as a TrainConfig and train every seed."""
+    from linearcnn.train import TrainConfig, parse_seeds, progress_enabled, train_seeds
+
+    config = TrainConfig(**options).validate()
+    seed_list = parse_seeds(seeds) if seeds is not None else [options["seed"]]
+    return train_seeds(config, seed_list, together=together, progress=progress_enabled(quiet))

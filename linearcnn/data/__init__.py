@@ -75,18 +75,9 @@ from linearcnn.data._builtin import CLASSES as BUILTIN_CLASSES
 from linearcnn.data._builtin import DEFAULT_SIZE as BUILTIN_DEFAULT_SIZE
 from linearcnn.data._builtin import builtin_crops, builtin_description, builtin_layout
 from linearcnn.data._dataset import ImageDataset, normalize_images, to_unit_float
-from linearcnn.data._formats import (
-    has_test_files,
-    load_cifar10,
-    load_cifar100,
-    load_folder,
-    load_mnist,
-    load_npz,
-    load_svhn,
-    read_idx,
-)
 from linearcnn.data._spec import DATA_KINDS, DATA_SPEC_HELP, DataSpec, parse_data_spec
 from linearcnn.data._spectrum import SpectrumFit, radial_power_spectrum, spectrum_exponent
+from linearcnn.data.formats import LOADERS, has_test_files, read_idx
 from linearcnn.errors import LinearCNNInputError
 
 __all__ = [
@@ -107,21 +98,10 @@ __all__ = [
     "to_unit_float",
 ]
 
-_LOADERS = {
-    "cifar10": load_cifar10,
-    "cifar100": load_cifar100,
-    "svhn": load_svhn,
-    "mnist": load_mnist,
-    "folder": load_folder,
-    "npz": load_npz,
-}
-
-
-def _check_count(value: object, name: str, minimum: int) -> int | None:
-    if value is None:
-        return None
+def _check_count(value: object, name: str, minimum: int) -> int:
+    """`value` as an int, checked to be an integer >= `minimum` (the error names parameter `name`)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise LinearCNNInputError(f"{name} {value!r}: expected an integer >= {minimum}")
+        raise LinearCNNInputError(f"{name} {value!r}: expected an integer >= {minimum}", parameter=name)
     return int(value)
 
 
@@ -142,7 +122,7 @@ def load_dataset(
     with one line naming the problem for every kind of bad input.
     """
     parsed = parse_data_spec(spec)
-    limit = _check_count(limit, "limit", 1)
+    limit = None if limit is None else _check_count(limit, "limit", 1)
     seed = _check_count(seed, "seed", 0)
     min_size = _check_count(min_size, "min_size", 1)
     if parsed.kind == "builtin":
@@ -158,10 +138,10 @@ def load_dataset(
             builtin_description(count, seed, bool(train)),
         )
     else:
-        images, labels, classes, description = _LOADERS[parsed.kind](
+        loaded_images, loaded_labels, classes, description = LOADERS[parsed.kind](
             parsed.path, train=bool(train), limit=limit
         )
-        result = ImageDataset(images, labels, classes, parsed.text, description)
+        result = ImageDataset(loaded_images, loaded_labels, classes, parsed.text, description)
     if len(result) == 0:
         raise LinearCNNInputError(f"data set {parsed.text!r} is empty; expected at least one image")
     height, width = result.images.shape[2:]
@@ -184,6 +164,6 @@ def has_test_split(spec: str) -> bool:
     the LinearCNNInputError `load_dataset` would raise.
     """
     parsed = parse_data_spec(spec)
-    if parsed.kind == "builtin":
+    if parsed.path is None:  # builtin
         return True
     return has_test_files(parsed.kind, parsed.path)

@@ -50,13 +50,13 @@ def to_unit_float(pixels: np.ndarray, what: str) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)):
             raise LinearCNNInputError(f"{what}: pixel values contain NaN or infinity")
-        low, high = float(array.min()), float(array.max())
-        if low >= 0.0 and high <= 1.0:
+        low_value, high_value = float(array.min()), float(array.max())
+        if low_value >= 0.0 and high_value <= 1.0:
             return array.astype(np.float32, copy=False)
-        if low >= 0.0 and high <= 255.0:
+        if low_value >= 0.0 and high_value <= 255.0:
             return (array.astype(np.float64) / 255.0).astype(np.float32)
         raise LinearCNNInputError(
-            f"{what}: float pixel values span [{low:.4g}, {high:.4g}]; expected [0, 1] "
+            f"{what}: float pixel values span [{low_value:.4g}, {high_value:.4g}]; expected [0, 1] "
             f"(or [0, 255] for 8-bit values stored as floats)"
         )
     raise LinearCNNInputError(
@@ -179,12 +179,11 @@ class ImageDataset:
         self, mean: np.ndarray | None = None, std: np.ndarray | None = None
     ) -> np.ndarray:
         """Images normalised per channel, float32 (N, C, H, W); the set's own stats by default."""
-        own_mean, own_std = self.channel_stats() if mean is None or std is None else (None, None)
-        return normalize_images(
-            self.images,
-            own_mean if mean is None else mean,
-            own_std if std is None else std,
-        )
+        if mean is None or std is None:
+            own_mean, own_std = self.channel_stats()
+            mean = own_mean if mean is None else mean
+            std = own_std if std is None else std
+        return normalize_images(self.images, mean, std)
 
     def class_counts(self) -> np.ndarray:
         """(num_classes,) int64 number of images per class (empty when unlabelled)."""

@@ -40,9 +40,10 @@ def radial_power_spectrum(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Radially averaged power spectrum of (N, C, H, W) images.
 
-    Non-square images are centre-cropped to a square of side min(H, W). Each image is reduced to luminance (the mean of its channels), its mean is removed, it is
-    multiplied by a 2-d Hann window (so the image border does not add a cross of spurious
-    1/f^2 power) and Fourier transformed; |F|^2 is averaged over images and over rings of
+    Non-square images are centre-cropped to a square of side min(H, W). Each image is reduced to
+    luminance (the mean of its channels), its mean is removed, it is multiplied by a 2-d Hann
+    window (so the image border does not add a cross of spurious 1/f^2 power) and Fourier
+    transformed; |F|^2 is averaged over images and over rings of
     integer radius k = 1 .. H/2 (cycles per image). Returns (frequencies k/H in cycles per pixel,
     power per ring), both float64 (H/2,).
     """

@@ -4,6 +4,10 @@
 * `render(format)` writes it as text, LaTeX or Markdown (the documents in `theory/`).
 * `formula_profile`, `raw_formula_profile`, `gradient_flow_profile`, `raw_gradient_flow_profile`
   and `whitening_profile` evaluate the derived expressions (numpy or torch).
+
+Modules: `derivation` (SymPy, run once), `cache` (the results the numeric code needs, stored in
+`derived.json` and read back by the allow-list parser `_srepr`, never `eval`), `numeric`
+(lambdified from `cache`; imports it, never the reverse), `document` (text, Markdown, LaTeX).
 """
 
 from linearcnn.theory.derivation import Derivation, Step, derive

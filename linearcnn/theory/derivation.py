@@ -48,7 +48,7 @@ class Check:
 
     label: str
     value: sp.Basic
-    expected: sp.Basic = sp.Integer(0)
+    expected: sp.Basic = sp.S.Zero
 
     @property
     def holds(self) -> bool:
@@ -92,7 +92,7 @@ ASSUMPTIONS = {
 @lru_cache(maxsize=1)
 def derive() -> Derivation:
     """Run the whole derivation once (cached) and return its steps and results."""
-    mu, eta, s, sigma, tau, kappa = sp.symbols("mu eta s sigma tau kappa", positive=True)
+    mu, eta, s, sigma, tau = sp.symbols("mu eta s sigma tau", positive=True)
     K = sp.Symbol("K", positive=True, integer=True)
     r = sp.Symbol("r", nonnegative=True)
     t = sp.Symbol("t", integer=True, nonnegative=True)
@@ -100,7 +100,7 @@ def derive() -> Derivation:
     x = sp.Symbol("x", positive=True)  # eta * mu
     p = sp.Symbol("p", positive=True)  # parametrises |1 - eta*mu| = 1 / (1 + p) < 1
     c = sp.Function("c")
-    symbols = dict(mu=mu, eta=eta, s=s, sigma=sigma, tau=tau, K=K, r=r, t=t, c0=c0, z=z, x=x)
+    symbols = {"mu": mu, "eta": eta, "s": s, "sigma": sigma, "tau": tau, "K": K, "r": r, "t": t, "c0": c0, "z": z, "x": x}
     steps: list[Step] = []
     results: dict[str, sp.Expr] = {}
 
@@ -342,8 +342,8 @@ def derive() -> Derivation:
                 "For the numeric code the growth factor is rewritten symbolically with x = eta mu: "
                 "exp/log are replaced by expm1/log1p, which keeps full float64 precision where "
                 "1 - (1 - x)^t cancels (x down to 1e-15, t up to 1e15). For 1 < x < 2 the negative base "
-                "is written as (-1)^t |1 - x|^t (integer t), rewritten the same way for even t. These expressions are what `lambdify` turns "
-                "into the numpy and torch functions of linearcnn.formula_profile."
+                "is written as (-1)^t |1 - x|^t (integer t), rewritten the same way for even t. "
+                "These expressions are what `lambdify` turns into the numpy and torch functions of linearcnn.formula_profile."
             ),
             equations=(
                 Equation("stable growth factor g(x, t)", sp.Eq(sp.Symbol("g"), stable_growth)),

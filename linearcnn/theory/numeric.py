@@ -2,8 +2,9 @@
 
 Nothing here restates the formula: every function evaluates an expression produced by
 `linearcnn.theory.derivation.derive()`, turned into code by `sympy.lambdify` once per process.
-The expressions come from `linearcnn.theory.cache` (the derivation's results stored with the
-package, used only while they match derivation.py and the SymPy in use), else from `derive()`.
+The expressions come from `linearcnn.theory.cache.stored_or_derived()` (the derivation's results
+stored with the package, used only while they match derivation.py and the SymPy in use, else
+derived afresh); this module only lambdifies and evaluates them.
 
 Conventions shared by every function:
 
@@ -20,15 +21,26 @@ Conventions shared by every function:
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sympy as sp
 from sympy.printing.pytorch import TorchPrinter
 
 from linearcnn.errors import LinearCNNInputError
-from linearcnn.theory.derivation import derive
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+    from numpy.typing import ArrayLike, NDArray
+
+    from linearcnn.theory.cache import Expressions
+
+    #: An input: a number, a numpy array (or anything numpy reads as one) or a torch tensor.
+    Values = ArrayLike | torch.Tensor
+    #: A result: numpy float64, or torch when an input is a tensor (see the module docstring).
+    Profile = NDArray[np.float64] | torch.Tensor
 
 
 class FormulaInputError(LinearCNNInputError):
@@ -49,44 +61,20 @@ class _StableTorchPrinter(TorchPrinter):
         return f"{self._module_format('torch.log1p')}({self._print(expr.args[0])})"
 
 
-@lru_cache(maxsize=1)
-def _stored_or_derived() -> tuple[dict[str, tuple[tuple[sp.Symbol, ...], sp.Expr]], sp.Expr]:
-    """(expressions, x*): from `linearcnn.theory.cache` when it matches the derivation code, else derived now."""
-    from linearcnn.theory import cache
+def _stored() -> tuple[Expressions, sp.Expr]:
+    """(expressions, x*) from `linearcnn.theory.cache` (imported on first use, so that
+    `python -m linearcnn.theory.cache` does not find itself imported by the package first)."""
+    from linearcnn.theory.cache import stored_or_derived
 
-    stored = cache.load()
-    if stored is not None:
-        return stored
-    derivation = derive()
-    return expressions_from_derivation(derivation), derivation.results["x_star_value"]
+    return stored_or_derived()
 
 
-def _expressions() -> dict[str, tuple[tuple[sp.Symbol, ...], sp.Expr]]:
+def _expressions() -> Expressions:
     """The derivation's results that the numeric code evaluates, with their argument symbols."""
-    return _stored_or_derived()[0]
+    return _stored()[0]
 
 
-def expressions_from_derivation(derivation: Any) -> dict[str, tuple[tuple[sp.Symbol, ...], sp.Expr]]:
-    """Pick (and combine) the results of `derive()` that the numeric code evaluates."""
-    sym, res = derivation.symbols, derivation.results
-    mu, eta, t, tau, r, x = sym["mu"], sym["eta"], sym["t"], sym["tau"], sym["r"], sym["x"]
-    growth_symbol = next(s for s in res["raw_profile_in_growth"].free_symbols if s.name == "g")
-    stable_growth = res["stable_growth"].subs(x, eta * mu)
-    stable_profile = stable_growth / sp.sqrt(mu)
-    flow_growth = sp.sqrt(mu) * res["stable_gradient_flow_profile"]  # -expm1(-tau mu)
-    return {
-        "profile_naive": ((mu, eta, t), res["profile"]),
-        "profile_stable": ((mu, eta, t), stable_profile),
-        "raw_profile_stable": ((mu, eta, t, r), res["raw_profile_in_growth"].subs(growth_symbol, stable_growth)),
-        "flow_profile": ((mu, tau), res["stable_gradient_flow_profile"]),
-        "raw_flow_profile": ((mu, tau, r), res["raw_profile_in_growth"].subs(growth_symbol, flow_growth)),
-        "growth_factor": ((x, t), res["stable_growth"]),
-        "whitening_profile": ((mu,), res["whitening_profile"]),
-        "raw_whitening_profile": ((mu, r), res["whitening_raw_profile"]),
-    }
-
-
-@lru_cache(maxsize=None)
+@cache
 def lambdified(name: str, backend: str) -> Callable[..., Any]:
     """The lambdified function `name` for `backend` ('numpy' or 'torch'), compiled once."""
     args, expr = _expressions()[name]
@@ -101,7 +89,7 @@ def lambdified(name: str, backend: str) -> Callable[..., Any]:
 
 def x_star() -> float:
     """x* = tau * mu at the maximum of the gradient-flow profile (root of 2x e^-x = 1 - e^-x)."""
-    return float(_stored_or_derived()[1])
+    return float(_stored()[1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,28 +119,30 @@ def _check_eigenvalues(eigenvalues: Any) -> np.ndarray:
 
 
 def _check_param(value: Any, name: str, *, positive: bool) -> np.ndarray:
+    parameter = name if name.isidentifier() else None  # "lr * eigenvalue" is not one parameter
     arr = np.asarray(value.detach().cpu() if _is_torch(value) else value, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
-        raise FormulaInputError(f"{name} must be finite; found NaN or Inf")
+        raise FormulaInputError(f"{name} must be finite; found NaN or Inf", parameter=parameter)
     if positive and np.any(arr <= 0):
-        raise FormulaInputError(f"{name} must be > 0; found {arr.min():g}")
+        raise FormulaInputError(f"{name} must be > 0; found {arr.min():g}", parameter=parameter)
     if not positive and np.any(arr < 0):
-        raise FormulaInputError(f"{name} must be >= 0; found {arr.min():g}")
+        raise FormulaInputError(f"{name} must be >= 0; found {arr.min():g}", parameter=parameter)
     return arr
 
 
-def check_stable_lr(eigenvalues: Any, lr: Any) -> None:
+def check_stable_lr(eigenvalues: Values, lr: Values) -> None:
     """Raise `DivergentLearningRateError` unless lr * max(eigenvalue) < 2 (stable region (0, 2))."""
     mu_max = float(_check_eigenvalues(eigenvalues).max())
     lr_max = float(_check_param(lr, "lr", positive=True).max())
     if lr_max * mu_max >= 2:
         raise DivergentLearningRateError(
             f"lr={lr_max:g} diverges: lr * max eigenvalue = {lr_max * mu_max:g} >= 2 "
-            f"(max eigenvalue {mu_max:g}); use lr < {2 / mu_max:g}"
+            f"(max eigenvalue {mu_max:g}); use lr < {2 / mu_max:g}",
+            parameter="lr",
         )
 
 
-def evaluate_unchecked(name: str, eigenvalues: Any, params: list[Any]) -> Any:
+def evaluate_unchecked(name: str, eigenvalues: Values, params: list[Values]) -> Any:
     """Evaluate the lambdified expression `name` with eigenvalues on the last axis and `params`
     broadcast in front, without validating the inputs.
 
@@ -169,15 +159,15 @@ def evaluate_unchecked(name: str, eigenvalues: Any, params: list[Any]) -> Any:
         columns = [p.expand(shape).unsqueeze(-1) for p in tensors]  # (*P, 1)
         out = lambdified(name, "torch")(mu, *columns)  # (*P, d)
         return torch.as_tensor(out, dtype=mu.dtype, device=mu.device).expand(*shape, mu.shape[-1])
-    mu = np.asarray(eigenvalues, dtype=np.float64)
+    mu_np = np.asarray(eigenvalues, dtype=np.float64)
     arrays = [np.asarray(p, dtype=np.float64) for p in params]
-    shape = np.broadcast_shapes(*(p.shape for p in arrays)) if arrays else ()
-    columns = [np.broadcast_to(p, shape)[..., None] for p in arrays]  # (*P, 1)
+    shape_np = np.broadcast_shapes(*(p.shape for p in arrays)) if arrays else ()
+    columns_np = [np.broadcast_to(p, shape_np)[..., None] for p in arrays]  # (*P, 1)
     # The piecewise stable form evaluates every branch (numpy.select); the unused branch may
     # produce NaN for out-of-range arguments, which select then discards.
     with np.errstate(all="ignore"):
-        out = lambdified(name, "numpy")(mu, *columns)  # (*P, d)
-    return np.broadcast_to(np.asarray(out, dtype=np.float64), (*shape, mu.shape[-1])).copy()
+        out_np = lambdified(name, "numpy")(mu_np, *columns_np)  # (*P, d)
+    return np.broadcast_to(np.asarray(out_np, dtype=np.float64), (*shape_np, mu_np.shape[-1])).copy()
 
 
 def _check_steps(eigenvalues: np.ndarray, lr: np.ndarray, steps: Any) -> np.ndarray:
@@ -186,7 +176,8 @@ def _check_steps(eigenvalues: np.ndarray, lr: np.ndarray, steps: Any) -> np.ndar
     if np.any(oscillating & (np.floor(t) != t)[..., None]):
         raise FormulaInputError(
             "steps must be integers where lr * eigenvalue > 1 (the factor (1 - lr*eigenvalue)^steps "
-            "has a negative base there)"
+            "has a negative base there)",
+            parameter="steps",
         )
     return t
 
@@ -195,7 +186,7 @@ def _check_steps(eigenvalues: np.ndarray, lr: np.ndarray, steps: Any) -> np.ndar
 # public formulas
 
 
-def formula_profile(eigenvalues: Any, lr: Any, steps: Any, *, stable: bool = True) -> Any:
+def formula_profile(eigenvalues: Values, lr: Values, steps: Values, *, stable: bool = True) -> Any:
     """Energy profile of a linear CNN after `steps` gradient steps (Thm 4.2), unnormalised.
 
         e_i = sqrt(mu_i) * (1 - (1 - lr * mu_i)^steps) / mu_i
@@ -219,7 +210,7 @@ def formula_profile(eigenvalues: Any, lr: Any, steps: Any, *, stable: bool = Tru
     return evaluate_unchecked("profile_stable" if stable else "profile_naive", eigenvalues, [lr, steps])
 
 
-def raw_formula_profile(eigenvalues: Any, lr: Any, steps: Any, init_ratio: Any) -> Any:
+def raw_formula_profile(eigenvalues: Values, lr: Values, steps: Values, init_ratio: Values) -> Any:
     """Expected energy profile of the *raw* (not init-subtracted) weights, many filters.
 
         e_i = sqrt( g_i^2 / mu_i + r^2 ),  g_i = 1 - (1 - lr mu_i)^steps,  r = sigma / s
@@ -235,7 +226,7 @@ def raw_formula_profile(eigenvalues: Any, lr: Any, steps: Any, init_ratio: Any) 
     return evaluate_unchecked("raw_profile_stable", eigenvalues, [lr, steps, init_ratio])
 
 
-def gradient_flow_profile(eigenvalues: Any, tau: Any) -> Any:
+def gradient_flow_profile(eigenvalues: Values, tau: Values) -> Any:
     """Gradient-flow profile (lr -> 0 with tau = lr * steps fixed): (1 - exp(-tau mu)) / sqrt(mu).
 
     The one-parameter family used to fit real networks; evaluated as -expm1(-tau mu)/sqrt(mu).
@@ -245,7 +236,7 @@ def gradient_flow_profile(eigenvalues: Any, tau: Any) -> Any:
     return evaluate_unchecked("flow_profile", eigenvalues, [tau])
 
 
-def raw_gradient_flow_profile(eigenvalues: Any, tau: Any, init_ratio: Any) -> Any:
+def raw_gradient_flow_profile(eigenvalues: Values, tau: Values, init_ratio: Values) -> Any:
     """Gradient-flow profile of raw weights: sqrt((1 - exp(-tau mu))^2 / mu + r^2)."""
     _check_eigenvalues(eigenvalues)
     _check_param(tau, "tau", positive=False)
@@ -253,13 +244,13 @@ def raw_gradient_flow_profile(eigenvalues: Any, tau: Any, init_ratio: Any) -> An
     return evaluate_unchecked("raw_flow_profile", eigenvalues, [tau, init_ratio])
 
 
-def whitening_profile(eigenvalues: Any) -> Any:
+def whitening_profile(eigenvalues: Values) -> Any:
     """The steps -> infinity limit (Thm 4.3): 1 / sqrt(mu), a whitening filter bank."""
     _check_eigenvalues(eigenvalues)
     return evaluate_unchecked("whitening_profile", eigenvalues, [])
 
 
-def growth_factor(x: Any, steps: Any) -> Any:
+def growth_factor(x: Values, steps: Values) -> Any:
     """g = 1 - (1 - x)^steps for x = lr * eigenvalue in [0, 2), the stable lambdified form.
 
     Elementwise with broadcasting (numpy, or torch if an input is a tensor); g(0, t) = 0.
@@ -270,11 +261,12 @@ def growth_factor(x: Any, steps: Any) -> Any:
         raise DivergentLearningRateError(f"lr * eigenvalue = {xs.max():g} >= 2: gradient descent diverges")
     t = _check_param(steps, "steps", positive=False)
     if np.any((np.broadcast_to(xs, np.broadcast_shapes(xs.shape, t.shape)) > 1) & (np.floor(t) != t)):
-        raise FormulaInputError("steps must be integers where lr * eigenvalue > 1")
+        raise FormulaInputError("steps must be integers where lr * eigenvalue > 1", parameter="steps")
     if _is_torch(x, steps):
         import torch
 
         ref = x if isinstance(x, torch.Tensor) else steps
+        assert isinstance(ref, torch.Tensor)  # _is_torch: one of the two is
         xt = torch.as_tensor(x, dtype=ref.dtype, device=ref.device)
         tt = torch.as_tensor(steps, dtype=ref.dtype, device=ref.device)
         return torch.as_tensor(lambdified("growth_factor", "torch")(xt, tt), dtype=ref.dtype, device=ref.device)
@@ -283,6 +275,6 @@ def growth_factor(x: Any, steps: Any) -> Any:
     return np.broadcast_to(np.asarray(out, dtype=np.float64), np.broadcast_shapes(np.shape(x), np.shape(steps))).copy()
 
 
-def max_stable_lr(eigenvalues: Any) -> float:
+def max_stable_lr(eigenvalues: Values) -> float:
     """The supremum of stable learning rates, 2 / max(mu) (derivation step 'divergence')."""
     return float(2.0 / _check_eigenvalues(eigenvalues).max())

@@ -1,0 +1,108 @@
+"""Loading a `torch.save` file safely: `torch.load(weights_only=True)` on the CPU, errors in one line.
+
+`weights_only=True` rebuilds only tensors, containers and primitives (plus `_HARMLESS_GLOBALS`);
+any other Python global in the pickle (a model class, `os.system`, ...) makes it stop *before*
+calling anything, and `torch_load` turns that into a one-line `LinearCNNInputError`. Shared by
+the checkpoint inventory (`_torch_pickle`) and the training-checkpoint reader (`training`).
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from linearcnn.errors import LinearCNNInputError
+
+#: Extra classes `weights_only` may rebuild: `torch.__version__` is a `TorchVersion` (a plain
+#: `str` subclass) and lands in many checkpoints' metadata by accident.
+_HARMLESS_GLOBALS: tuple[type, ...] = (torch.torch_version.TorchVersion,)
+
+_BOILERPLATE = (
+    "Weights only load failed",
+    "Please file an issue",
+    "Check the documentation",
+    "In PyTorch 2.6",
+    "(1)",
+    "(2)",
+)
+
+
+def _short(message: str) -> str:
+    """The informative line of a (multi-line) library error message, without torch's boilerplate."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(_BOILERPLATE)]
+    return (useful or lines or ["no details"])[0][:200]
+
+
+def _refusal(path: Path, global_name: str) -> LinearCNNInputError:
+    """Error for a pickle that needs a Python object safe loading does not rebuild."""
+    last = global_name.rsplit(".", 1)[-1]
+    if last[:1].isupper():  # a class: almost always a whole model saved with torch.save(model)
+        return LinearCNNInputError(
+            f"checkpoint {str(path)!r} holds a pickled Python object of class {global_name} (for example a "
+            "whole model saved with torch.save(model)), which safe loading refuses because unpickling it "
+            "runs code from the file; save model.state_dict() instead, or pass unsafe_load if you trust "
+            "the file",
+            parameter="unsafe_load",
+        )
+    return LinearCNNInputError(
+        f"checkpoint {str(path)!r} refused: unpickling it would call {global_name}, which safe loading "
+        "(torch.load weights_only=True) never runs; pass unsafe_load only if you trust the file",
+        parameter="unsafe_load",
+    )
+
+
+def torch_load_raw(path: Path, *, unsafe_load: bool, mmap: bool) -> Any:
+    """`torch.load` on the CPU (`weights_only` unless `unsafe_load`), torch's warnings silenced; errors as torch raises them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.serialization.safe_globals(list(_HARMLESS_GLOBALS)):
+            return torch.load(path, map_location="cpu", weights_only=not unsafe_load, mmap=mmap)
+
+
+def torch_load(path: Path, *, unsafe_load: bool, zip_format: bool) -> Any:
+    """`torch.load` on the CPU, `weights_only=True` unless `unsafe_load`; errors become one line.
+
+    Zip-format files are memory-mapped (only the tensors used are read from disk); if mapping
+    fails (an archive rewritten with compression, say) a safe load is retried without it.
+    """
+    try:
+        try:
+            return torch_load_raw(path, unsafe_load=unsafe_load, mmap=zip_format)
+        except (RuntimeError, ValueError):
+            if (
+                not zip_format or unsafe_load
+            ):  # an unsafe load may have run code: never run it twice
+                raise
+            return torch_load_raw(path, unsafe_load=unsafe_load, mmap=False)
+    except MemoryError:
+        raise
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found and not unsafe_load:
+            raise _refusal(path, found.group(1)) from None
+        advice = (
+            "truncated or corrupt?"
+            if unsafe_load
+            else "truncated or corrupt, or not a torch.save file; if it is one and you trust it, "
+            "pass unsafe_load"
+        )
+        raise LinearCNNInputError(
+            f"checkpoint {str(path)!r}: unpickling failed ({_short(str(exc))}): {advice}",
+            parameter=None if unsafe_load else "unsafe_load",
+        ) from None
+    except Exception as exc:  # any failure to parse a user's file is bad input
+        hint = " (with unsafe_load its classes must be importable)" if unsafe_load else ""
+        raise LinearCNNInputError(
+            f"checkpoint {str(path)!r}: cannot load as a PyTorch checkpoint, truncated or corrupt? "
+            f"{type(exc).__name__}: {_short(str(exc))}{hint}",
+            parameter="unsafe_load" if unsafe_load else None,
+        ) from None
+
+
+__all__ = ["torch_load", "torch_load_raw"]

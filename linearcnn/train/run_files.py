@@ -1,0 +1,123 @@
+"""A run's output folder: checking it before any heavy work, resuming from it, writing to it.
+
+`out/checkpoint.pt` (format: `linearcnn.checkpoints.training`) and `out/metrics.json` are written
+atomically, by rank 0 only. A checkpoint resumes a run only under the same settings
+(`RUN_CONTROL_FIELDS` may differ) and on the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from linearcnn._files import atomic_save, atomic_write_text, check_writable_file
+from linearcnn.checkpoints.training import CHECKPOINT_NAME, checkpoint_dict, load_training_checkpoint, model_spec
+from linearcnn.errors import LinearCNNInputError
+from linearcnn.train.config import RUN_CONTROL_FIELDS, TrainConfig
+from linearcnn.train.device_data import TrainingData
+from linearcnn.train.metrics import METRICS_NAME, Metrics, Partial, metrics_summary
+
+
+def checkpoint_path_for(out: str | os.PathLike[str]) -> Path:
+    """Where a run writing to `out` keeps its checkpoint: out/checkpoint.pt."""
+    return Path(out) / CHECKPOINT_NAME
+
+
+def check_out_dir(config: TrainConfig, is_main: bool) -> Path | None:
+    """Create/check the output folder before any heavy work; return the checkpoint path (None without `out`)."""
+    if config.out is None:
+        if config.resume:
+            raise LinearCNNInputError("resume needs out: the folder holding the checkpoint to continue", parameter="resume")
+        return None
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise LinearCNNInputError(f"out {str(out)!r} is a file; expected a folder", parameter="out")
+    if is_main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LinearCNNInputError(
+                f"out {str(out)!r} cannot be created ({exc.strerror or exc}); choose a writable folder", parameter="out"
+            ) from None
+    path = checkpoint_path_for(out)
+    if is_main:
+        try:
+            check_writable_file(path, "out checkpoint")
+        except LinearCNNInputError as error:
+            raise LinearCNNInputError(str(error), parameter="out") from None
+    if path.exists() and not (config.resume or config.overwrite):
+        raise LinearCNNInputError(
+            f"out {str(out)!r} already holds {CHECKPOINT_NAME}; pass resume to continue it, overwrite to replace it, or another out",
+            parameter="out",
+        )
+    return path
+
+
+def read_resume_state(config: TrainConfig, path: Path | None) -> dict[str, Any] | None:
+    """The checkpoint a `resume` run continues (None: nothing to resume), checked against `config`."""
+    if not config.resume or path is None or not path.exists():
+        return None
+    checkpoint = load_training_checkpoint(path)
+    stored = checkpoint.get("config", {})
+    current = config.to_dict()
+    defaults = TrainConfig().to_dict()  # a field newer than the checkpoint had its default value then
+    for key in current:
+        if key in RUN_CONTROL_FIELDS:
+            continue
+        if stored.get(key, defaults[key]) != current[key]:
+            raise LinearCNNInputError(
+                f"resume: checkpoint {str(path)!r} was trained with {key}={stored.get(key, defaults[key])!r}, this run asks for "
+                f"{key}={current[key]!r}; resume with the same settings or choose another out",
+                parameter="resume",
+            )
+    return checkpoint
+
+
+def check_resume_data(
+    checkpoint: dict[str, Any], path: Path, config: TrainConfig, data: TrainingData, random_labels: torch.Tensor | None,
+    initial_first_layer: torch.Tensor,
+) -> None:
+    """LinearCNNInputError unless the checkpoint was trained on this data, these labels and this first-layer shape."""
+    channels, num_images = data.images.shape[1], data.images.shape[0]
+    stored_channels = checkpoint.get("model", {}).get("in_channels")
+    if stored_channels != channels:
+        raise LinearCNNInputError(
+            f"resume: checkpoint {str(path)!r} is for {stored_channels}-channel images, data {config.data!r} has {channels}",
+            parameter="resume",
+        )
+    stored_n = checkpoint.get("data", {}).get("num_images")
+    if stored_n != num_images:
+        raise LinearCNNInputError(
+            f"resume: checkpoint {str(path)!r} was trained on {stored_n} images, data {config.data!r} has {num_images}", parameter="resume"
+        )
+    if initial_first_layer.shape != checkpoint["first_layer"]["initial_weight"].shape:
+        raise LinearCNNInputError(f"resume: checkpoint {str(path)!r} has a first layer of another shape", parameter="resume")
+    if random_labels is not None and not torch.equal(checkpoint["random_labels"], random_labels):
+        raise LinearCNNInputError(f"resume: checkpoint {str(path)!r} holds other random labels than this run draws", parameter="resume")
+
+
+def write_run(
+    path: Path, *, config: TrainConfig, model: nn.Module, optimizer_state: dict[str, Any], layer_name: str,
+    initial_first_layer: torch.Tensor, snapshot_steps: Sequence[int], snapshot_weights: Sequence[torch.Tensor], epoch: int, step: int,
+    epoch_step: int, metrics: Metrics, partial: Partial, random_labels: torch.Tensor | None, data: TrainingData,
+    device: torch.device, world_size: int, final: bool,
+) -> None:
+    """Write `checkpoint.pt` and `metrics.json` of one model, each atomically."""
+    checkpoint = checkpoint_dict(
+        config=config, model=model, optimizer_state=optimizer_state, layer_name=layer_name,
+        initial_first_layer=initial_first_layer, snapshot_steps=snapshot_steps, snapshot_weights=snapshot_weights,
+        epoch=epoch, step=step, epoch_step=epoch_step, metrics=metrics, partial=partial, random_labels=random_labels,
+        data_info=data.info, model_spec=model_spec(config, data.images.shape[1], data.num_classes),
+    )
+    atomic_save(path, lambda tmp: torch.save(checkpoint, tmp))
+    summary = metrics_summary(config, metrics, partial, epoch, step, device, world_size, final)
+    atomic_write_text(path.parent / METRICS_NAME, json.dumps(summary, indent=2) + "\n")
+
+
+__all__ = ["check_out_dir", "check_resume_data", "checkpoint_path_for", "read_resume_state", "write_run"]

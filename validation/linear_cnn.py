@@ -1,0 +1,166 @@
+"""Experiment `linear_cnn`: the paper's linear CNN (PAPER.md sections 2-3).
+
+Train it (full batch, float64), check `linearcnn.dynamics.simulate` against the training step for
+step, then follow the exact dynamics from step 1 far into the whitening regime, measuring every
+step with `linearcnn.simulation_report` (formula fit, theory at that step, whitening) plus what
+only this experiment asks: the whitening correlation in A's own eigenbasis and the output
+autocorrelation of the filters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from linearcnn import plots
+from linearcnn.energy import energy_profile, pearson, whitening_indicators
+from linearcnn.fit import fit_formula
+from linearcnn.simulation_report import simulation_report
+from validation.measures import input_autocorrelation, mean_std, output_autocorrelation, series
+from validation.runs import Context
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from linearcnn.data import ImageDataset
+    from linearcnn.patches import PatchStats
+
+#: The per-step measures averaged over seeds (and drawn).
+STEP_KEYS = ("fit_correlation", "fit_tau", "theory_tau", "corr_formula_at_theory_tau",
+             "corr_inv_sqrt_patch_eigenvalues", "corr_inv_sqrt_A_eigenvalues")
+
+
+@dataclasses.dataclass
+class _SeedRun:
+    agreement: dict[str, float]      # simulate vs training
+    rows: list[dict[str, Any]]       # one per trajectory step
+    deltas: NDArray[np.float64]      # (P, C, k, k) W(t) - W(0) of one filter (all filters move alike)
+
+
+def _one_seed(
+    ctx: Context, dataset: ImageDataset, stats: PatchStats, images_ac: NDArray[np.float64], labels: str, seed: int
+) -> _SeedRun:
+    """Train one seed, compare with `simulate`, then measure the closed form along log-spaced steps."""
+    import torch
+
+    from linearcnn import dynamics
+    from linearcnn.train import TrainConfig, prepare_training_data, train
+
+    c = ctx.config
+    base = TrainConfig(arch="linear", data=ctx.data, labels=labels, width=c.linear_filters,
+                       kernel_size=c.kernel_size, precision="float64", batch_size=len(dataset.images), seed=seed,
+                       device=c.device, limit=c.linear_images).validate().resolved()
+    data = prepare_training_data(base, dataset, torch.device("cpu"), torch.float64)
+    A, _, _ = dynamics.moment_matrices(data.images, c.kernel_size, data.targets, device=ctx.device)
+    a_max = float(dynamics.psd_eigen(A).values[0])
+    lr = c.linear_lr_fraction * dynamics.linear_cnn_max_stable_lr(a_max, c.linear_filters)
+    config = dataclasses.replace(base, lr=lr, steps=c.linear_train_steps, snapshot_every=max(1, c.linear_train_steps // 10))
+    result = train(config, dataset=dataset)
+    steps = result.snapshot_steps.numpy()
+    w0 = result.initial_first_layer.to(torch.float64).numpy()  # (K, C, k, k)
+    trained = result.snapshot_weights.to(torch.float64).numpy()  # (S, K, C, k, k)
+    sim = dynamics.simulate(data.images, data.targets, w0, lr, steps, device=ctx.device)
+    diff = np.linalg.norm((trained - sim.filters).reshape(len(steps), -1), axis=1)
+    change = np.linalg.norm((sim.filters - w0[None]).reshape(len(steps), -1), axis=1)
+    size = np.linalg.norm(sim.filters.reshape(len(steps), -1), axis=1)
+    moved = change > 0
+    agreement = {"max_rel_error_of_change": float(np.max(diff[moved] / change[moved])),
+                 "max_rel_error_of_weights": float(np.max(diff / size))}
+    # far past training: closed form at log-spaced steps into the whitening regime
+    alpha = sim.a_eigenvalues
+    positive = alpha > alpha[0] * 1e-12
+    t_max = min(1e15, 1e3 / (sim.eta * float(alpha[positive].min())))
+    traj_steps = np.unique(np.round(np.logspace(0, math.log10(t_max), c.linear_trajectory_points)))
+    filters = dynamics.simulate_filters(w0, sim.A, sim.b, lr, traj_steps,
+                                        eigen=dynamics.Eigen(sim.a_eigenvalues, sim.a_eigenvectors))
+    along = dataclasses.replace(sim, steps=traj_steps.astype(np.int64), filters=filters)
+    rows, deltas = [], []
+    for measured, w in zip(simulation_report(along, stats, raw=False), filters):
+        delta = w - w0  # (K, C, k, k) identical rows: every filter gets the same gradient
+        in_a_basis = energy_profile(delta, sim.a_eigenvectors)
+        rows.append({
+            "step": float(measured.step), "fit_correlation": measured.fit_correlation, "fit_tau": measured.fit_tau,
+            "theory_tau": measured.theory_tau, "corr_formula_at_theory_tau": measured.theory_correlation,
+            "corr_inv_sqrt_patch_eigenvalues": (measured.whitening or {}).get("corr_inv_sqrt_eigenvalues"),
+            "corr_inv_sqrt_A_eigenvalues": float(pearson(in_a_basis[positive], 1 / np.sqrt(alpha[positive]))),
+            "output_autocorrelation": output_autocorrelation(delta[:1], images_ac, c.autocorr_lags),
+        })
+        deltas.append(delta[0])
+    return _SeedRun(agreement=agreement, rows=rows, deltas=np.stack(deltas))
+
+
+def _summary(ctx: Context, runs: list[_SeedRun], stats: PatchStats, images_ac: NDArray[np.float64]) -> dict[str, Any]:
+    """Mean +- std over seeds of every per-step measure, and the seeds pooled into one bank."""
+    lags = ctx.config.autocorr_lags
+    rows_by_seed = [r.rows for r in runs]
+    points = range(len(rows_by_seed[0]))
+    # seeds pooled: the label draws' filters as one bank, approximating the expectation over draws
+    bank = np.stack([r.deltas for r in runs], axis=1)  # (P, seeds, C, k, k)
+    pooled = []
+    for p in points:
+        profile = energy_profile(bank[p], stats.eigenvectors)
+        pooled.append({"step": rows_by_seed[0][p]["step"],
+                       "corr_inv_sqrt_patch_eigenvalues": whitening_indicators(bank[p], stats)["corr_inv_sqrt_eigenvalues"],
+                       "fit_correlation": fit_formula(profile, stats.eigenvalues).correlation,
+                       "output_autocorrelation": output_autocorrelation(bank[p], images_ac, lags)})
+    along_steps = {k: [mean_std([rows[p][k] for rows in rows_by_seed]) for p in points] for k in STEP_KEYS}
+    autocorrelation = {str(lag): [mean_std([rows[p]["output_autocorrelation"][i] for rows in rows_by_seed]) for p in points]
+                       for i, lag in enumerate(lags)}
+    return {
+        "simulate_vs_train": {k: mean_std([r.agreement[k] for r in runs]) for k in runs[0].agreement},
+        "steps": [r["step"] for r in rows_by_seed[0]],
+        "along_steps": along_steps,
+        "output_autocorrelation": autocorrelation,
+        "seeds_pooled": pooled,
+        "first": {k: along_steps[k][0] for k in STEP_KEYS},
+        "last": {k: along_steps[k][-1] for k in STEP_KEYS},
+        "best_fit_correlation": mean_std([max(r["fit_correlation"] for r in rows) for rows in rows_by_seed]),
+        "last_autocorrelation": {k: v[-1] for k, v in autocorrelation.items()},
+        "first_autocorrelation": {k: v[0] for k, v in autocorrelation.items()},
+    }
+
+
+def _plot(ctx: Context, runs_by_labels: dict[str, list[_SeedRun]]) -> None:
+    c = ctx.config
+    fit, white, autocorr = ("fit correlation (formula vs profile)", "corr(profile, 1/sqrt(eigenvalue))",
+                            f"output autocorrelation, lag {c.autocorr_lags[0]} px")
+    panels: dict[str, dict[str, Any]] = {fit: {}, white: {}, autocorr: {}}
+    for labels, runs in runs_by_labels.items():
+        x = np.array([r["step"] for r in runs[0].rows])
+
+        def curve(key: str, runs: list[_SeedRun] = runs) -> NDArray[np.float64]:
+            return np.array([[r[key] for r in run.rows] for run in runs], dtype=float)  # (seeds, points)
+
+        panels[fit][f"{labels} labels"] = series(x, curve("fit_correlation"))
+        panels[white][f"{labels}: patch PCA basis"] = series(x, curve("corr_inv_sqrt_patch_eigenvalues"))
+        panels[white][f"{labels}: eigenbasis of A"] = series(x, curve("corr_inv_sqrt_A_eigenvalues"))
+        panels[autocorr][f"{labels} labels"] = series(
+            x, np.array([[r["output_autocorrelation"][0] for r in run.rows] for run in runs]))
+    plots.plot_curves(panels, ctx.figure("linear_cnn_dynamics.png"), xlabel="gradient-descent step", logx=True,
+                      title=f"Linear CNN, exact full-batch GD ({len(c.seeds)} seeds, mean +- std)",
+                      ylims={fit: (-0.05, 1.05), white: (-1.05, 1.05)})
+
+
+def linear_cnn(ctx: Context) -> dict[str, Any]:
+    """Train the paper's linear CNN (full batch, float64), check `simulate` against it step for
+    step, then follow the exact dynamics from step 1 far into the whitening regime."""
+    from linearcnn.data import load_dataset
+    from linearcnn.patches import dataset_patch_stats
+
+    c = ctx.config
+    dataset = load_dataset(ctx.data, limit=c.linear_images, min_size=c.kernel_size)
+    stats = dataset_patch_stats(dataset, c.kernel_size, device=ctx.device)
+    images_ac = dataset.normalized()[: c.autocorr_images]  # (n_ac, C, H, W)
+    out: dict[str, Any] = {"images": len(dataset.images), "filters": c.linear_filters, "train_steps": c.linear_train_steps,
+                           "input_autocorrelation": dict(zip(map(str, c.autocorr_lags),
+                                                             input_autocorrelation(images_ac, c.autocorr_lags)))}
+    runs_by_labels = {}
+    for labels in ("random", "true"):
+        runs = [_one_seed(ctx, dataset, stats, images_ac, labels, seed) for seed in c.seeds]
+        out[labels] = _summary(ctx, runs, stats, images_ac)
+        runs_by_labels[labels] = runs
+    _plot(ctx, runs_by_labels)
+    out["figures"] = ["linear_cnn_dynamics.png"]
+    return out
