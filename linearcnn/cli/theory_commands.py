@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
 from linearcnn._files import atomic_write_text, check_writable_file
@@ -56,54 +55,25 @@ def derive(
 
 def _evaluate(eigenvalues: str, lr: float, steps: str, tau: Optional[str], init_ratio: float,
               normalize: bool, as_json: bool) -> str:
-    from linearcnn import theory
+    from linearcnn.theory.evaluate import profile_table
 
-    mu = np.asarray(parse_float_list(eigenvalues, "--eigenvalues"))
-    order = np.argsort(-mu)
-    mu = mu[order]
+    mu = parse_float_list(eigenvalues, "--eigenvalues")
     if tau is not None:
-        params = parse_float_list(tau, "--tau")
-        label = "tau"
-        if init_ratio > 0:
-            profiles = theory.raw_gradient_flow_profile(mu, np.asarray(params), init_ratio)
-        else:
-            profiles = theory.gradient_flow_profile(mu, np.asarray(params))
+        table = profile_table(mu, tau=parse_float_list(tau, "--tau"), init_ratio=init_ratio, normalize=normalize)
     else:
-        params = parse_float_list(steps, "--steps")
-        label = "steps"
-        if init_ratio > 0:
-            profiles = theory.raw_formula_profile(mu, lr, np.asarray(params), init_ratio)
-        else:
-            profiles = theory.formula_profile(mu, lr, np.asarray(params))
-    if normalize:
-        peak = profiles.max(axis=-1, keepdims=True)
-        profiles = np.divide(profiles, peak, out=np.zeros_like(profiles), where=peak > 0)
-    whitening = theory.whitening_profile(mu)
-    if normalize:
-        whitening = whitening / whitening.max()
-    payload = {
-        "eigenvalues": mu.tolist(),
-        "lr": None if tau is not None else lr,
-        label: params,
-        "init_ratio": init_ratio,
-        "normalized": normalize,
-        "profiles": profiles.tolist(),
-        "whitening_limit": whitening.tolist(),
-    }
+        table = profile_table(mu, lr=lr, steps=parse_float_list(steps, "--steps"), init_ratio=init_ratio, normalize=normalize)
+    payload = table.to_dict()
     if as_json:
         return to_json(payload)
     from rich.table import Table
 
-    table = Table(title=f"energy profile ({'gradient flow' if tau is not None else f'lr={lr:g}'}"
+    shown = Table(title=f"energy profile ({'gradient flow' if tau is not None else f'lr={lr:g}'}"
                   f"{f', r={init_ratio:g}' if init_ratio > 0 else ''}{', max-normalised' if normalize else ''})")
-    table.add_column("eigenvalue", justify="right")
-    for p in params:
-        table.add_column(f"{label}={p:g}", justify="right")
-    table.add_column("t -> inf", justify="right")
-    for i, m in enumerate(mu):
-        table.add_row(f"{m:.4g}", *(f"{profiles[j, i]:.4f}" for j in range(len(params))), f"{whitening[i]:.4f}")
-    console().print(table)
+    shown.add_column("eigenvalue", justify="right")
+    for p in table.values:
+        shown.add_column(f"{table.parameter}={p:g}", justify="right")
+    shown.add_column("t -> inf", justify="right")
+    for i, m in enumerate(table.eigenvalues):
+        shown.add_row(f"{m:.4g}", *(f"{table.profiles[j, i]:.4f}" for j in range(len(table.values))), f"{table.whitening_limit[i]:.4f}")
+    console().print(shown)
     return to_json(payload)
-
-
-

@@ -1,4 +1,4 @@
-"""Commands: `linearcnn train` (and, later, `linearcnn simulate`).
+"""`linearcnn train`: train a linear or deep CNN, one seed or several (one after another or together).
 
 `train` parses its options into a `linearcnn.train.TrainConfig`, calls `train_seeds` and prints
 one summary line per seed. Under torchrun (`torchrun --nproc_per_node N -m linearcnn train ...`)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import numpy as np
 import torch
-from numpy.typing import NDArray
 
+from linearcnn._arrays import real_array
 from linearcnn.device import resolve_device
 from linearcnn.errors import LinearCNNInputError
 
@@ -18,7 +17,7 @@ def _as_tensor(batch: object, what: str) -> torch.Tensor:
     if isinstance(batch, torch.Tensor):
         tensor = batch.detach()
     else:
-        array = _as_array(batch, what)
+        array = real_array(batch, what, expected="an array; expected an (N, C, H, W) array or tensor")
         if array.dtype.kind == "u" and array.dtype != np.uint8:  # torch has few uint16/32/64 ops
             array = array.astype(np.float64)
         if any(s < 0 for s in array.strides):  # torch cannot view negative strides
@@ -28,16 +27,6 @@ def _as_tensor(batch: object, what: str) -> torch.Tensor:
         raise LinearCNNInputError(f"{what} has dtype {tensor.dtype}; expected real numbers (float or integer)")
     _check_ndim(tuple(tensor.shape), what)
     return tensor
-
-
-def _as_array(batch: object, what: str) -> NDArray[Any]:
-    try:
-        array = np.asarray(batch)
-    except (ValueError, TypeError):
-        raise LinearCNNInputError(f"{what} is not an array; expected an (N, C, H, W) array or tensor") from None
-    if array.dtype.kind not in "biuf":
-        raise LinearCNNInputError(f"{what} has dtype {array.dtype}; expected real numbers (float or integer)")
-    return array
 
 
 def _check_ndim(shape: tuple[int, ...], what: str) -> None:
@@ -60,7 +49,7 @@ def batches(images: object, batch_size: int) -> tuple[Iterator[tuple[torch.Tenso
 
         return split_tensor(), int(whole.shape[0])
     if isinstance(images, np.ndarray):
-        array = _as_array(images, "images")
+        array = real_array(images, "images", expected="an array; expected an (N, C, H, W) array or tensor")
         _check_ndim(array.shape, "images")
 
         def split_array() -> Iterator[tuple[torch.Tensor, str]]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import sympy as sp
@@ -186,7 +186,11 @@ def _check_steps(eigenvalues: np.ndarray, lr: np.ndarray, steps: Any) -> np.ndar
 # public formulas
 
 
-def formula_profile(eigenvalues: Values, lr: Values, steps: Values, *, stable: bool = True) -> Any:
+@overload
+def formula_profile(eigenvalues: torch.Tensor, lr: Values, steps: Values, *, stable: bool = ...) -> torch.Tensor: ...
+@overload
+def formula_profile(eigenvalues: ArrayLike, lr: ArrayLike, steps: ArrayLike, *, stable: bool = ...) -> NDArray[np.float64]: ...
+def formula_profile(eigenvalues: Values, lr: Values, steps: Values, *, stable: bool = True) -> Profile:
     """Energy profile of a linear CNN after `steps` gradient steps (Thm 4.2), unnormalised.
 
         e_i = sqrt(mu_i) * (1 - (1 - lr * mu_i)^steps) / mu_i
@@ -210,7 +214,11 @@ def formula_profile(eigenvalues: Values, lr: Values, steps: Values, *, stable: b
     return evaluate_unchecked("profile_stable" if stable else "profile_naive", eigenvalues, [lr, steps])
 
 
-def raw_formula_profile(eigenvalues: Values, lr: Values, steps: Values, init_ratio: Values) -> Any:
+@overload
+def raw_formula_profile(eigenvalues: torch.Tensor, lr: Values, steps: Values, init_ratio: Values) -> torch.Tensor: ...
+@overload
+def raw_formula_profile(eigenvalues: ArrayLike, lr: ArrayLike, steps: ArrayLike, init_ratio: ArrayLike) -> NDArray[np.float64]: ...
+def raw_formula_profile(eigenvalues: Values, lr: Values, steps: Values, init_ratio: Values) -> Profile:
     """Expected energy profile of the *raw* (not init-subtracted) weights, many filters.
 
         e_i = sqrt( g_i^2 / mu_i + r^2 ),  g_i = 1 - (1 - lr mu_i)^steps,  r = sigma / s
@@ -226,7 +234,11 @@ def raw_formula_profile(eigenvalues: Values, lr: Values, steps: Values, init_rat
     return evaluate_unchecked("raw_profile_stable", eigenvalues, [lr, steps, init_ratio])
 
 
-def gradient_flow_profile(eigenvalues: Values, tau: Values) -> Any:
+@overload
+def gradient_flow_profile(eigenvalues: torch.Tensor, tau: Values) -> torch.Tensor: ...
+@overload
+def gradient_flow_profile(eigenvalues: ArrayLike, tau: ArrayLike) -> NDArray[np.float64]: ...
+def gradient_flow_profile(eigenvalues: Values, tau: Values) -> Profile:
     """Gradient-flow profile (lr -> 0 with tau = lr * steps fixed): (1 - exp(-tau mu)) / sqrt(mu).
 
     The one-parameter family used to fit real networks; evaluated as -expm1(-tau mu)/sqrt(mu).
@@ -236,7 +248,11 @@ def gradient_flow_profile(eigenvalues: Values, tau: Values) -> Any:
     return evaluate_unchecked("flow_profile", eigenvalues, [tau])
 
 
-def raw_gradient_flow_profile(eigenvalues: Values, tau: Values, init_ratio: Values) -> Any:
+@overload
+def raw_gradient_flow_profile(eigenvalues: torch.Tensor, tau: Values, init_ratio: Values) -> torch.Tensor: ...
+@overload
+def raw_gradient_flow_profile(eigenvalues: ArrayLike, tau: ArrayLike, init_ratio: ArrayLike) -> NDArray[np.float64]: ...
+def raw_gradient_flow_profile(eigenvalues: Values, tau: Values, init_ratio: Values) -> Profile:
     """Gradient-flow profile of raw weights: sqrt((1 - exp(-tau mu))^2 / mu + r^2)."""
     _check_eigenvalues(eigenvalues)
     _check_param(tau, "tau", positive=False)
@@ -244,13 +260,21 @@ def raw_gradient_flow_profile(eigenvalues: Values, tau: Values, init_ratio: Valu
     return evaluate_unchecked("raw_flow_profile", eigenvalues, [tau, init_ratio])
 
 
-def whitening_profile(eigenvalues: Values) -> Any:
+@overload
+def whitening_profile(eigenvalues: torch.Tensor) -> torch.Tensor: ...
+@overload
+def whitening_profile(eigenvalues: ArrayLike) -> NDArray[np.float64]: ...
+def whitening_profile(eigenvalues: Values) -> Profile:
     """The steps -> infinity limit (Thm 4.3): 1 / sqrt(mu), a whitening filter bank."""
     _check_eigenvalues(eigenvalues)
     return evaluate_unchecked("whitening_profile", eigenvalues, [])
 
 
-def growth_factor(x: Values, steps: Values) -> Any:
+@overload
+def growth_factor(x: torch.Tensor, steps: Values) -> torch.Tensor: ...
+@overload
+def growth_factor(x: ArrayLike, steps: ArrayLike) -> NDArray[np.float64]: ...
+def growth_factor(x: Values, steps: Values) -> Profile:
     """g = 1 - (1 - x)^steps for x = lr * eigenvalue in [0, 2), the stable lambdified form.
 
     Elementwise with broadcasting (numpy, or torch if an input is a tensor); g(0, t) = 0.

@@ -11,20 +11,23 @@ stable iff lr * lambda_max(H) < 2.
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import torch
 from torch import nn
 
-from linearcnn.dynamics import moment_matrices, psd_eigen
+from linearcnn.dynamics import linear_cnn_max_stable_lr, linear_cnn_multi_max_stable_lr, moment_matrices, psd_eigen
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.models import LINEAR_ARCHS, LinearCNN, LinearCNNMulti, first_layer, unwrap_model
 from linearcnn.train.config import TrainConfig
 
 
-def linear_gd_hessian_max_eigenvalue(model: nn.Module, images: torch.Tensor) -> float:
-    """Largest eigenvalue of the Hessian of the MSE loss in the filters, for the linear models (module docstring).
+def linear_max_stable_lr(model: nn.Module, images: torch.Tensor) -> float:
+    """Supremum of stable full-batch GD learning rates for a linear model (module docstring).
 
-    images: (N, C, H, W) normalised as for training. Raises LinearCNNInputError for other models.
+    images: (N, C, H, W) normalised as for training. The bounds themselves live in
+    `linearcnn.dynamics` (`linear_cnn_max_stable_lr`, `linear_cnn_multi_max_stable_lr`); here the
+    model supplies K or its readout R. Raises LinearCNNInputError for other models.
     """
     model = unwrap_model(model)
     conv = first_layer(model)
@@ -33,12 +36,18 @@ def linear_gd_hessian_max_eigenvalue(model: nn.Module, images: torch.Tensor) -> 
     second_moment, _, _ = moment_matrices(images, kernel_size, no_targets, device=images.device)  # A (d, d) float64
     lambda_a = float(psd_eigen(second_moment).values[0])
     if isinstance(model, LinearCNN):
-        return 2.0 * lambda_a / conv.out_channels
+        return linear_cnn_max_stable_lr(lambda_a, conv.out_channels)
     if isinstance(model, LinearCNNMulti):
         readout = model.readout.weight.detach().to(torch.float64).cpu()  # (C, K)
         lambda_r = float(torch.linalg.eigvalsh(readout.T @ readout)[-1])
-        return 2.0 * lambda_r * lambda_a / readout.shape[0]
+        return linear_cnn_multi_max_stable_lr(lambda_a, lambda_r, readout.shape[0])
     raise LinearCNNInputError(f"the stability bound is defined for the linear models only, not {type(model).__name__}")
+
+
+def linear_gd_hessian_max_eigenvalue(model: nn.Module, images: torch.Tensor) -> float:
+    """Largest eigenvalue of the Hessian of the MSE loss in the filters, for the linear models:
+    2 / `linear_max_stable_lr` (GD is stable iff lr * lambda_max(H) < 2)."""
+    return 2.0 / linear_max_stable_lr(model, images)
 
 
 def check_linear_lr(config: TrainConfig, model: nn.Module, images: torch.Tensor) -> float | None:
@@ -51,12 +60,10 @@ def check_linear_lr(config: TrainConfig, model: nn.Module, images: torch.Tensor)
     """
     if config.arch not in LINEAR_ARCHS or (config.arch == "linear-multi" and (config.readout != "fixed" or config.loss != "mse")):
         return None
-    from linearcnn.theory import max_stable_lr  # the stable region lr * max eigenvalue < 2
-
-    hessian_max = linear_gd_hessian_max_eigenvalue(model, images)
-    if not hessian_max > 0:
+    lr_bound = linear_max_stable_lr(model, images)
+    if not math.isfinite(lr_bound):  # A or the readout is zero: every lr is stable
         return None
-    lr_bound = float(max_stable_lr(np.array([hessian_max])))
+    hessian_max = 2.0 / lr_bound
     if config.lr >= lr_bound:
         raise LinearCNNInputError(
             f"lr {config.lr:g} is unstable for arch {config.arch}: lr * lambda_max(H) = {config.lr * hessian_max:.4g} >= 2, "
@@ -67,4 +74,4 @@ def check_linear_lr(config: TrainConfig, model: nn.Module, images: torch.Tensor)
     return lr_bound
 
 
-__all__ = ["check_linear_lr", "linear_gd_hessian_max_eigenvalue"]
+__all__ = ["check_linear_lr", "linear_gd_hessian_max_eigenvalue", "linear_max_stable_lr"]
