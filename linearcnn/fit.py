@@ -12,6 +12,12 @@ normalised family changes shape (from the early regime tau*max(mu) = 1e-4, where
 sqrt(mu), to the whitened regime tau*min(mu) = 1e4, where it is 1/sqrt(mu)), then a bounded
 Brent refinement around the best grid points. Outside that range the normalised family is
 constant, so the search covers every profile the family can produce.
+
+A best fit can still be no fit: when the optimum sits at an end of the search range (the data
+want a tau, or an init ratio r, beyond it, so the parameter is not identified), or when the
+fitted profile is flat, so that Pearson's free offset, which the formula does not have, carries
+the correlation. `FitResult.at_bound`, `FitResult.degenerate` and `FitResult.warnings` say so; a
+correlation so flagged is not evidence of agreement. The thresholds are the constants below.
 """
 
 from __future__ import annotations
@@ -35,11 +41,42 @@ from linearcnn.theory.numeric import evaluate_unchecked
 GRID_POINTS = 384
 EARLY_X = 1e-4  # tau * max(mu) below this: the normalised family equals sqrt(mu) to ~1e-4
 WHITE_X = 1e4   # tau * min(mu) above this: the normalised family equals 1/sqrt(mu)
+RATIO_MIN = 1e-4  # raw families: log r is searched on [RATIO_MIN, RATIO_MAX], and r = 0 is tried
+RATIO_MAX = 1e2   # r above this: the normalised raw family is its r -> inf limit to ~1/(4 r^2) = 2.5e-5
+
+# Honesty thresholds (see `FitResult`).
+BOUND_TOLERANCE = 1e-3     # |log(parameter) - log(end of its search range)| within this: at the end
+BOUND_SCORE_TOLERANCE = 1e-10  # an end's correlation within this of the optimum's: no better than the end
+DEGENERATE_SPREAD = 1e-6   # max/min - 1 of a profile below this: numerically constant
+FLAT_FRACTION = 1e-2       # fitted contrast below this fraction of the measured contrast: a flat fit
 
 
 @dataclass
 class FitResult:
-    """The best member of the formula's family for one measured profile."""
+    """The best member of the formula's family for one measured profile, and whether it is a fit.
+
+    `at_bound` is True when the optimum is an end of the search range rather than an optimum:
+    (i) log tau lies within `BOUND_TOLERANCE` of an end of `search_range["tau"]`, or
+    (ii) the family member at an end of the tau range correlates with the profile within
+    `BOUND_SCORE_TOLERANCE` of the optimum (the family is flat there, e.g. float64 cannot tell
+    tau * min(mu) = 40 from 1e4, so such an optimum is the end in disguise), or
+    (iii) raw families: log r lies within `BOUND_TOLERANCE` of log `RATIO_MAX`. The lower end of r
+    is not flagged: r = 0 (the one-parameter family, no init term) is the edge of the parameter's
+    domain, a genuine constrained optimum, not an artificial limit.
+
+    `degenerate` is True when the fitted shape carries no information:
+    (i) the fitted or the measured profile is numerically constant, max/min - 1 below
+    `DEGENERATE_SPREAD`; or (ii) the fitted profile's contrast (max - min) / max is below
+    `FLAT_FRACTION` times the measured profile's: the formula (free only in scale) predicts a
+    nearly flat profile, and the correlation rests on Pearson's free offset, which the formula
+    does not have; or (iii) raw families: r reaches `RATIO_MAX` (also `at_bound`): the optimum is
+    the r -> inf limit, where r is so large relative to the profile scale that the fitted profile
+    is a constant plus a vanishing ripple; or (iv) when bootstrap intervals were computed
+    (`fit_filters`, `check_intervals`), the point estimate of tau (or r) lies outside its own
+    95% interval.
+
+    `warnings` holds one sentence per finding, naming the value and the bound or threshold.
+    """
 
     family: str                  # "gradient_flow", "steps" or "raw_gradient_flow" / "raw_steps"
     correlation: float           # Pearson correlation of profile and fitted formula
@@ -53,6 +90,16 @@ class FitResult:
     eigenvalues: NDArray[np.float64]
     evaluations: int             # number of formula evaluations the search used
     interval: dict[str, list[float]] = field(default_factory=dict)  # bootstrap 95% intervals
+    search_range: dict[str, list[float]] = field(default_factory=dict)  # "tau" (and "init_ratio"): [low, high]
+    at_bound: bool = False
+    degenerate: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def caveat(self) -> str:
+        """'' for an honest fit, else a short note to print next to the correlation."""
+        found = [name for name, flag in (("at search bound", self.at_bound), ("degenerate", self.degenerate)) if flag]
+        return f"not agreement: {' and '.join(found)}" if found else ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -113,7 +160,8 @@ def fit_formula(
 
     Returns:
         FitResult with Pearson and Spearman correlations, tau (and steps), the normalised
-        profile and fitted formula, and the number of formula evaluations used.
+        profile and fitted formula, the number of formula evaluations used, the search range,
+        and the `at_bound` / `degenerate` flags with their warnings (criteria in `FitResult`).
     """
     p, mu = _check_inputs(profile, eigenvalues)
     if lr is not None:
@@ -171,21 +219,34 @@ def fit_formula(
         i = int(np.argmax(scores_2d))
         candidates.append((scores_2d[i], float(log_tau_2d.ravel()[i]), float(ratio_2d.ravel()[i])))
 
+        log_r_lo, log_r_hi = math.log(RATIO_MIN), math.log(RATIO_MAX)
+
         def negative(params: np.ndarray) -> float:
             lt = float(np.clip(params[0], lo, hi))
-            return -scores_of(family(np.array([lt]), np.array([math.exp(params[1])])))[0]
+            ratio = math.exp(float(np.clip(params[1], log_r_lo, log_r_hi)))
+            return -scores_of(family(np.array([lt]), np.array([ratio])))[0]
 
         for _, lt, ratio in list(candidates):
-            start = np.array([lt, math.log(max(ratio, 1e-4))])
+            start = np.array([lt, math.log(min(max(ratio, RATIO_MIN), RATIO_MAX))])
             refined = minimize(negative, start, method="Nelder-Mead",
                                options={"xatol": 1e-7, "fatol": 1e-13, "maxiter": 600})
-            candidates.append((-refined.fun, float(np.clip(refined.x[0], lo, hi)), math.exp(refined.x[1])))
+            candidates.append((-refined.fun, float(np.clip(refined.x[0], lo, hi)),
+                               math.exp(float(np.clip(refined.x[1], log_r_lo, log_r_hi)))))
         _, best_log_tau, best_ratio = max(candidates, key=lambda c: c[0])
     fitted = family(np.array([best_log_tau]), np.array([best_ratio or 0.0]))[0]
     tau = math.exp(best_log_tau)
     correlation = float(scores_of(fitted[None, :])[0])
     spearman = float(spearmanr(fitted, p).statistic) if np.ptp(fitted) > 0 else 0.0
     family_name = ("raw_" if raw else "") + ("steps" if lr is not None else "gradient_flow")
+    # The family at both ends of the tau range, at the fitted r: does the optimum beat them?
+    end_scores = scores_of(family(np.array([lo, hi]), np.full(2, best_ratio or 0.0)))  # (2,)
+    search_range = {"tau": [math.exp(lo), math.exp(hi)]}
+    if raw:
+        search_range["init_ratio"] = [0.0, RATIO_MAX]
+    at_bound, degenerate, notes = _assess(
+        p, fitted, correlation=correlation, log_tau=best_log_tau, ratio=best_ratio, tau_range=(lo, hi),
+        end_scores=(float(end_scores[0]), float(end_scores[1])),
+    )
     return FitResult(
         family=family_name,
         correlation=correlation,
@@ -198,7 +259,84 @@ def fit_formula(
         fitted_profile=_normalise(fitted),
         eigenvalues=mu,
         evaluations=counter[0],
+        search_range=search_range,
+        at_bound=at_bound,
+        degenerate=degenerate,
+        warnings=notes,
     )
+
+
+def _relative_spread(values: NDArray[np.float64]) -> float:
+    """max/min - 1 of a profile (inf when its minimum is <= 0)."""
+    low, high = float(np.min(values)), float(np.max(values))
+    return high / low - 1 if low > 0 else math.inf
+
+
+def _contrast(values: NDArray[np.float64]) -> float:
+    """(max - min) / max|values|, in [0, 2]; 0 for an all-zero profile."""
+    peak = float(np.max(np.abs(values)))
+    return float(np.ptp(values)) / peak if peak > 0 else 0.0
+
+
+def _assess(
+    profile: NDArray[np.float64], fitted: NDArray[np.float64], *, correlation: float, log_tau: float,
+    ratio: float | None, tau_range: tuple[float, float], end_scores: tuple[float, float],
+) -> tuple[bool, bool, list[str]]:
+    """`FitResult.at_bound`, `.degenerate` and `.warnings` of a fit (criteria in `FitResult`)."""
+    lo, hi = tau_range
+    tau, notes = math.exp(log_tau), []
+    at_bound = degenerate = False
+    range_text = f"[{math.exp(lo):.4g}, {math.exp(hi):.4g}]"
+    ends = (
+        ("lower", lo, end_scores[0], f"tau * max eigenvalue = {EARLY_X:g}, where the family is already sqrt(mu)", "below"),
+        ("upper", hi, end_scores[1], f"tau * min eigenvalue = {WHITE_X:g}, the whitening limit 1/sqrt(mu)", "above"),
+    )
+    for name, end, end_score, meaning, side in ends:
+        if abs(log_tau - end) <= BOUND_TOLERANCE:
+            at_bound = True
+            notes.append(f"fitted tau = {tau:.4g} is at the {name} end of the search range {range_text} ({meaning}): "
+                         f"the best fit lies {side} the range, so tau is not identified")
+        elif end_score >= correlation - BOUND_SCORE_TOLERANCE:
+            at_bound = True
+            notes.append(f"fitted tau = {tau:.4g} fits no better than the {name} end of the search range {range_text} "
+                         f"({meaning}; correlation there {end_score:.10f}, within {BOUND_SCORE_TOLERANCE:g}): "
+                         f"tau is not identified")
+    if ratio is not None and ratio > 0 and math.log(RATIO_MAX) - math.log(ratio) <= BOUND_TOLERANCE:
+        at_bound = degenerate = True
+        notes.append(f"fitted init ratio r = {ratio:.4g} is at the upper end of its search range [0, {RATIO_MAX:g}]: "
+                     "the best fit is the r -> inf limit, a constant profile plus a vanishing ripple, so r is not "
+                     f"identified and the correlation {correlation:.4f} rests on Pearson's free offset")
+    ratio_text = f" (init ratio r = {ratio:.4g})" if ratio is not None else ""
+    for what, values in (("fitted", fitted), ("measured", profile)):
+        spread = _relative_spread(values)
+        if spread < DEGENERATE_SPREAD:
+            degenerate = True
+            notes.append(f"the {what} profile is constant to max/min - 1 = {spread:.3g}, below {DEGENERATE_SPREAD:g}"
+                         f"{ratio_text if what == 'fitted' else ''}: its correlation {correlation:.4f} measures "
+                         "rounding, not the formula's shape")
+    fitted_contrast, measured_contrast = _contrast(fitted), _contrast(profile)
+    if not degenerate and fitted_contrast < FLAT_FRACTION * measured_contrast:
+        degenerate = True
+        notes.append(f"the fitted profile varies by {fitted_contrast:.3g} of its maximum{ratio_text}, less than "
+                     f"{FLAT_FRACTION:g} x the measured profile's {measured_contrast:.3g}: the correlation "
+                     f"{correlation:.4f} rests on Pearson's free offset, which the formula does not have")
+    return at_bound, degenerate, notes
+
+
+def check_intervals(result: FitResult) -> None:
+    """Flag `result` degenerate when its tau (or init ratio) lies outside its own bootstrap 95%
+    interval (`result.interval`, from `fit_filters`), with a warning naming value and interval."""
+    for key, value in (("tau", result.tau), ("init_ratio", result.init_ratio)):
+        bounds = result.interval.get(key)
+        if value is None or not bounds:
+            continue
+        low, high = bounds
+        if not low <= value <= high:
+            result.degenerate = True
+            result.warnings.append(
+                f"fitted {key.replace('_', ' ')} = {value:.4g} lies outside its own bootstrap 95% interval "
+                f"[{low:.4g}, {high:.4g}]: the resampled fits land elsewhere, so the point estimate is not a stable optimum"
+            )
 
 
 def _refine_1d(
@@ -232,7 +370,9 @@ def fit_filters(
     """Energy profile of a filter bank, its fit, and bootstrap 95% intervals over filters.
 
     The bootstrap resamples the K filters with replacement `bootstrap` times, recomputes the
-    profile and the fit, and reports percentile intervals for the correlation and tau.
+    profile and the fit, and reports percentile intervals for the correlation and tau (and the
+    init ratio r for raw families); a point estimate outside its own interval marks the result
+    `degenerate` (`check_intervals`).
     """
     from linearcnn.energy import energy_profile
 
@@ -241,7 +381,7 @@ def fit_filters(
     result = fit_formula(energy_profile(w, eigenvectors), eigenvalues, lr=lr, raw=raw)
     if bootstrap > 0 and w.shape[0] > 1:
         rng = np.random.default_rng(seed)
-        correlations, taus = [], []
+        correlations, taus, ratios = [], [], []
         for _ in range(bootstrap):
             sample = w[rng.integers(0, w.shape[0], size=w.shape[0])]
             profile = energy_profile(sample, eigenvectors)
@@ -250,10 +390,14 @@ def fit_filters(
             fit = fit_formula(profile, eigenvalues, lr=lr, raw=raw, grid_points=128)
             correlations.append(fit.correlation)
             taus.append(fit.tau)
+            ratios.append(fit.init_ratio or 0.0)
         if correlations:
             result.interval = {
                 "correlation": np.percentile(correlations, [2.5, 97.5]).tolist(),
                 "tau": np.percentile(taus, [2.5, 97.5]).tolist(),
                 "samples": [len(correlations)],
             }
+            if raw:
+                result.interval["init_ratio"] = np.percentile(ratios, [2.5, 97.5]).tolist()
+            check_intervals(result)
     return result

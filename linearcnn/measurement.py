@@ -3,7 +3,8 @@ compare` compute, for any caller.
 
 `measure_checkpoint` loads the first layer (optionally minus its initial weights) and the patch
 statistics of matching shape (from a saved file or computed from a data set); the rest is the
-energy module (`energy_profile`, `whitening_indicators`, `similarity_matrix`) and the fit.
+energy module (`energy_profile`, `whitening_indicators`, `similarity_matrix`) and the fit
+(`fit_measurement`, whose `at_bound` / `degenerate` flags and warnings every output carries).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from linearcnn.errors import LinearCNNInputError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from linearcnn.checkpoints import FirstLayer
+    from linearcnn.fit import FitResult
     from linearcnn.patches import PatchStats
 
-__all__ = ["Measurement", "compare_measurements", "load_patch_stats", "measure_checkpoint"]
+__all__ = ["Measurement", "compare_measurements", "fit_measurement", "load_patch_stats", "measure_checkpoint"]
 
 
 @dataclass
@@ -132,3 +134,16 @@ def compare_measurements(
         raise LinearCNNInputError(f"first layers have different patch shapes ({listing}); profiles are not comparable")
     profiles = [energy_profile(m.weights, m.stats.eigenvectors) for m in measurements]
     return profiles, similarity_matrix(profiles)
+
+
+def fit_measurement(
+    measurement: Measurement, *, lr: float | None = None, raw: bool = False, bootstrap: int = 0, seed: int = 0
+) -> FitResult:
+    """The formula fit of a measured layer's energy profile (`linearcnn.fit.fit_filters`), with
+    `bootstrap` resamples over its filters for 95% intervals. The result's `at_bound`,
+    `degenerate` and `warnings` say when the fit is no evidence of agreement."""
+    from linearcnn.fit import fit_filters
+
+    stats = measurement.stats
+    return fit_filters(measurement.weights, stats.eigenvalues, stats.eigenvectors, lr=lr, raw=raw,
+                       bootstrap=bootstrap, seed=seed)

@@ -36,6 +36,7 @@ from linearcnn.errors import LinearCNNInputError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from linearcnn.dynamics import AssumptionDiagnostics, Simulation
+    from linearcnn.fit import FitResult
     from linearcnn.patches import PatchStats
     from linearcnn.train import TrainConfig
 
@@ -66,7 +67,9 @@ def theory_profile(eigenvalues: ArrayLike, *, lr_patch: float, step: float) -> N
 @dataclass
 class StepReport:
     """One step of the exact dynamics, measured. None where a measure is undefined (step 0, or
-    filters that have not moved); the raw-weight fields are None when not asked for."""
+    filters that have not moved); the raw-weight fields are None when not asked for. A fit
+    flagged `at_bound` or `degenerate` (`linearcnn.fit.FitResult`) is no evidence of agreement,
+    whatever its correlation; `warnings` says why, one sentence each."""
 
     step: int
     theory_tau: float                       # eta t / J (`Simulation.theory_tau`)
@@ -78,6 +81,11 @@ class StepReport:
     raw_spectral_flatness: float | None     # of the raw weights W(t)
     profile: NDArray[np.float64]            # (d,) energy profile of W(t) - W(0)
     raw_profile: NDArray[np.float64] | None  # (d,) energy profile of W(t)
+    at_bound: bool = False                  # `FitResult.at_bound` of the init-subtracted fit
+    degenerate: bool = False                # `FitResult.degenerate` of the init-subtracted fit
+    raw_at_bound: bool = False              # the same for the raw-weight fit
+    raw_degenerate: bool = False
+    warnings: list[str] = dataclasses.field(default_factory=list)  # both fits' warnings, each naming its fit
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,21 +102,29 @@ def _step_report(
     delta = weights - initial  # (K, C, k, k) init subtracted
     profile = energy_profile(delta, stats.eigenvectors)  # (d,)
     fit_correlation = fit_tau = theory_correlation = whitening = None
+    fitted: FitResult | None = None
     if step != 0 and np.ptp(profile) > 0:
         fitted = fit_formula(profile, mu)
         fit_correlation, fit_tau = fitted.correlation, fitted.tau
         theory_correlation = profile_similarity(profile, theory_profile(mu, lr_patch=lr_patch, step=step))
         whitening = whitening_indicators(delta, stats)
     raw_profile = raw_fit_correlation = raw_flatness = None
+    raw_fitted: FitResult | None = None
     if raw:
         raw_profile = energy_profile(weights, stats.eigenvectors)  # (d,)
         if np.ptp(raw_profile) > 0:
-            raw_fit_correlation = fit_formula(raw_profile, mu, raw=True).correlation
+            raw_fitted = fit_formula(raw_profile, mu, raw=True)
+            raw_fit_correlation = raw_fitted.correlation
             raw_flatness = whitening_indicators(weights, stats)["spectral_flatness"]
+    notes = [f"step {step}, {name} fit: {note}" for name, result in (("init-subtracted", fitted), ("raw", raw_fitted))
+             if result is not None for note in result.warnings]
     return StepReport(
         step=int(step), theory_tau=float(theory_tau), fit_correlation=fit_correlation, fit_tau=fit_tau,
         theory_correlation=theory_correlation, whitening=whitening, raw_fit_correlation=raw_fit_correlation,
         raw_spectral_flatness=raw_flatness, profile=profile, raw_profile=raw_profile,
+        at_bound=bool(fitted and fitted.at_bound), degenerate=bool(fitted and fitted.degenerate),
+        raw_at_bound=bool(raw_fitted and raw_fitted.at_bound), raw_degenerate=bool(raw_fitted and raw_fitted.degenerate),
+        warnings=notes,
     )
 
 

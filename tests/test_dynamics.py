@@ -379,3 +379,33 @@ def test_cli_bad_input_is_one_line_and_exit_2(arguments, message, tmp_path, caps
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_simulate_flags_fits_that_are_no_fit(tmp_path, capsys):
+    arguments = ["simulate", "--data", "builtin", "--limit", "40", "--kernel", "3", "--filters", "4",
+                 "--steps", "0,1,1000", "--device", "cpu"]
+    code = main([*arguments, "--json", "--out", str(tmp_path / "sim.npz")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    rows = json.loads(captured.out)["steps"]
+    for row in rows:
+        for key in ("at_bound", "degenerate", "raw_at_bound", "raw_degenerate"):
+            assert isinstance(row[key], bool), (key, row)
+        assert isinstance(row["warnings"], list) and all(w.startswith(f"step {row['step']}, ") for w in row["warnings"])
+        assert bool(row["warnings"]) == any(row[k] for k in ("at_bound", "degenerate", "raw_at_bound", "raw_degenerate"))
+    notes = [w for row in rows for w in row["warnings"]]
+    assert captured.err.splitlines() == [f"warning: {w}" for w in notes]
+    # Independent: the init-subtracted fits' tau lies strictly inside [1e-4 / max mu, 1e4 / min mu].
+    mu = np.load(tmp_path / "sim.npz")["patch_eigenvalues"]
+    for row in rows[1:]:
+        inside = 1e-4 / mu.max() * 1.01 < row["fit_tau"] < 1e4 / mu.min() / 1.01
+        assert inside and not row["at_bound"], row["fit_tau"]
+    # The raw-weight fits of 1e-3-scale filters run r to the end of its range (measured: every step).
+    assert rows[-1]["raw_at_bound"] and rows[-1]["raw_degenerate"]
+    assert main(arguments) == 0
+    captured = capsys.readouterr()
+    flagged = sum(row[k] or row[k.replace("at_bound", "degenerate")] for row in rows for k in ("at_bound", "raw_at_bound"))
+    assert captured.out.count("(bound, degenerate)") + captured.out.count("(degenerate)") + captured.out.count(
+        "(bound)") == flagged
+    assert "not agreement with the formula" in captured.out
+    assert captured.err.count("warning: ") == len(notes)

@@ -183,3 +183,56 @@ def test_kernel_larger_than_images(tmp_path, capsys):
     torch.save(net.state_dict(), tmp_path / "k5.pt")
     assert main(["fit", "--checkpoint", str(tmp_path / "k5.pt"), "--data", data]) == 2
     assert "larger" in capsys.readouterr().err
+
+
+def whitening_checkpoint(data: str, path: Path) -> np.ndarray:
+    """A 27-filter layer W = U diag(1/sqrt(mu)) U^T on the data's own patch PCA (computed here):
+    its energy profile is 1/sqrt(mu), the whitening limit that no finite tau reaches."""
+    mu, u = independent_patch_pca(data)
+    net = TinyNet(width=27)
+    bank = u @ np.diag(1 / np.sqrt(mu)) @ u.T  # (27, 27) rows are filters
+    with torch.no_grad():
+        net.stem.weight.copy_(torch.tensor(bank).reshape(27, 3, 3, 3))
+    torch.save(net.state_dict(), path)
+    return mu
+
+
+def test_fit_and_profile_flag_an_optimum_at_the_search_bound(setup, capsys, tmp_path):
+    data = setup[0]
+    ckpt = tmp_path / "white.pt"
+    mu = whitening_checkpoint(data, ckpt)
+    fitted = run_json(["fit", "--checkpoint", str(ckpt), "--data", data, "--bootstrap", "0"], capsys)
+    assert fitted["at_bound"] is True and fitted["degenerate"] is False
+    low, high = fitted["search_range"]["tau"]
+    assert high == pytest.approx(1e4 / mu.min(), rel=1e-5) and low == pytest.approx(1e-4 / mu.max(), rel=1e-5)
+    assert fitted["warnings"] and all(isinstance(w, str) for w in fitted["warnings"])
+    assert "upper end" in fitted["warnings"][0]
+    profiled = run_json(["profile", "--checkpoint", str(ckpt), "--data", data], capsys)
+    assert (profiled["at_bound"], profiled["degenerate"], profiled["warnings"]) == (True, False, fitted["warnings"])
+    assert profiled["fit_correlation"] == pytest.approx(fitted["correlation"], abs=1e-12)
+    # Human output: the warning on stderr, and the table does not present the correlation as agreement.
+    assert main(["fit", "--checkpoint", str(ckpt), "--data", data, "--bootstrap", "0"]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {fitted['warnings'][0]}" in captured.err
+    assert "not agreement: at search bound" in captured.out
+    assert main(["profile", "--checkpoint", str(ckpt), "--data", data]) == 0
+    captured = capsys.readouterr()
+    assert "warning: " in captured.err and "not agreement" in captured.out
+
+
+def test_an_honest_fit_carries_clear_flags(setup, capsys, tmp_path):
+    # A layer whose filters have the formula's profile at a mid-range tau (components drawn around it).
+    data = setup[0]
+    mu, u = independent_patch_pca(data)
+    tau = 3.0 / np.sqrt(mu.max() * mu.min())  # tau mu spans 3/sqrt(cond) .. 3 sqrt(cond): mid-range
+    coefficients = np.random.default_rng(0).normal(size=(2000, 27)) * (-np.expm1(-tau * mu) / np.sqrt(mu))
+    net = TinyNet(width=2000)
+    with torch.no_grad():
+        net.stem.weight.copy_(torch.tensor(coefficients @ u.T).reshape(2000, 3, 3, 3))
+    torch.save(net.state_dict(), tmp_path / "honest.pt")
+    out = run_json(["fit", "--checkpoint", str(tmp_path / "honest.pt"), "--data", data, "--bootstrap", "10"], capsys)
+    assert out["at_bound"] is False and out["degenerate"] is False and out["warnings"] == [], out["warnings"]
+    assert out["tau"] == pytest.approx(tau, rel=0.3)
+    assert main(["fit", "--checkpoint", str(tmp_path / "honest.pt"), "--data", data, "--bootstrap", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err and "not agreement" not in captured.out

@@ -21,6 +21,7 @@ from linearcnn.train import (
     TrainConfig,
     check_linear_lr,
     draw_random_labels,
+    final_metrics,
     linear_gd_hessian_max_eigenvalue,
     load_training_checkpoint,
     model_from_checkpoint,
@@ -73,6 +74,7 @@ def test_frozen_first_layer_stays_at_init_while_the_rest_learns() -> None:
     data = make_dataset()
     result = train(TrainConfig(arch="vgg11-bn", steps=3, batch_size=8, width=4, freeze_first_layer=True), dataset=data)
     assert torch.equal(first_weight(result.model, "features.0"), result.initial_first_layer)
+    assert result.metrics["first_layer_displacement"] == [0.0]  # one epoch (3 steps of 8 of 20 images), nothing moved
     with torch.random.fork_rng():
         torch.manual_seed(0)
         fresh = build_model("vgg11-bn", 3, 4, width=4)
@@ -282,6 +284,7 @@ def test_ddp_with_two_gloo_processes_equals_one_process(tmp_path: Path) -> None:
         assert (a - single["first_layer"]["initial_weight"]).abs().max() > 1e-3
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(ddp["metrics"]["step_loss"], single["metrics"]["step_loss"], rtol=1e-12)
+        np.testing.assert_allclose(ddp["metrics"]["first_layer_displacement"], single["metrics"]["first_layer_displacement"], rtol=1e-12)
         assert json.loads((tmp_path / "ddp" / name / "metrics.json").read_text())["world_size"] == 2
         assert sorted(p.name for p in (tmp_path / "ddp" / name).iterdir()) == ["checkpoint.pt", "metrics.json"]
 
@@ -306,6 +309,15 @@ def test_cli_trains_and_writes_checkpoint_and_metrics(tmp_path: Path, capsys: py
     summary = json.loads((tmp_path / "seeds" / "metrics.json").read_text())
     assert summary["seeds"] == [0, 1] and len(summary["runs"]) == 2
     assert summary["loss_mean"] == pytest.approx(np.mean([r["loss"] for r in summary["runs"]]))
+    for seed, run in zip((0, 1), summary["runs"]):  # no target: converged once the epochs are done
+        assert run["converged"] is True and run["reached_step"] == 6 and run["reached_epoch"] == 2  # 12 images, batch 5
+        per_seed = json.loads((tmp_path / "seeds" / f"seed{seed}" / "metrics.json").read_text())
+        assert run["first_layer_displacement"] == per_seed["metrics"]["first_layer_displacement"][-1] > 0
+    code = main(["train", "--arch", "linear", "--data", spec, "--until-loss", "1e-9", "--max-epochs", "2", "--batch-size", "1000",
+                 "--lr", "0.5", "--width", "4", "--out", str(tmp_path / "target"), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0 and "2 epochs" in captured.out and "not converged (until_loss 1e-09 not reached in 2 epochs)" in captured.out
+    assert json.loads((tmp_path / "target" / "metrics.json").read_text())["converged"] is False
     labels = [load_training_checkpoint(tmp_path / "seeds" / f"seed{s}" / "checkpoint.pt")["random_labels"] for s in (0, 1)]
     assert torch.equal(labels[0], draw_random_labels(12, 3, 0)) and torch.equal(labels[1], draw_random_labels(12, 3, 1))
 
@@ -342,6 +354,18 @@ def _bad(tmp_path: Path, case: str) -> tuple[list[str], Path]:
                  test_images=rng.random((5, 3, 6, 6)).astype(np.float32), test_labels=rng.integers(0, 2, 5))
         return ["train", "--data", f"npz:{tmp_path / 'splits.npz'}", "--arch", "linear", "--lr", "0.1", "--epochs", "1",
                 "--width", "4", "--quiet", "--out", str(out)], out
+    if case == "train accuracy above 1":
+        return base + ["--arch", "linear", "--until-train-acc", "1.5"], out
+    if case == "loss target 0":
+        return base + ["--arch", "linear", "--until-loss", "0"], out
+    if case == "two targets":
+        return base + ["--arch", "linear", "--until-loss", "0.1", "--until-train-acc", "0.9"], out
+    if case == "target with steps":
+        return base + ["--arch", "linear", "--until-loss", "0.1", "--steps", "3"], out
+    if case == "max epochs without a target":
+        return base + ["--arch", "linear", "--max-epochs", "3"], out
+    if case == "max epochs 0":
+        return base + ["--arch", "linear", "--until-loss", "0.1", "--max-epochs", "0"], out
     if case == "together with compile":
         return base + ["--arch", "linear", "--seeds", "0,1", "--together", "--compile"], out
     out.mkdir()
@@ -378,6 +402,12 @@ BAD_CASES = {
     "sync-bn on without CUDA": "--sync-bn on needs CUDA",
     "bad test limit": "--test-limit",
     "together with compile": "--together",
+    "train accuracy above 1": "--until-train-acc must be in (0, 1], got 1.5",
+    "loss target 0": "--until-loss must be a positive number, got 0.0",
+    "two targets": "--until-loss and --until-train-acc are two stopping rules",
+    "target with steps": "--steps does not combine with --until-loss; bound the run with --max-epochs",
+    "max epochs without a target": "--max-epochs is the cap of a run with a target (--until-train-acc or --until-loss)",
+    "max epochs 0": "--max-epochs must be a positive integer, got 0",
     "bad test every": "--test-every",
     "test split of another size": "test split",
     "foreign checkpoint": "format",
@@ -408,6 +438,8 @@ def test_bad_input_gives_one_line_and_exit_code_2(tmp_path: Path, capsys: pytest
     ({"lr": -1.0}, "lr", "lr must be a positive number, got -1.0"),
     ({"batch_size": 0}, "batch_size", "batch_size must be a positive integer, got 0"),
     ({"sync_bn": "maybe"}, "sync_bn", "sync_bn 'maybe' is not valid; expected one of auto, on, off"),
+    ({"until_train_acc": 1.5}, "until_train_acc", "until_train_acc must be in (0, 1], got 1.5"),
+    ({"until_loss": -1.0}, "until_loss", "until_loss must be a positive number, got -1.0"),
 ])
 def test_library_errors_name_the_parameter_and_the_cli_shows_its_flag(
     tmp_path: Path, capsys: pytest.CaptureFixture, change: dict, parameter: str, message: str
@@ -480,11 +512,13 @@ def test_checkpoint_from_before_the_newer_settings_still_resumes(tmp_path: Path)
     old = load_training_checkpoint(path)
     for key in ("sync_bn", "test", "test_limit"):
         del old["config"][key]  # a checkpoint written before these settings existed
-    for key in ("test_step", "test_loss", "test_accuracy"):
+    for key in ("test_step", "test_loss", "test_accuracy", "first_layer_displacement"):
         del old["metrics"][key]
+    del old["stop"], old["converged"]
     torch.save(old, path)
     resumed = train(TrainConfig(**{**config.to_dict(), "steps": 4, "resume": True}), dataset=data)
     assert resumed.step == 4 and len(resumed.metrics["step_loss"]) == 4
+    assert len(resumed.metrics["first_layer_displacement"]) == len(resumed.metrics["epoch"]) == 1 and resumed.converged
 
 
 def test_test_every_and_a_resumed_finished_run_gets_its_test_pass(tmp_path: Path) -> None:
@@ -501,3 +535,68 @@ def test_test_every_and_a_resumed_finished_run_gets_its_test_pass(tmp_path: Path
         assert torch.equal(value, blind.model.state_dict()[name]), name  # no training happened, the test pass changed nothing
     stored = load_training_checkpoint(tmp_path / "blind" / "checkpoint.pt")
     assert stored["metrics"]["test_accuracy"] == resumed.metrics["test_accuracy"]
+
+
+# Stopping rules and the first layer's displacement ---------------------------------------------------------------------------------
+
+STOP_BASE = {"arch": "vgg11-bn", "width": 4, "batch_size": 8, "lr": 0.05, "momentum": 0.9, "precision": "float64", "test": False}
+
+
+def _target_at(values: list[float], higher_is_better: bool) -> tuple[float, int]:
+    """A target first met at a later epoch than the first (a value of the curve itself), and the index of that epoch."""
+    best = np.maximum.accumulate(values) if higher_is_better else np.minimum.accumulate(values)
+    index = next(i for i in range(len(values) - 1, 0, -1) if best[i] != best[i - 1])  # the last new record
+    return float(values[index]), index
+
+
+@pytest.mark.parametrize(("rule", "key", "higher"), [("until_train_acc", "accuracy", True), ("until_loss", "loss", False)])
+def test_a_target_stops_at_the_first_epoch_that_meets_it_and_a_low_cap_does_not_converge(
+    tmp_path: Path, rule: str, key: str, higher: bool
+) -> None:
+    data = make_dataset(n=24, size=8, classes=3)  # batch 8: 3 steps per epoch
+    reference = train(TrainConfig(**STOP_BASE, epochs=8), dataset=data)  # no target: the curve to compare with
+    assert reference.converged and reference.stop["rule"] == "epochs" and reference.stop["reached_step"] == 24
+    target, index = _target_at(reference.metrics[key], higher)
+    met = [v >= target if higher else v <= target for v in reference.metrics[key]]
+    assert met.index(True) == index >= 1  # earlier epochs all fall short
+    run = tmp_path / "run"
+    stopped = train(TrainConfig(**STOP_BASE, **{rule: target}, max_epochs=8, out=str(run)), dataset=data)
+    assert stopped.epoch == index + 1 and stopped.step == 3 * (index + 1)
+    assert stopped.metrics[key] == reference.metrics[key][: index + 1]  # the same run, cut at the epoch that met the target
+    assert stopped.converged and stopped.stop == {"rule": rule, "target": target, "reached": True, "reached_step": 3 * (index + 1),
+                                                  "reached_epoch": index + 1, "max_epochs": 8}
+    summary = json.loads((run / "metrics.json").read_text())
+    checkpoint = load_training_checkpoint(run / "checkpoint.pt")
+    assert summary["stop"] == checkpoint["stop"] == stopped.stop and summary["converged"] is checkpoint["converged"] is True
+    capped = train(TrainConfig(**STOP_BASE, **{rule: target}, max_epochs=index, out=str(tmp_path / "capped")), dataset=data)
+    assert capped.epoch == index and not capped.converged
+    assert capped.stop["reached"] is False and capped.stop["reached_step"] is None and capped.stop["max_epochs"] == index
+    assert json.loads((tmp_path / "capped" / "metrics.json").read_text())["converged"] is False
+    # resuming with a larger cap goes on, bit for bit the run that was never capped; resuming a converged run does nothing
+    resumed = train(TrainConfig(**STOP_BASE, **{rule: target}, max_epochs=8, out=str(tmp_path / "capped"), resume=True), dataset=data)
+    assert resumed.stop == stopped.stop and resumed.metrics[key] == stopped.metrics[key]
+    again = train(TrainConfig(**STOP_BASE, **{rule: target}, max_epochs=20, out=str(run), resume=True), dataset=data)
+    assert again.step == stopped.step and again.stop == {**stopped.stop, "max_epochs": 20}
+    for name, value in stopped.model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[name], value), name
+
+
+def test_first_layer_displacement_is_the_relative_distance_from_init_at_every_epoch(tmp_path: Path) -> None:
+    data = make_dataset(n=24, size=8, classes=3)  # 3 steps per epoch
+    result = train(TrainConfig(**STOP_BASE, epochs=4, snapshot_every=3, out=str(tmp_path)), dataset=data)
+    checkpoint = load_training_checkpoint(tmp_path / "checkpoint.pt")
+    w0 = checkpoint["first_layer"]["initial_weight"].numpy()  # (K, C, k, k)
+    final = checkpoint["model_state_dict"]["features.0.weight"].numpy()
+    snapshots = checkpoint["snapshots"]["weights"].numpy()  # (5, K, C, k, k) at steps 0, 3, ..., 12: the epoch ends
+    assert checkpoint["snapshots"]["steps"].tolist() == [0, 3, 6, 9, 12]
+    expected = [np.linalg.norm(w - w0) / np.linalg.norm(w0) for w in snapshots[1:]]
+    assert expected[-1] > 0.1  # the first layer really moved
+    np.testing.assert_allclose(result.metrics["first_layer_displacement"], expected, rtol=1e-12)
+    np.testing.assert_allclose(checkpoint["metrics"]["first_layer_displacement"], expected, rtol=1e-12)
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["final"]["first_layer_displacement"] == pytest.approx(np.linalg.norm(final - w0) / np.linalg.norm(w0), rel=1e-12)
+    inside = train(TrainConfig(**STOP_BASE, steps=5), dataset=data)  # ends inside epoch 2: the final value is at step 5
+    w5 = first_weight(inside.model, "features.0").numpy()
+    w0 = inside.initial_first_layer.numpy()
+    assert final_metrics(inside)["first_layer_displacement"] == pytest.approx(np.linalg.norm(w5 - w0) / np.linalg.norm(w0), rel=1e-12)
+    assert len(inside.metrics["first_layer_displacement"]) == 1 and inside.stop["reached_epoch"] == 1

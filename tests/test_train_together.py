@@ -1,9 +1,11 @@
 """Seeds trained together (one vmapped stack) equal the same seeds trained one after another; their
-checkpoints are ordinary one-model checkpoints (fit, resume either way); bad combinations are one
-line and exit code 2."""
+checkpoints are ordinary one-model checkpoints (fit, resume either way); a stopping target stops
+each seed where it is reached; bad combinations are one line and exit code 2."""
 
 from __future__ import annotations
 
+import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,37 @@ def test_together_resume_needs_every_seed_at_the_same_step(tmp_path: Path, capsy
     captured = capsys.readouterr()
     assert code == 2 and captured.err.count("\n") == 1 and "--compile" in captured.err
     assert not (tmp_path / "cli").exists()
+
+
+def test_a_target_stops_each_seed_where_it_is_reached_together_or_one_after_another(tmp_path: Path) -> None:
+    data = make_dataset(n=20, classes=4)  # batch 7: 3 steps per epoch
+    config = TrainConfig(**CASES["linear-multi minibatch"], epochs=8, precision="float64", test=False)
+    reference = train_seeds(config, SEEDS, dataset=data)  # no target: each seed's loss curve
+    curves = [r.metrics["loss"] for r in reference]
+    values = sorted(v for curve in curves for v in curve)
+    # a loss target halfway between two recorded losses (far from rounding), met first at different epochs by the seeds
+    candidates = [(a + b) / 2 for a, b in itertools.pairwise(values) if b - a > 1e-6 * b]
+
+    def first_epochs(target: float) -> list[int | None]:
+        return [next((i + 1 for i, v in enumerate(curve) if v <= target), None) for curve in curves]
+
+    target = max((t for t in candidates if None not in first_epochs(t)), key=lambda t: len(set(first_epochs(t))))
+    reached = first_epochs(target)
+    assert len(set(reached)) > 1, reached  # the stack runs on for the seeds that reach the target later
+    target_config = TrainConfig(**{**config.to_dict(), "until_loss": target, "max_epochs": 8})
+    apart = train_seeds(target_config, SEEDS, dataset=data)
+    together = train_seeds(TrainConfig(**{**target_config.to_dict(), "out": str(tmp_path / "together")}), SEEDS, together=True,
+                           dataset=data)
+    for seed, epoch, one, other in zip(SEEDS, reached, apart, together):
+        assert epoch is not None
+        assert one.stop["reached_epoch"] == other.stop["reached_epoch"] == epoch, seed
+        assert one.stop["reached_step"] == other.stop["reached_step"] == 3 * epoch, seed
+        assert one.converged and other.converged and one.step == 3 * epoch  # alone, each seed stops on its own
+        assert other.step == 3 * max(reached)  # together, the stack stops when every seed has reached the target
+        _close(torch.tensor(other.metrics["loss"][:epoch]), torch.tensor(one.metrics["loss"]), f"seed {seed} losses")
+    summary = json.loads((tmp_path / "together" / "metrics.json").read_text())
+    assert summary["converged"] is True and summary["stop_rule"] == "until_loss"
+    assert [run["reached_step"] for run in summary["runs"]] == [3 * e for e in reached]
+    for run, result in zip(summary["runs"], together):
+        assert run["converged"] is True and run["reached_epoch"] == result.stop["reached_epoch"]
+        assert run["first_layer_displacement"] == result.metrics["first_layer_displacement"][-1] > 0

@@ -14,6 +14,8 @@ and it carries everything needed to rebuild the model from the file alone (`mode
     config, seed, versions          the run's configuration, its seed, the package versions
     epoch, step, epoch_step         the position reached; partial_epoch: running sums inside an epoch
     metrics, random_labels          per-epoch lists; the random-label draw (or None)
+    stop, converged                 the stopping rule and where it was reached; whether it was (see
+                                    `linearcnn.train.stopping`; absent in checkpoints older than it)
     rng_state, data, model          torch RNG state; the data's description; `model_spec`
 """
 
@@ -86,6 +88,7 @@ def checkpoint_dict(
     initial_first_layer: torch.Tensor, snapshot_steps: Sequence[int], snapshot_weights: Sequence[torch.Tensor],
     epoch: int, step: int, epoch_step: int, metrics: Mapping[str, Sequence[Any]], partial: Mapping[str, Any],
     random_labels: torch.Tensor | None, data_info: Mapping[str, Any], model_spec: Mapping[str, Any],
+    stop: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint in our format (see the module docstring); everything on the CPU."""
     plain = unwrap_model(model)
@@ -110,6 +113,8 @@ def checkpoint_dict(
         "epoch_step": int(epoch_step),
         "partial_epoch": dict(partial),
         "metrics": {k: list(v) for k, v in metrics.items()},
+        "stop": None if stop is None else dict(stop),
+        "converged": None if stop is None else bool(stop["reached"]),
         "random_labels": None if random_labels is None else random_labels.cpu(),
         "rng_state": rng_state,
         "data": dict(data_info),

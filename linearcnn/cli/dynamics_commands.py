@@ -32,6 +32,12 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
+def _flagged(correlation: float | None, at_bound: bool, degenerate: bool) -> str:
+    """A fit's correlation, marked when the fit is no evidence of agreement (`FitResult`)."""
+    found = [name for name, flag in (("bound", at_bound), ("degenerate", degenerate)) if flag]
+    return _fmt(correlation) + (f" ({', '.join(found)})" if found else "")
+
+
 @app.command()
 def simulate(
     data: DataOption = "builtin",
@@ -54,7 +60,10 @@ def simulate(
     Per step: the init-subtracted energy profile's best formula fit (correlation, tau), the theory's
     tau = (2 lr / K) t / J (what the fit should find if A = C / J), the correlation with the formula
     at that tau, the raw-weight fit, and whitening indicators. Then how far the data are from the
-    theory's assumptions (a) and (b). --out saves the filters at every step (.npz).
+    theory's assumptions (a) and (b). --out saves the filters at every step (.npz). A fit whose
+    optimum is an end of its search range, or whose fitted profile is flat, is marked "(bound)"
+    or "(degenerate)" next to its correlation, warned about on stderr, and flagged in --json (at_bound, degenerate,
+    raw_at_bound, raw_degenerate, warnings per step).
     """
     from linearcnn.records import versions
     from linearcnn.simulation_report import run_simulation
@@ -89,6 +98,9 @@ def simulate(
     }
     if out is not None:
         run.save(out, meta)
+    for r in run.steps:
+        for note in r.warnings:
+            typer.echo(f"warning: {note}", err=True)
     if as_json:
         rows = [r.to_dict() for r in run.steps]
         print_json({**meta, "steps": rows, "diagnostics": run.diagnostics.to_dict(), "saved": str(out) if out else None})
@@ -100,12 +112,13 @@ def simulate(
                         f"lr {lr:g} (stable below {sim.max_stable_lr:.4g}), {labels} labels")
     for col in ("step", "fit corr", "fit tau", "theory tau", "corr at theory tau", "raw fit corr",
                 "corr 1/lambda", "corr lambda", "raw flatness"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=col.endswith("fit corr"))  # a flag stays beside its value
     for r in run.steps:
         w = r.whitening or {}
         table.add_row(
-            str(r.step), _fmt(r.fit_correlation), _fmt(r.fit_tau, ".4g"), _fmt(r.theory_tau, ".4g"),
-            _fmt(r.theory_correlation), _fmt(r.raw_fit_correlation),
+            str(r.step), _flagged(r.fit_correlation, r.at_bound, r.degenerate), _fmt(r.fit_tau, ".4g"),
+            _fmt(r.theory_tau, ".4g"), _fmt(r.theory_correlation),
+            _flagged(r.raw_fit_correlation, r.raw_at_bound, r.raw_degenerate),
             _fmt(w.get("corr_inv_sqrt_eigenvalues")), _fmt(w.get("corr_sqrt_eigenvalues")), _fmt(r.raw_spectral_flatness, ".3g"),
         )
     c = console()
@@ -123,5 +136,8 @@ def simulate(
         f"(theory {s.folded_normal_mean:.3f}, {s.folded_normal_cv:.3f}); under (b) alone: mean {s.z_label_ratio_mean:.3g}, "
         f"cv {s.z_label_ratio_cv:.3g}"
     )
+    if any(r.at_bound or r.degenerate or r.raw_at_bound or r.raw_degenerate for r in run.steps):
+        c.print("fits marked bound sit at an end of their search range, fits marked degenerate are flat (warnings on "
+                "stderr): such a correlation is not agreement with the formula.")
     if out is not None:
         c.print(f"wrote {out}")

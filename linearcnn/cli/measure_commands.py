@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, List, Optional
+from typing import TYPE_CHECKING, Annotated, Any, List, Optional
 
 import numpy as np
 import typer
@@ -14,8 +14,11 @@ from linearcnn.cli._app import app
 from linearcnn.cli._format import console, options_named, print_json, print_written
 from linearcnn.cli.data_commands import DataOption
 from linearcnn.errors import LinearCNNInputError
-from linearcnn.measurement import Measurement, compare_measurements, measure_checkpoint
+from linearcnn.measurement import Measurement, compare_measurements, fit_measurement, measure_checkpoint
 from linearcnn.records import to_json
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from linearcnn.fit import FitResult
 
 # The options the measuring commands share.
 CheckpointOption = Annotated[
@@ -120,17 +123,22 @@ def profile(
     unsafe_load: UnsafeLoadOption = False,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The energy profile of a checkpoint's first layer (PAPER Sec. 1)."""
+    """The energy profile of a checkpoint's first layer (PAPER Sec. 1), and its best formula fit
+    (gradient flow, as `linearcnn fit` without options), flagged when that fit is no fit."""
     from linearcnn.energy import energy_profile, whitening_indicators
 
     m = _measure(checkpoint, data=data, layer=layer, init=init, init_checkpoint=init_checkpoint, unsafe_load=unsafe_load,
                  centered=centered, device=device, limit=limit, stats_file=stats_file)
     energy = energy_profile(m.weights, m.stats.eigenvectors)
     indicators = whitening_indicators(m.weights, m.stats)
+    result = _fit_with_warnings(m) if energy.size >= 3 and np.ptp(energy) > 0 else None  # else nothing to fit
     payload = {
         "layer": m.layer.name, "format": m.layer.format, "filters": int(m.weights.shape[0]),
         "patch_shape": list(m.weights.shape[1:]), "data": data, "init_subtracted": m.init_subtracted,
         "eigenvalues": m.stats.eigenvalues, "profile": energy, "whitening": indicators,
+        "fit_family": result.family if result else None, "fit_correlation": result.correlation if result else None,
+        "fit_tau": result.tau if result else None, "at_bound": bool(result and result.at_bound),
+        "degenerate": bool(result and result.degenerate), "warnings": result.warnings if result else [],
     }
     if as_json:
         print_json(payload)
@@ -145,6 +153,26 @@ def profile(
     for i, (mu, e) in enumerate(zip(m.stats.eigenvalues, energy)):
         table.add_row(str(i), f"{mu:.4g}", f"{e:.4g}", f"{e / peak:.3f}")
     console().print(table)
+    if result is not None:
+        console().print(f"best formula fit ({result.family}): correlation {_flag_text(result.correlation, result.caveat)}, "
+                        f"tau {result.tau:.4g}")
+
+
+def _fit_with_warnings(m: Measurement, **options: Any) -> FitResult:
+    """`fit_measurement`, its Python warnings and the fit's own warnings echoed to stderr as `warning: ...`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit_measurement(m, **options)
+    for w in caught:
+        typer.echo(f"warning: {w.message}", err=True)
+    for note in result.warnings:
+        typer.echo(f"warning: {note}", err=True)
+    return result
+
+
+def _flag_text(correlation: float, caveat: str) -> str:
+    """A correlation, with the fit's caveat beside it (`FitResult.caveat`) when it is no agreement."""
+    return f"{correlation:.4f}" + (f"  ({caveat})" if caveat else "")
 
 
 @app.command()
@@ -166,20 +194,20 @@ def fit(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the JSON result to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
-    """Fit the linear-CNN formula to a checkpoint's first-layer energy profile."""
+    """Fit the linear-CNN formula to a checkpoint's first-layer energy profile.
+
+    A fit whose optimum is an end of its search range (at_bound) or whose fitted profile is flat
+    (degenerate) is no evidence of agreement: the table says so beside the correlation, each
+    reason is a `warning:` line on stderr, and --json carries at_bound, degenerate and warnings.
+    """
     from linearcnn.energy import whitening_indicators
-    from linearcnn.fit import fit_filters
 
     if bootstrap < 0:
         raise LinearCNNInputError(f"--bootstrap must be >= 0, got {bootstrap}")
     _check_outputs(plot, out)
     m = _measure(checkpoint, data=data, layer=layer, init=init, init_checkpoint=init_checkpoint, unsafe_load=unsafe_load,
                  centered=centered, device=device, limit=limit, stats_file=stats_file)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = fit_filters(m.weights, m.stats.eigenvalues, m.stats.eigenvectors, lr=lr, raw=raw, bootstrap=bootstrap)
-    for w in caught:
-        typer.echo(f"warning: {w.message}", err=True)
+    result = _fit_with_warnings(m, lr=lr, raw=raw, bootstrap=bootstrap)
     indicators = whitening_indicators(m.weights, m.stats)
     payload = {
         "checkpoint": str(checkpoint), "layer": m.layer.name, "format": m.layer.format,
@@ -189,7 +217,9 @@ def fit(
         "correlation": result.correlation, "correlation_ci95": result.interval.get("correlation"),
         "spearman": result.spearman, "tau": result.tau, "tau_ci95": result.interval.get("tau"),
         "steps": result.steps, "lr": result.lr, "init_ratio": result.init_ratio,
-        "whitening": indicators, "eigenvalues": m.stats.eigenvalues,
+        "init_ratio_ci95": result.interval.get("init_ratio"), "search_range": result.search_range,
+        "at_bound": result.at_bound, "degenerate": result.degenerate, "warnings": result.warnings,
+        "caveat": result.caveat, "whitening": indicators, "eigenvalues": m.stats.eigenvalues,
         "profile": result.profile, "formula_profile": result.fitted_profile,
     }
     if plot is not None:
@@ -220,14 +250,19 @@ def _print_fit_table(p: dict, plot: Optional[Path], out: Optional[Path]) -> None
         ("data", p["data"]),
         ("weights", "init subtracted" if p["init_subtracted"] else "raw"),
         ("family", p["family"]),
-        ("correlation (Pearson)", f"{p['correlation']:.4f}" + (f"  [95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")),
+        ("correlation (Pearson)", _flag_text(p["correlation"], p["caveat"])
+         + (f"  [95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")),
         ("Spearman", f"{p['spearman']:.4f}"),
         ("tau", f"{p['tau']:.4g}" + (f"  [95% CI {tci[0]:.3g}, {tci[1]:.3g}]" if tci else "")),
     ]
     if p["steps"] is not None:
         rows.append(("steps at lr", f"{p['steps']:.4g} at lr={p['lr']:g}"))
     if p["init_ratio"] is not None:
-        rows.append(("init ratio r", f"{p['init_ratio']:.4g} (x max of init-free profile)"))
+        rci = p["init_ratio_ci95"]
+        rows.append(("init ratio r", f"{p['init_ratio']:.4g} (x max of init-free profile)"
+                     + (f"  [95% CI {rci[0]:.3g}, {rci[1]:.3g}]" if rci else "")))
+    low, high = p["search_range"]["tau"]
+    rows.append(("tau search range", f"[{low:.4g}, {high:.4g}]"))
     wh = p["whitening"]
     for key, value in wh.items():
         rows.append((key.replace("_", " "), f"{value:.4f}"))

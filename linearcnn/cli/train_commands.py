@@ -6,8 +6,9 @@ each process runs this same command; only rank 0 prints and writes.
 
 Training errors name library parameters (`lr`, `batch_size`); the CLI's `main` shows the one in
 `LinearCNNInputError.parameter` under its flag. Some training messages also name a second
-setting that only ever means its option (`resume`, `overwrite`, `together`, `compile`: "pass
-resume to continue it", "together does not combine with compile"); `_with_flags` shows those
+setting that only ever means its option (`resume`, `overwrite`, `together`, `compile`,
+`until_train_acc`, `until_loss`, `max_epochs`: "pass resume to continue it", "together does not
+combine with compile", "steps does not combine with until_train_acc"); `_with_flags` shows those
 under their flags too.
 """
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from linearcnn.train import TrainResult
 
 # Settings that, in a training error message, always name their option (see the module docstring).
-_FLAG_WORDS = ("resume", "overwrite", "together", "compile")
+_FLAG_WORDS = ("resume", "overwrite", "together", "compile", "until_train_acc", "until_loss", "max_epochs")
 
 
 def _with_flags(error: LinearCNNInputError) -> LinearCNNInputError:
@@ -46,6 +47,15 @@ def train(
     labels: str = typer.Option("true", "--labels", help="true, or random (a seeded draw stored with the run)."),
     epochs: int = typer.Option(30, "--epochs", help="Passes over the data."),
     steps: int | None = typer.Option(None, "--steps", help="Stop after this many optimizer steps in total (overrides --epochs)."),
+    until_train_acc: float | None = typer.Option(
+        None, "--until-train-acc", help="Stop at the first epoch whose train accuracy is >= A, A in (0, 1] (cap: --max-epochs)."
+    ),
+    until_loss: float | None = typer.Option(
+        None, "--until-loss", help="Stop at the first epoch whose mean train loss is <= L, L > 0 (cap: --max-epochs)."
+    ),
+    max_epochs: int | None = typer.Option(
+        None, "--max-epochs", help="With --until-train-acc / --until-loss: at most this many epochs (default: --epochs)."
+    ),
     lr: float = typer.Option(0.01, "--lr", help="Learning rate."),
     batch_size: int = typer.Option(256, "--batch-size", help="Batch size; >= the number of images means full-batch."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd or adam."),
@@ -81,7 +91,8 @@ def train(
 
     try:
         results = _train(
-            arch=arch, data=data, labels=labels, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size,
+            arch=arch, data=data, labels=labels, epochs=epochs, steps=steps, until_train_acc=until_train_acc, until_loss=until_loss,
+            max_epochs=max_epochs, lr=lr, batch_size=batch_size,
             optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, seed=seed, label_seed=label_seed,
             num_classes=num_classes, freeze_first_layer=freeze_first_layer, width=width, kernel_size=kernel_size,
             init_std=init_std, readout=readout, loss=loss, limit=limit, snapshot_every=snapshot_every,
@@ -96,10 +107,18 @@ def train(
         final = final_metrics(result)
         where = f"; checkpoint {result.checkpoint_path}" if result.checkpoint_path else ""
         test_text = f", test accuracy {final['test_accuracy']:.3f}" if "test_accuracy" in final else ""
+        stop = result.stop
+        if stop.get("max_epochs") is not None:  # a target rule
+            rule = f"{stop['rule']} {stop['target']:g}"
+            stop_text = (f", {rule} reached at epoch {stop['reached_epoch']} (step {stop['reached_step']})" if stop["reached"]
+                         else f", not converged ({rule} not reached in {stop['max_epochs']} epochs)")
+        else:
+            stop_text = ""
         typer.echo(
             f"{result.config.arch} seed {result.config.seed} on {result.data_info['spec']} ({result.data_info['num_images']} images, "
             f"{result.device}{f' x{result.world_size}' if result.world_size > 1 else ''}): {result.step} steps, "
-            f"{result.epoch} epochs, loss {final['loss']:.4g}, accuracy {final['accuracy']:.3f}{test_text}{where}"
+            f"{result.epoch} epochs, loss {final['loss']:.4g}, accuracy {final['accuracy']:.3f}{test_text}, "
+            f"first-layer displacement {final['first_layer_displacement']:.3g}{stop_text}{where}"
         )
 
 

@@ -10,7 +10,8 @@ Where each job lives:
   `device_data`: the data normalised and resident on the device (`prepare_training_data`);
 * `stability`: the linear models' learning-rate bound; `distributed`: torchrun / DDP;
 * `stepper`: one optimizer step of one model or of a vmapped stack of seeds; `loop`: the one
-  training loop (`train`, `train_together`); `seeds`: several seeds (`train_seeds`);
+  training loop (`train`, `train_together`); `stopping`: when a run stops (epochs, steps, or a
+  train-accuracy / loss target with a cap) and its `stop` record; `seeds`: several seeds (`train_seeds`);
 * `metrics`: losses, the metrics book, summaries; `run_files`: the output folder, resume and
   saving; `progress`: the progress bar. The checkpoint format itself is
   `linearcnn.checkpoints.training`.

@@ -29,7 +29,8 @@ DEFAULT_RANDOM_CLASSES = 10  # classes of a random-label draw on unlabelled data
 # Fields that say how long / where / on what a run goes, not what it computes: they may differ
 # between a checkpoint and the run that resumes it.
 RUN_CONTROL_FIELDS = frozenset(
-    {"epochs", "steps", "out", "resume", "overwrite", "device", "compile", "checkpoint_seconds", "test", "test_limit", "test_every"}
+    {"epochs", "steps", "out", "resume", "overwrite", "device", "compile", "checkpoint_seconds", "test", "test_limit", "test_every",
+     "until_train_acc", "until_loss", "max_epochs"}
 )
 # Fields that may differ between the models trained together (one vmapped stack).
 PER_MODEL_FIELDS = ("seed", "label_seed", "out")
@@ -50,6 +51,12 @@ class TrainConfig:
     split; `sync_bn` "auto" turns the BatchNorm layers into SyncBatchNorm under torchrun on CUDA
     (BatchNorm statistics over the global batch, as in one process), "on" demands it (an error on
     CPU, where torch has no SyncBatchNorm), "off" keeps per-process statistics.
+
+    Stopping rules (`linearcnn.train.stopping`): `until_train_acc` A in (0, 1] stops the run at the
+    first epoch end where that epoch's train accuracy is >= A, `until_loss` L > 0 at the first
+    where its mean train loss is <= L (one of the two at most; not with `steps`); with a target,
+    `max_epochs` (default: `epochs`) is the cap, and a run that hits it without reaching the
+    target has not converged. `max_epochs` without a target is an error (use `epochs`).
     """
 
     arch: str = "vgg11"
@@ -84,6 +91,9 @@ class TrainConfig:
     test_limit: int | None = None
     test_every: int = 1
     sync_bn: str = "auto"
+    until_train_acc: float | None = None
+    until_loss: float | None = None
+    max_epochs: int | None = None
 
     def validate(self) -> TrainConfig:
         """Raise LinearCNNInputError (one line) for a value no run could use; return self."""
@@ -99,7 +109,7 @@ class TrainConfig:
             if choice not in choices:
                 raise LinearCNNInputError(f"{name} {choice!r} is not valid; expected one of {', '.join(choices)}", parameter=name)
         optional_ints = (("steps", self.steps), ("width", self.width), ("kernel_size", self.kernel_size), ("limit", self.limit),
-                         ("num_classes", self.num_classes), ("test_limit", self.test_limit))
+                         ("num_classes", self.num_classes), ("test_limit", self.test_limit), ("max_epochs", self.max_epochs))
         positive_ints = [("epochs", self.epochs), ("batch_size", self.batch_size)]
         positive_ints += [(n, v) for n, v in optional_ints if v is not None]
         for name, value in positive_ints:
@@ -111,6 +121,7 @@ class TrainConfig:
         _check(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
         _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         _check(math.isfinite(self.init_std) and self.init_std > 0, "init_std", f"must be a positive number, got {self.init_std}")
+        self._validate_stopping()
         if self.arch == "linear" and self.loss == "cross-entropy":
             raise LinearCNNInputError(
                 "loss cross-entropy needs class outputs; arch linear has one scalar output (use mse)", parameter="loss"
@@ -122,6 +133,23 @@ class TrainConfig:
                 parameter="freeze_first_layer",
             )
         return self
+
+    def _validate_stopping(self) -> None:
+        """The stopping rule's values and how they combine (class docstring)."""
+        acc, loss = self.until_train_acc, self.until_loss
+        if acc is not None:
+            _check(not isinstance(acc, bool) and math.isfinite(acc) and 0 < acc <= 1, "until_train_acc", f"must be in (0, 1], got {acc}")
+        if loss is not None:
+            _check(not isinstance(loss, bool) and math.isfinite(loss) and loss > 0, "until_loss", f"must be a positive number, got {loss}")
+        _check(acc is None or loss is None, "until_loss", "and until_train_acc are two stopping rules; give one of them")
+        target = "until_train_acc" if acc is not None else "until_loss" if loss is not None else None
+        if target is not None and self.steps is not None:
+            raise LinearCNNInputError(f"steps does not combine with {target}; bound the run with max_epochs", parameter="steps")
+        if target is None and self.max_epochs is not None:
+            raise LinearCNNInputError(
+                "max_epochs is the cap of a run with a target (until_train_acc or until_loss); without one, use epochs",
+                parameter="max_epochs",
+            )
 
     def resolved(self) -> TrainConfig:
         """A copy with the architecture defaults filled in (width, kernel_size, loss, label_seed)."""

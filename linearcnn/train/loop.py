@@ -13,9 +13,13 @@ lr 0.01, batch 256, no augmentation, per-channel normalisation):
 4. Train in segments: a segment is the rest of an epoch (or of the run). The data order of epoch
    e is a permutation drawn from (seed, e) alone, so an interrupted run resumes exactly;
    full-batch runs use the data in order. Loss and accuracy sums stay on the device and are read
-   once per segment (with the test pass's sums and the per-step losses): the one host sync. A
-   stopping rule (say "until the train accuracy reaches A") belongs at the segment end, after
-   `book_segment`, where every model's metrics are on the host.
+   once per segment (with the test pass's sums, the per-step losses and the first layer's
+   displacement ||W - W0|| / ||W0||, computed on the device): the one host sync. The stopping
+   rule (`linearcnn.train.stopping`: epochs, steps, or "until the train accuracy reaches A" /
+   "until the loss falls to L" with a cap of `max_epochs`) is checked at each epoch end, after
+   `book_segment`, where every model's metrics are on the host. A stack of seeds stops when every
+   model has reached its target (or at the cap); each records where it first reached it, and the
+   ones that reached it earlier train on with the stack until then.
 5. Every `checkpoint_seconds` (at a segment end) and at the end, write each model's
    `checkpoint.pt` and `metrics.json` atomically (rank 0 only; `linearcnn.train.run_files`).
 
@@ -62,6 +66,7 @@ from linearcnn.train.progress import Progress
 from linearcnn.train.run_files import check_out_dir, check_resume_data, read_resume_state, write_run
 from linearcnn.train.stability import check_linear_lr
 from linearcnn.train.stepper import Stepper, make_stepper, seeded_model_for
+from linearcnn.train.stopping import epoch_reaches_target, first_target_epoch, step_bound, stop_record
 from linearcnn.train.targets import training_targets
 
 if TYPE_CHECKING:
@@ -87,6 +92,8 @@ class TrainResult:
     step: int = 0  # optimizer steps done
     data_info: dict[str, Any] = field(default_factory=dict)
     partial: dict[str, Any] = field(default_factory=empty_partial)
+    stop: dict[str, Any] = field(default_factory=dict)  # `linearcnn.train.stopping.stop_record`
+    converged: bool = False  # the stopping rule's target (or the epochs / steps) was reached
 
 
 def train(config: TrainConfig, *, dataset: ImageDataset | None = None, test_dataset: ImageDataset | None = None,
@@ -170,13 +177,21 @@ def _resume(
     torch.set_rng_state(states[0]["rng_state"]["torch"])
     epoch, step, epoch_step = position
     return _Position(
-        metrics=[{key: list(r["metrics"].get(key, [])) for key in empty_metrics()} for r in states],
+        metrics=[_resumed_metrics(r["metrics"]) for r in states],
         partials=[dict(r["partial_epoch"]) for r in states],
         snapshot_steps=snapshot_steps[0],
         snapshot_weights=[torch.stack([r["snapshots"]["weights"][i] for r in states]).to(device=device, dtype=dtype)  # (S, K, C, k, k)
                           for i in range(len(snapshot_steps[0]))],
         epoch=epoch, step=step, epoch_step=epoch_step,
     )
+
+
+def _resumed_metrics(stored: dict[str, Any]) -> Metrics:
+    """A checkpoint's metrics book; per-epoch lists newer than the checkpoint are nan for its epochs (kept aligned with `epoch`)."""
+    metrics = {key: list(stored.get(key, [])) for key in empty_metrics()}
+    missing = len(metrics["epoch"]) - len(metrics["first_layer_displacement"])
+    metrics["first_layer_displacement"] = [float("nan")] * missing + metrics["first_layer_displacement"]
+    return metrics
 
 
 def _run(
@@ -230,15 +245,18 @@ def _run(
                     initial_first_layer=initial[s], snapshot_steps=at.snapshot_steps, snapshot_weights=[w[s] for w in at.snapshot_weights],
                     epoch=at.epoch, step=at.step, epoch_step=at.epoch_step, metrics=at.metrics[s], partial=at.partials[s],
                     random_labels=random_labels[s], data=data, device=device, world_size=dist.world_size, final=final,
+                    stop=stop_record(config, at.metrics[s], at.step),
                 )
 
     cudnn_benchmark = torch.backends.cudnn.benchmark
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # static shapes: let cuDNN pick the fastest kernels
     try:
-        _loop(stepper, configs, data, targets, test, at, dist, save, show_progress)
+        _loop(stepper, configs, data, targets, test, at, dist, save, show_progress,
+              torch.stack(initial).to(device=device, dtype=torch.float64))  # (S, K, C, k, k) W0
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark
+    stops = [stop_record(config, at.metrics[s], at.step) for s, config in enumerate(configs)]
     return [
         TrainResult(
             config=config, model=stepper.models[s], first_layer=layer_name, initial_first_layer=initial[s].detach().cpu(),
@@ -246,7 +264,7 @@ def _run(
             snapshot_weights=stack_snapshots([w[s] for w in at.snapshot_weights], initial[s]),
             metrics=at.metrics[s], random_labels=random_labels[s], checkpoint_path=paths[s] if dist.is_main else None,
             device=str(device), world_size=dist.world_size, epoch=at.epoch, step=at.step, data_info=dict(data.info),
-            partial=dict(at.partials[s]),
+            partial=dict(at.partials[s]), stop=stops[s], converged=bool(stops[s]["reached"]),
         )
         for s, config in enumerate(configs)
     ]
@@ -254,18 +272,24 @@ def _run(
 
 def _loop(
     stepper: Stepper, configs: list[TrainConfig], data: TrainingData, targets: torch.Tensor, test: HeldOutData | None, at: _Position,
-    dist: Dist, save: Callable[[bool], None], show_progress: bool,
+    dist: Dist, save: Callable[[bool], None], show_progress: bool, initial: torch.Tensor,
 ) -> None:
-    """Train from `at` to the end of the run, in segments (module docstring, step 4); `at` is updated in place."""
+    """Train from `at` to the end of the run, in segments (module docstring, step 4); `at` is updated in place.
+
+    `initial`: the S first layers at step 0, (S, K, C, k, k) float64 on the device.
+    """
     first, num_models, device = configs[0], len(configs), data.images.device
     num_images = data.images.shape[0]
     batch_size = min(first.batch_size, num_images)
     full_batch = batch_size >= num_images
     steps_per_epoch = math.ceil(num_images / batch_size)
-    total_steps = first.steps if first.steps is not None else first.epochs * steps_per_epoch
+    total_steps = step_bound(first, steps_per_epoch)  # the cap, with a target
+    initial_norms = initial.flatten(1).norm(dim=1)  # (S,) ||W0||_F
+    # Read from the metrics so far: a resumed run that has reached its target trains no further.
+    reached = [first_target_epoch(c, m) is not None for c, m in zip(configs, at.metrics)]
     last_save = time.perf_counter()
     with Progress(show_progress, total_steps, at.step, _title(configs)) as bar:
-        while at.step < total_steps:
+        while at.step < total_steps and not all(reached):
             orders = None if full_batch else torch.stack([epoch_order(c.seed, at.epoch, num_images) for c in configs]).to(device)  # (S, N)
             steps_now = min(steps_per_epoch - at.epoch_step, total_steps - at.step)
             # Running sums stay on the device; they are read once, at the end of this segment.
@@ -294,7 +318,9 @@ def _loop(
             test_sums = (
                 stepper.evaluate(tested, dist) if tested is not None else torch.zeros(num_models, 2, dtype=torch.float64, device=device)
             )  # (S, 2) test loss sum, number right
-            totals = dist.all_reduce(torch.cat([sums, test_sums, step_losses], dim=1))  # (S, 5 + steps) one collective per segment
+            moved = (stepper.snapshot().to(torch.float64) - initial).flatten(1).norm(dim=1) / initial_norms  # (S,) ||W - W0|| / ||W0||
+            displacement = moved[:, None] if dist.is_main else torch.zeros_like(moved)[:, None]  # (S, 1) rank 0's: the sum is exact
+            totals = dist.all_reduce(torch.cat([sums, test_sums, displacement, step_losses], dim=1))  # (S, 6 + steps) one collective
             totals_host = totals.cpu().tolist()  # SYNC: the one host-device sync of this segment
             if epoch_done:
                 at.epoch, at.epoch_step = at.epoch + 1, 0
@@ -305,11 +331,14 @@ def _loop(
                 )
             if epoch_done:
                 bar.stats(_epoch_stats(at.epoch, at.metrics))
-            if at.step < total_steps and time.perf_counter() - last_save >= first.checkpoint_seconds:
+                # The stopping rule, once per epoch end, on the metrics just booked (already on the host).
+                reached = [r or epoch_reaches_target(c, m["loss"][-1], m["accuracy"][-1]) for r, c, m in zip(reached, configs, at.metrics)]
+            if at.step < total_steps and not all(reached) and time.perf_counter() - last_save >= first.checkpoint_seconds:
                 save(False)
                 last_save = time.perf_counter()
         if test is not None and (not at.metrics[0]["test_step"] or at.metrics[0]["test_step"][-1] != at.step):
-            # resumed from a run that had ended without a test pass: one now, at its last step
+            # stopped at its target before the last epoch, or resumed from a run that had ended without a
+            # test pass: one now, at its last step
             rows_host = dist.all_reduce(stepper.evaluate(test, dist)).cpu().tolist()  # SYNC: once
             for s in range(num_models):
                 record_test(at.metrics[s], at.step, rows_host[s], test)

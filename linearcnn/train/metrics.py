@@ -1,15 +1,17 @@
 """Losses, right answers and the metrics book: per-epoch lists, running sums, summaries.
 
-Per-epoch lists (epoch, step, loss, accuracy, seconds, images_per_second), one entry per step
-(step_loss: the batch's mean loss) and one per test evaluation (test_step, test_loss,
-test_accuracy) make a run's `metrics` (`METRIC_KEYS`). Inside an epoch the loss and accuracy sums
-run on the device; `book_segment` records a stretch of steps from the one host copy of its sums.
+Per-epoch lists (epoch, step, loss, accuracy, seconds, images_per_second,
+first_layer_displacement), one entry per step (step_loss: the batch's mean loss) and one per test
+evaluation (test_step, test_loss, test_accuracy) make a run's `metrics` (`METRIC_KEYS`). Inside an
+epoch the loss and accuracy sums run on the device; `book_segment` records a stretch of steps from
+the one host copy of its sums. `first_layer_displacement` is ||W - W0||_F / ||W0||_F of the first
+layer at the epoch's end (W0: its initial weights), computed on the device.
 
 >>> book = empty_metrics()
->>> book_segment(book, [6.0, 3.0, 4, 0.0, 0.0, 1.5, 1.5], step=2, epoch=1, elapsed=2.0, test=None, lr=0.1)["count"]
+>>> book_segment(book, [6.0, 3.0, 4, 0.0, 0.0, 0.25, 1.5, 1.5], step=2, epoch=1, elapsed=2.0, test=None, lr=0.1)["count"]
 0
->>> book["loss"], book["accuracy"], book["images_per_second"]
-([1.5], [0.75], [2.0])
+>>> book["loss"], book["accuracy"], book["images_per_second"], book["first_layer_displacement"]
+([1.5], [0.75], [2.0], [0.25])
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ if TYPE_CHECKING:
 METRICS_NAME = "metrics.json"
 METRIC_KEYS = (
     "epoch", "step", "loss", "accuracy", "seconds", "images_per_second", "step_loss", "test_step", "test_loss", "test_accuracy",
+    "first_layer_displacement",
 )
+TOTALS_STEP_LOSSES = 6  # where the step losses start in a segment's totals (`book_segment`)
 
 Metrics = dict[str, list[Any]]  # METRIC_KEYS -> lists
-Partial = dict[str, Any]  # running sums of an unfinished epoch: loss_sum, correct, count, seconds
+Partial = dict[str, Any]  # running sums of an unfinished epoch: loss_sum, correct, count, seconds (+ first_layer_displacement)
 
 
 def empty_metrics() -> Metrics:
@@ -83,37 +87,44 @@ def book_segment(
 ) -> Partial:
     """Record one stretch of training steps in `metrics`; return the new partial-epoch sums.
 
-    totals: [loss sum, number right, images, test loss sum, test number right, step losses...]
-    summed over ranks; `epoch` is the number of the epoch this stretch completed, or None when it
+    totals: [loss sum, number right, images, test loss sum, test number right, first-layer
+    displacement, step losses...] summed over ranks (the displacement is rank 0's, the others add
+    0); `epoch` is the number of the epoch this stretch completed, or None when it
     stopped inside an epoch (then the running sums are returned, exact, for a resume); `test` is
     the test split when the stretch ended with a test pass (its sums are totals[3:5]).
     Raises LinearCNNInputError when the loss is no longer finite (the run diverged).
     """
-    metrics["step_loss"].extend(totals[5:])
+    metrics["step_loss"].extend(totals[TOTALS_STEP_LOSSES:])
     if test is not None:
         record_test(metrics, step, totals[3:5], test)
     loss_total, correct_total, count_total = totals[0], totals[1], round(totals[2])
     if not math.isfinite(loss_total):
         raise LinearCNNInputError(f"training diverged by step {step} (loss {loss_total}) with lr {lr:g}; use a smaller lr", parameter="lr")
     if epoch is None:
-        return {"loss_sum": loss_total, "correct": correct_total, "count": count_total, "seconds": elapsed}
+        return {"loss_sum": loss_total, "correct": correct_total, "count": count_total, "seconds": elapsed,
+                "first_layer_displacement": totals[5]}
     metrics["epoch"].append(epoch)
     metrics["step"].append(step)
     metrics["loss"].append(loss_total / count_total)
     metrics["accuracy"].append(correct_total / count_total)
     metrics["seconds"].append(elapsed)
     metrics["images_per_second"].append(count_total / elapsed if elapsed > 0 else float("nan"))
+    metrics["first_layer_displacement"].append(totals[5])
     return empty_partial()
 
 
 def last_metrics(metrics: Metrics, partial: Partial) -> dict[str, float]:
-    """Mean loss and accuracy over the last epoch (or the unfinished one), and the last test pass."""
+    """Mean loss and accuracy over the last epoch (or the unfinished one), the first layer's
+    displacement at its end, and the last test pass."""
+    nan = float("nan")
+    displacements = metrics.get("first_layer_displacement") or [nan]
     if partial["count"]:
-        last = {"loss": partial["loss_sum"] / partial["count"], "accuracy": partial["correct"] / partial["count"]}
+        last = {"loss": partial["loss_sum"] / partial["count"], "accuracy": partial["correct"] / partial["count"],
+                "first_layer_displacement": partial.get("first_layer_displacement", nan)}
     elif metrics["loss"]:
-        last = {"loss": metrics["loss"][-1], "accuracy": metrics["accuracy"][-1]}
+        last = {"loss": metrics["loss"][-1], "accuracy": metrics["accuracy"][-1], "first_layer_displacement": displacements[-1]}
     else:
-        last = {"loss": float("nan"), "accuracy": float("nan")}
+        last = {"loss": nan, "accuracy": nan, "first_layer_displacement": nan}
     if metrics.get("test_accuracy"):
         last.update(test_loss=metrics["test_loss"][-1], test_accuracy=metrics["test_accuracy"][-1])
     return last
@@ -126,11 +137,13 @@ def final_metrics(result: TrainResult) -> dict[str, float]:
 
 def metrics_summary(
     config: TrainConfig, metrics: Metrics, partial: Partial, epoch: int, step: int, device: torch.device, world_size: int, final: bool,
+    stop: dict[str, Any],
 ) -> dict[str, Any]:
-    """The run's `metrics.json`: config, seed, versions, where it stands, the last metrics and the book."""
+    """The run's `metrics.json`: config, seed, versions, where it stands, its stopping rule and
+    whether it converged (`linearcnn.train.stopping.stop_record`), the last metrics and the book."""
     return {
         "config": config.to_dict(), "seed": config.seed, "versions": versions(), "device": str(device),
-        "world_size": world_size, "finished": final, "epoch": epoch, "step": step,
+        "world_size": world_size, "finished": final, "epoch": epoch, "step": step, "stop": stop, "converged": bool(stop["reached"]),
         "final": last_metrics(metrics, partial), "checkpoint": CHECKPOINT_NAME, "metrics": metrics,
     }
 

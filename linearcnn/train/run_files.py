@@ -106,17 +106,17 @@ def write_run(
     path: Path, *, config: TrainConfig, model: nn.Module, optimizer_state: dict[str, Any], layer_name: str,
     initial_first_layer: torch.Tensor, snapshot_steps: Sequence[int], snapshot_weights: Sequence[torch.Tensor], epoch: int, step: int,
     epoch_step: int, metrics: Metrics, partial: Partial, random_labels: torch.Tensor | None, data: TrainingData,
-    device: torch.device, world_size: int, final: bool,
+    device: torch.device, world_size: int, final: bool, stop: dict[str, Any],
 ) -> None:
-    """Write `checkpoint.pt` and `metrics.json` of one model, each atomically."""
+    """Write `checkpoint.pt` and `metrics.json` of one model, each atomically (`stop`: `linearcnn.train.stopping.stop_record`)."""
     checkpoint = checkpoint_dict(
         config=config, model=model, optimizer_state=optimizer_state, layer_name=layer_name,
         initial_first_layer=initial_first_layer, snapshot_steps=snapshot_steps, snapshot_weights=snapshot_weights,
         epoch=epoch, step=step, epoch_step=epoch_step, metrics=metrics, partial=partial, random_labels=random_labels,
-        data_info=data.info, model_spec=model_spec(config, data.images.shape[1], data.num_classes),
+        data_info=data.info, model_spec=model_spec(config, data.images.shape[1], data.num_classes), stop=stop,
     )
     atomic_save(path, lambda tmp: torch.save(checkpoint, tmp))
-    summary = metrics_summary(config, metrics, partial, epoch, step, device, world_size, final)
+    summary = metrics_summary(config, metrics, partial, epoch, step, device, world_size, final, stop)
     atomic_write_text(path.parent / METRICS_NAME, json.dumps(summary, indent=2) + "\n")
 
 

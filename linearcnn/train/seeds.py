@@ -4,7 +4,10 @@
     results = train_seeds(config, [0, 1, 2], together=True)   # the same models, trained as one vmapped stack
 
 With several seeds and `config.out`, seed S writes to out/seed{S}/ and out/metrics.json summarises
-the runs (final loss and accuracy per seed, mean and std over seeds). When `together` pays:
+the runs (per seed: final loss, accuracy and first-layer displacement, converged, reached_step and
+reached_epoch; mean and std over seeds; `converged`: every seed did). With a stopping target
+(`until_train_acc`, `until_loss`), seeds trained one after another each stop on their own; a
+`together` stack stops when every seed has reached it (each records where it first did). When `together` pays:
 `python benchmarks/bench_seeds.py` measures both ways on one device (on a 2-core CPU 3 VGG11-bn
 models of width 16 train at 0.70x the speed of one after another: batched convolutions are slower
 there).
@@ -100,14 +103,22 @@ def train_seeds(
 
 
 def _write_summary(config: TrainConfig, seeds: list[int], results: list[TrainResult]) -> None:
-    """out/metrics.json of a several-seed run: each seed's final metrics, mean and std over seeds."""
+    """out/metrics.json of a several-seed run: each seed's final metrics (first_layer_displacement
+    included), whether it converged and where it reached its target; mean and std over seeds."""
     finals = [final_metrics(r) for r in results]
     losses, accuracies = [f["loss"] for f in finals], [f["accuracy"] for f in finals]
+    displacements = [f["first_layer_displacement"] for f in finals]
+    runs = [
+        {"seed": s, "out": f"seed{s}", **f, "converged": r.converged, "reached_step": r.stop.get("reached_step"),
+         "reached_epoch": r.stop.get("reached_epoch")}
+        for s, f, r in zip(seeds, finals, results)
+    ]
     summary = {
-        "config": config.validate().resolved().to_dict(), "seeds": seeds, "versions": versions(),
-        "runs": [{"seed": s, "out": f"seed{s}", **f} for s, f in zip(seeds, finals)],
+        "config": config.validate().resolved().to_dict(), "seeds": seeds, "versions": versions(), "runs": runs,
+        "stop_rule": results[0].stop.get("rule"), "converged": all(r.converged for r in results),
         "loss_mean": float(np.mean(losses)), "loss_std": float(np.std(losses)),
         "accuracy_mean": float(np.mean(accuracies)), "accuracy_std": float(np.std(accuracies)),
+        "first_layer_displacement_mean": float(np.mean(displacements)), "first_layer_displacement_std": float(np.std(displacements)),
     }
     atomic_write_text(Path(str(config.out)) / METRICS_NAME, json.dumps(summary, indent=2) + "\n")
 
