@@ -7,6 +7,9 @@ the loader's answer with the model's own weights, not with anything the loader c
 from __future__ import annotations
 
 import os
+import re
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +126,87 @@ class TouchesFile:
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return (Path.touch, (self.marker,))
+
+
+#: What the hostile TorchScript modules print when their own `__setstate__` runs.
+HOSTILE_MARKER = "LINEARCNN-HOSTILE-SETSTATE-RAN"
+
+
+class PrintsOnLoad(nn.Module):
+    """A scripted submodule whose `__setstate__` (run by `torch.jit.load`) prints `HOSTILE_MARKER`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.sum()
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[torch.Tensor, bool]:
+        return (self.scale, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, bool]) -> None:
+        print("LINEARCNN-HOSTILE-SETSTATE-RAN")  # HOSTILE_MARKER (TorchScript reads no globals)
+        self.scale = state[0]
+        self.training = state[1]
+
+
+class HangsOnLoad(PrintsOnLoad):
+    """A scripted submodule whose `__setstate__` prints `HOSTILE_MARKER`, then never returns."""
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, bool]) -> None:
+        print("LINEARCNN-HOSTILE-SETSTATE-RAN")  # HOSTILE_MARKER (TorchScript reads no globals)
+        spins = 0
+        while True:
+            spins += 1
+        self.scale = state[0]
+        self.training = state[1]
+
+
+class WithHostileTail(nn.Module):
+    """A 3x3 `stem` conv followed by a hostile submodule (`PrintsOnLoad` or `HangsOnLoad`)."""
+
+    def __init__(self, tail: nn.Module, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.stem = nn.Conv2d(3, 4, 3)
+        self.tail = tail
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.stem(x))
+
+
+def rewrite_zip(source: Path, target: Path, changes: dict[str, bytes | None]) -> Path:
+    """Copy the zip archive `source` to `target`, replacing the entries whose names end with a
+    key of `changes` by its bytes (None: leave the entry out); each key must match one entry."""
+    used = dict.fromkeys(changes, 0)
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            suffix = next((key for key in changes if info.filename.endswith(key)), None)
+            if suffix is None:
+                new.writestr(info, old.read(info))
+                continue
+            used[suffix] += 1
+            if changes[suffix] is not None:
+                new.writestr(info.filename, changes[suffix])
+    assert all(count == 1 for count in used.values()), used
+    return target
+
+
+def with_storage_numel(data_pkl: bytes, key: str, numel: int) -> bytes:
+    """A TorchScript `data.pkl` (protocol 2, as torch.jit.save writes it) whose persistent id of
+    storage `key` declares `numel` elements: rewrites the BININT1 after `'<key>', 'cpu'` (the
+    location is spelled out the first time, a memo reference after)."""
+    name = key.encode()
+    pattern = re.compile(
+        rb"(X" + re.escape(struct.pack("<I", len(name)) + name) + rb"(?:q.)?(?:X\x03\x00\x00\x00cpu(?:q.)?|h.))K.t", re.DOTALL
+    )
+    patched, count = pattern.subn(lambda m: m.group(1) + b"J" + struct.pack("<i", numel) + b"t", data_pkl)
+    assert count == 1, f"storage {key!r} found {count} times"
+    return patched
 
 
 def linearcnn_checkpoint(model: nn.Module, initial: torch.Tensor, first_name: str) -> dict:

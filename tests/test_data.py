@@ -940,3 +940,26 @@ def test_cli_file_where_folder_expected(tmp_path, capsys):
     for kind in ("cifar10", "cifar100", "svhn", "mnist", "folder"):
         code, _, err = run_cli(["data", f"{kind}:{path}"], capsys)
         assert_one_line_error(code, err, "is a file; expected a folder")
+
+
+def test_padded_border_is_zero_after_normalisation_and_keeps_the_images():
+    """28x28 -> 32x32: the centre is the original, the border is the channel mean, so the
+    normalised border is 0 (the set's own statistics for train, the train statistics for test)."""
+    rng = np.random.default_rng(0)
+    train = ImageDataset(rng.random((6, 2, 28, 28)).astype(np.float32), np.arange(6) % 2, ["a", "b"], "npz:x", "t")
+    test = ImageDataset(rng.random((3, 2, 28, 28)).astype(np.float32), np.arange(3) % 2, ["a", "b"], "npz:x", "t")
+    padded = train.padded(2)
+    assert padded.images.shape == (6, 2, 32, 32) and padded.spec == "npz:x"
+    np.testing.assert_array_equal(padded.images[:, :, 2:30, 2:30], train.images)
+    mean = train.images.astype(np.float64).mean(axis=(0, 2, 3))  # computed here, not by channel_stats
+    np.testing.assert_allclose(padded.channel_stats()[0], mean, rtol=1e-6)
+    normalised = padded.normalized()
+    border = np.ones((32, 32), dtype=bool)
+    border[2:30, 2:30] = False
+    assert np.max(np.abs(normalised[:, :, border])) < 1e-5
+    test_padded = test.padded(2, fill=padded.channel_stats()[0])
+    normalised_test = test_padded.normalized(*padded.channel_stats())
+    assert np.max(np.abs(normalised_test[:, :, border])) < 1e-5
+    assert train.padded(0) is train
+    with pytest.raises(LinearCNNInputError):
+        train.padded(-1)

@@ -25,7 +25,7 @@ from linearcnn.energy import (
     similarity_matrix,
 )
 from linearcnn.errors import LinearCNNInputError
-from linearcnn.fit import fit_formula
+from linearcnn.fit import fit_filters, fit_formula
 from validation.linear_cnn import linear_cnn
 from validation.measures import mean_std, series
 from validation.runs import Context, Trained
@@ -53,22 +53,43 @@ def _both_views(ctx: Context, runs_a: list[Trained], runs_b: list[Trained] | Non
     """Similarity in both views. runs_b None: pairs within runs_a (all seed pairs);
     against_init: each run against its own initial layer; otherwise matched seeds (or all pairs)."""
     pa = [_profiles(ctx, r) for r in runs_a]
+    arms = _arms(runs_a + (runs_b or []))
     if against_init:
         return {"init_subtracted": _pair_stats([(p["sub"], p["init"]) for p in pa]),
-                "raw": _pair_stats([(p["raw"], p["init"]) for p in pa])}
+                "raw": _pair_stats([(p["raw"], p["init"]) for p in pa]), "arms": arms}
     if runs_b is None:
         index_pairs = list(combinations(range(len(pa)), 2))
         pb = pa
     else:
         pb = [_profiles(ctx, r) for r in runs_b]
         index_pairs = [(i, j) for i in range(len(pa)) for j in range(len(pb))] if all_pairs else list(zip(range(len(pa)), range(len(pb))))
-    return {view: _pair_stats([(pa[i][key], pb[j][key]) for i, j in index_pairs])
-            for view, key in (("init_subtracted", "sub"), ("raw", "raw"))}
+    out: dict[str, Any] = {view: _pair_stats([(pa[i][key], pb[j][key]) for i, j in index_pairs])
+                           for view, key in (("init_subtracted", "sub"), ("raw", "raw"))}
+    out["arms"] = arms
+    return out
+
+
+def _arms(runs: list[Trained]) -> list[str]:
+    """The arm keys behind a measurement (the report looks up whether their runs converged)."""
+    return sorted({r.arm.key for r in runs})
+
+
+def _flagged(fit: Any) -> bool:
+    """A fit at the bound of its search or degenerate (flags of `FitResult`, where it has them) is no agreement."""
+    return bool(getattr(fit, "at_bound", False)) or bool(getattr(fit, "degenerate", False))
 
 
 def _fit_stats(fits: list[Any]) -> dict[str, Any]:
-    return {"correlation": mean_std([f.correlation for f in fits]), "tau": mean_std([f.tau for f in fits]),
-            "spearman": mean_std([f.spearman for f in fits])}
+    """Mean +- std over the fits that are not flagged (`_flagged`); the flagged ones are counted apart.
+    Bootstrap 95% intervals over filters, where the fits have them, per seed and their mean."""
+    valid = [f for f in fits if not _flagged(f)]
+    out: dict[str, Any] = {"correlation": mean_std([f.correlation for f in valid]), "tau": mean_std([f.tau for f in valid]),
+           "spearman": mean_std([f.spearman for f in valid]), "fits": len(fits), "flagged": len(fits) - len(valid)}
+    intervals = [f.interval["correlation"] for f in valid if f.interval.get("correlation")]
+    if intervals:
+        out["correlation"]["interval"] = np.mean(intervals, axis=0).tolist()
+        out["correlation"]["intervals"] = intervals
+    return out
 
 
 def _loglog_slope(x: np.ndarray, y: np.ndarray) -> float | None:
@@ -154,15 +175,15 @@ def labels(ctx: Context) -> dict[str, Any]:
 def formula_fit(ctx: Context) -> dict[str, Any]:
     """Fit the formula to VGG11 and ResNet20 first layers (init-subtracted: one parameter tau;
     raw: two parameters), with the random initialisation as the baseline."""
-    mu = ctx.stats.eigenvalues
+    mu, u = ctx.stats.eigenvalues, ctx.stats.eigenvectors
     out: dict[str, Any] = {}
     figures = []
     for arch in ("vgg11", "resnet20"):
         runs = ctx.trained_all(ctx.arm(arch))
-        sub = [fit_formula(_profiles(ctx, r)["sub"], mu) for r in runs]
+        sub = [fit_filters(r.final - r.initial, mu, u, bootstrap=ctx.config.bootstrap, seed=r.seed) for r in runs]
         raw = [fit_formula(_profiles(ctx, r)["raw"], mu, raw=True) for r in runs]
         out[arch] = {"init_subtracted": _fit_stats(sub), "raw": _fit_stats(raw),
-                     "raw_init_ratio": mean_std([f.init_ratio for f in raw])}
+                     "raw_init_ratio": mean_std([f.init_ratio for f in raw]), "arms": _arms(runs)}
         name = f"formula_fit_{arch}.png"
         plots.plot_fit(sub[0].profile, sub[0].fitted_profile, sub[0].correlation, ctx.figure(name),
                        label=f"{arch} seed {runs[0].seed} (init-subtracted)", eigenvalues=mu)
@@ -174,7 +195,7 @@ def formula_fit(ctx: Context) -> dict[str, Any]:
     inits = [r.initial for r in ctx.trained_all(ctx.arm("vgg11"))]
     init_fits = [fit_formula(energy_profile(w, ctx.stats.eigenvectors), mu) for w in inits]
     init_raw = [fit_formula(energy_profile(w, ctx.stats.eigenvectors), mu, raw=True) for w in inits]
-    out["random_init"] = {"one_parameter": _fit_stats(init_fits), "raw": _fit_stats(init_raw)}
+    out["random_init"] = {"one_parameter": _fit_stats(init_fits), "raw": _fit_stats(init_raw), "arms": []}
     plots.plot_fit(init_fits[0].profile, init_fits[0].fitted_profile, init_fits[0].correlation,
                    ctx.figure("formula_fit_random_init.png"), label="random initialisation (VGG11)", eigenvalues=mu)
     plots.plot_eigenvectors(ctx.stats.eigenvectors, ctx.stats.channels, ctx.stats.kernel_size,
@@ -195,6 +216,16 @@ def _frozen_title(out: dict[str, Any]) -> str:
     return f"VGG11: test accuracy learned {learned:.3f}, frozen {fixed:.3f}"
 
 
+def _per_epoch(runs: list[Trained], key: str) -> dict[str, np.ndarray]:
+    """Mean +- std over seeds of a per-epoch metric; runs that stopped earlier (stopping rule) are
+    missing (NaN) in the later epochs."""
+    length = max(len(r.metrics[key]) for r in runs)
+    values = np.full((len(runs), length), np.nan)  # (seeds, epochs)
+    for i, r in enumerate(runs):
+        values[i, : len(r.metrics[key])] = r.metrics[key]
+    return series(np.arange(1, length + 1), values)
+
+
 def frozen(ctx: Context) -> dict[str, Any]:
     """VGG11 with its first layer frozen at the random initialisation vs learned, same seeds."""
     learned = ctx.trained_all(ctx.arm("vgg11"))
@@ -207,14 +238,11 @@ def frozen(ctx: Context) -> dict[str, Any]:
         "test_accuracy_difference": mean_std([f.test_accuracy - l.test_accuracy for f, l in zip(fixed, learned)]),
         "train_accuracy_difference": mean_std([f.train_accuracy - l.train_accuracy for f, l in zip(fixed, learned)]),
         "chance": 1.0 / max(1, len(ctx.train_set.classes)),
+        "arms": _arms(learned + fixed),
     }
-    epochs = np.asarray(learned[0].metrics["epoch"])
-    panels = {"train accuracy (per epoch)": {
-        "learned first layer": series(epochs, [r.metrics["accuracy"] for r in learned]),
-        "frozen random first layer": series(epochs, [r.metrics["accuracy"] for r in fixed])},
-        "train loss (per epoch)": {
-        "learned first layer": series(epochs, [r.metrics["loss"] for r in learned]),
-        "frozen random first layer": series(epochs, [r.metrics["loss"] for r in fixed])}}
+    panels = {f"train {key} (per epoch)": {"learned first layer": _per_epoch(learned, key),
+                                           "frozen random first layer": _per_epoch(fixed, key)}
+              for key in ("accuracy", "loss")}
     plots.plot_curves(panels, ctx.figure("frozen_vs_learned.png"), xlabel="epoch",
                       title=_frozen_title(out))
     out["figures"] = ["frozen_vs_learned.png"]
@@ -256,9 +284,11 @@ def trajectories(ctx: Context) -> dict[str, Any]:
     arms = {"true": ctx.arm("vgg11"), "random": ctx.arm("vgg11", labels="random")}
     for f in c.lr_factors:
         arms[f"true, lr x{f:g}"] = ctx.arm("vgg11", lr_factor=f)
+    for m in c.momentum_arms:
+        arms[f"true, momentum {m:g}"] = ctx.arm("vgg11", momentum=m)
     traj = {name: [_trajectory(ctx, r) for r in ctx.trained_all(arm)] for name, arm in arms.items()}
-    out: dict[str, Any] = {"arms": {name: {"arch": a.arch, "width": a.width, "labels": a.labels, "lr": a.lr}
-                                    for name, a in arms.items()}}
+    out: dict[str, Any] = {"arms": {name: {"arch": a.arch, "width": a.width, "labels": a.labels, "lr": a.lr,
+                                           "momentum": a.momentum, "key": a.key} for name, a in arms.items()}}
     per_arm: dict[str, Any] = {}
     curves = {}
     for name, runs in traj.items():
@@ -270,9 +300,9 @@ def trajectories(ctx: Context) -> dict[str, Any]:
             "steps": steps[:length].tolist(),
             "correlation": [mean_std(corr[:, i]) for i in range(length)],
             "tau_geomean": np.exp(log_tau.mean(axis=0)).tolist(),
-            "end_correlation": mean_std(corr[:, -1]),
+            "end_correlation": mean_std([r["correlation"][-1] for r in runs]),  # each run's own end
             "end_tau": mean_std([r["tau"][-1] for r in runs]),
-            "min_correlation": mean_std(corr.min(axis=1)),
+            "min_correlation": mean_std([r["correlation"].min() for r in runs]),
             "end_displacement": mean_std([r["displacement"][-1] for r in runs]),
             "end_loss": mean_std([r["loss"][-1] for r in runs]),
             "tau_vs_steps_loglog_slope": mean_std([_loglog_slope(r["steps"].astype(float), r["tau"]) for r in runs]),

@@ -146,11 +146,10 @@ def _plot(ctx: Context, runs_by_labels: dict[str, list[_SeedRun]]) -> None:
 def linear_cnn(ctx: Context) -> dict[str, Any]:
     """Train the paper's linear CNN (full batch, float64), check `simulate` against it step for
     step, then follow the exact dynamics from step 1 far into the whitening regime."""
-    from linearcnn.data import load_dataset
     from linearcnn.patches import dataset_patch_stats
 
     c = ctx.config
-    dataset = load_dataset(ctx.data, limit=c.linear_images, min_size=c.kernel_size)
+    dataset = ctx.load(c.linear_images)  # padded as the deep networks' images
     stats = dataset_patch_stats(dataset, c.kernel_size, device=ctx.device)
     images_ac = dataset.normalized()[: c.autocorr_images]  # (n_ac, C, H, W)
     out: dict[str, Any] = {"images": len(dataset.images), "filters": c.linear_filters, "train_steps": c.linear_train_steps,

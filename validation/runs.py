@@ -1,15 +1,20 @@
-"""`Context`: everything the experiments of one validation run share.
+"""`Context`: everything the experiments of one validation run on one data set share.
 
-The data (training and test splits), the patch statistics, and the trained networks. A network
-is named by an `Arm` (arch, width, labels, lr, frozen first layer) and a seed; `Context.trained`
-trains it once per run, writes its checkpoint under `run_dir/<arm>/seed<k>/`, and hands the same
-result to every experiment that asks again (a later run with the same run folder resumes from the
-finished checkpoints instead of training again).
+The data (training and test splits, zero-padded by `pad` pixels when asked), the patch statistics
+of exactly those training images, and the trained networks. A network is named by an `Arm`
+(arch, width, labels, lr, momentum, frozen first layer) and a seed; `Context.trained` trains it
+once per run — until its training target or the epoch cap (`ValidationConfig`) — writes its
+checkpoint under `run_dir/<arm>/seed<k>/`, and hands the same result to every experiment that
+asks again (a later run with the same run folder resumes from the finished checkpoints). Every
+run an experiment used is listed in its results (`Context.run_records`), converged or not.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import platform
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -30,11 +35,19 @@ class Arm:
     labels: str = "true"
     lr: float = 0.01
     frozen: bool = False
+    momentum: float = 0.0
 
     @property
     def key(self) -> str:
-        """Folder name, e.g. 'vgg11-w16-true-lr0.01' (+ '-frozen')."""
-        return f"{self.arch}-w{self.width}-{self.labels}-lr{self.lr:g}" + ("-frozen" if self.frozen else "")
+        """Folder name, e.g. 'vgg11-w32-true-lr0.01' (+ '-m0.9' with momentum, + '-frozen')."""
+        return (f"{self.arch}-w{self.width}-{self.labels}-lr{self.lr:g}" + (f"-m{self.momentum:g}" if self.momentum else "")
+                + ("-frozen" if self.frozen else ""))
+
+    def describe(self) -> dict[str, Any]:
+        """The arm's settings, for the per-arm table (optimiser spelled out)."""
+        optimiser = "SGD" + (f", momentum {self.momentum:g}" if self.momentum else " (plain)")
+        return {"arch": self.arch, "width": self.width, "labels": self.labels, "lr": self.lr, "optimiser": optimiser,
+                "frozen": self.frozen}
 
 
 @dataclass
@@ -52,6 +65,52 @@ class Trained:
     train_loss: float
     test_accuracy: float
     checkpoint: str | None
+    steps: int = 0                 # optimizer steps done
+    epochs: int = 0                # epochs done
+    target: float = 0.0            # the train accuracy this run had to reach
+    converged: bool = True         # reached `target` before the epoch cap
+    stop: dict[str, Any] = dataclasses.field(default_factory=dict)  # the training's stop record, when it has one
+
+    @property
+    def displacement(self) -> float:
+        """||W - W0|| / ||W0|| of the first layer at the end."""
+        return float(np.linalg.norm(self.final - self.initial) / np.linalg.norm(self.initial))
+
+    def record(self) -> dict[str, Any]:
+        """One row of the per-arm table (JSON)."""
+        return {"arm": self.arm.key, **self.arm.describe(), "seed": self.seed, "steps": self.steps, "epochs": self.epochs,
+                "train_accuracy": self.train_accuracy, "test_accuracy": self.test_accuracy,
+                "displacement": self.displacement, "target": self.target, "converged": self.converged, "stop": self.stop}
+
+
+def data_slug(spec: str, pad: int = 0) -> str:
+    """A readable folder name for a data spec: 'builtin', 'fashion-mnist' (from mnist:/data/fashion-mnist),
+    'one-split' (from npz:/x/one_split.npz); '-pad2' appended when the images are padded."""
+    from linearcnn.data import parse_data_spec
+
+    parsed = parse_data_spec(spec)
+    if parsed.path is None:
+        name = parsed.kind if parsed.size is None else f"{parsed.kind}-{parsed.size}"
+    else:
+        path = parsed.path.expanduser()
+        name = path.stem if path.suffix.lower() == ".npz" else path.name
+        name = name or parsed.kind
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or parsed.kind
+    return slug + (f"-pad{pad}" if pad else "")
+
+
+#: The paper's data sets, by their slug without punctuation (a run on one of them is compared with its own numbers).
+PAPER_DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "celeba": "CelebA", "imagenet": "ImageNet"}
+
+
+def paper_dataset(spec: str) -> str | None:
+    """The paper's name of the data set `spec` reads ('CIFAR-10' for cifar10:DIR), or None."""
+    from linearcnn.data import parse_data_spec
+
+    parsed = parse_data_spec(spec)
+    if parsed.kind in PAPER_DATASETS:
+        return PAPER_DATASETS[parsed.kind]
+    return PAPER_DATASETS.get(re.sub(r"[^a-z0-9]", "", data_slug(spec)))
 
 
 def device_name(device: torch.device) -> str:
@@ -65,11 +124,14 @@ class Context:
     """Data, patch statistics and trained networks of one validation run (built lazily)."""
 
     def __init__(self, config: ValidationConfig, data: str, run_dir: Path, figures_dir: Path,
-                 checkpoints: list[str] | None = None, progress: bool = False):
+                 checkpoints: list[str] | None = None, progress: bool = False, pad: int = 0):
         from linearcnn.device import resolve_device
 
         self.config = config
         self.data = data
+        self.pad = int(pad)
+        self.slug = data_slug(data, self.pad)
+        self.used: dict[tuple[Arm, int], Trained] = {}  # the runs the current experiment asked for
         self.run_dir = Path(run_dir)
         self.figures_dir = Path(figures_dir)
         self.checkpoints = list(checkpoints or [])
@@ -81,22 +143,30 @@ class Context:
 
     @cached_property
     def train_set(self) -> Any:
+
+        return self.load(self.config.train_limit)
+
+    def load(self, limit: int | None) -> Any:
+        """The first `limit` training images, padded by `pad` (the border is 0 after normalisation)."""
         from linearcnn.data import load_dataset
 
-        return load_dataset(self.data, limit=self.config.train_limit, min_size=self.config.kernel_size)
+        return load_dataset(self.data, limit=limit, min_size=self.config.kernel_size).padded(self.pad)
 
     @cached_property
     def test_set(self) -> Any:
-        """The data's test split, or None when it has none (test accuracies are then not measured)."""
+        """The data's test split (padded as the training images, with the training mean), or None
+        when it has none (test accuracies are then not measured)."""
         from linearcnn.data import has_test_split, load_dataset
 
         if not has_test_split(self.data):
             return None
-        return load_dataset(self.data, limit=self.config.test_limit, train=False, min_size=self.config.kernel_size)
+        test = load_dataset(self.data, limit=self.config.test_limit, train=False, min_size=self.config.kernel_size)
+        return test.padded(self.pad, fill=self.train_set.channel_stats()[0])
 
     @cached_property
     def stats(self) -> Any:
-        """Patch statistics (uncentred second moment, as the paper) of the normalised training images."""
+        """Patch statistics (uncentred second moment, as the paper) of the normalised training images:
+        exactly the (padded) images the networks train on."""
         from linearcnn.patches import dataset_patch_stats
 
         return dataset_patch_stats(self.train_set, self.config.kernel_size, device=self.device)
@@ -109,6 +179,9 @@ class Context:
     def data_record(self) -> dict[str, Any]:
         return {
             "spec": self.data,
+            "slug": self.slug,
+            "pad": self.pad,
+            "paper_dataset": paper_dataset(self.data),
             "description": str(getattr(self.train_set, "description", "")),
             "train_images": len(self.train_set.images),
             "test_images": 0 if self.test_set is None else len(self.test_set.images),
@@ -119,19 +192,27 @@ class Context:
     # -- networks -----------------------------------------------------------------------------
 
     def arm(self, arch: str = "vgg11", *, width: int | None = None, labels: str = "true", lr_factor: float = 1.0,
-            frozen: bool = False) -> Arm:
-        """The arm of `arch` at the configured width and lr (times `lr_factor`)."""
+            frozen: bool = False, momentum: float | None = None) -> Arm:
+        """The arm of `arch` at the configured width, lr (times `lr_factor`) and momentum."""
         c = self.config
         if width is None:
             width = c.resnet_width if arch.startswith("resnet") else c.vgg_width
-        return Arm(arch=arch, width=width, labels=labels, lr=c.lr * lr_factor, frozen=frozen)
+        return Arm(arch=arch, width=width, labels=labels, lr=c.lr * lr_factor, frozen=frozen,
+                   momentum=c.momentum if momentum is None else momentum)
 
     def trained(self, arm: Arm, seed: int) -> Trained:
         """Train (or resume from this run folder) `arm` with `seed`, once per run."""
         key = (arm, int(seed))
         if key not in self._trained:
             self._trained[key] = self._train(arm, int(seed))
+        self.used[key] = self._trained[key]
         return self._trained[key]
+
+    def run_records(self) -> list[dict[str, Any]]:
+        """The per-arm table's rows of every run used since the last call (then forgotten)."""
+        rows = [run.record() for run in self.used.values()]
+        self.used = {}
+        return rows
 
     def trained_all(self, arm: Arm) -> list[Trained]:
         return [self.trained(arm, s) for s in self.config.seeds]
@@ -142,17 +223,21 @@ class Context:
         c = self.config
         n = len(self.train_set.images)
         steps_per_epoch = -(-n // min(c.batch_size, n))
-        total_steps = steps_per_epoch * c.epochs
         out = self.run_dir / arm.key / f"seed{seed}"
+        target = c.target_acc(arm.labels)
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        # the stopping rule (train accuracy >= target, or max_epochs); without it the cap alone
+        rule: dict[str, Any] = {"until_train_acc": target, "max_epochs": c.max_epochs} if "until_train_acc" in known else {}
         config = TrainConfig(
-            arch=arm.arch, data=self.data, labels=arm.labels, epochs=c.epochs, lr=arm.lr, batch_size=c.batch_size,
-            momentum=c.momentum, seed=seed, width=arm.width, kernel_size=c.kernel_size,
+            arch=arm.arch, data=self.data, labels=arm.labels, epochs=c.max_epochs, lr=arm.lr, batch_size=c.batch_size,
+            momentum=arm.momentum, seed=seed, width=arm.width, kernel_size=c.kernel_size,
             freeze_first_layer=arm.frozen, limit=c.train_limit,
-            snapshot_every=max(1, total_steps // max(1, c.snapshots_per_run)),
-            device=c.device, out=str(out), resume=True, checkpoint_seconds=1e9, test_every=0,
+            snapshot_every=max(1, steps_per_epoch // max(1, c.snapshots_per_epoch)),
+            device=c.device, out=str(out), resume=True, checkpoint_seconds=1e9, test_every=0, **rule,
         )
         result = train(config, dataset=self.train_set, test_dataset=self.test_set, progress=self.progress)
         last = final_metrics(result)
+        reported = _stop_record(result, out)
         steps = result.snapshot_steps.numpy().astype(np.int64)
         snapshots = result.snapshot_weights.to(torch.float64).numpy()
         final = _first_layer_weights(result)
@@ -165,7 +250,23 @@ class Context:
             train_accuracy=float(last["accuracy"]), train_loss=float(last["loss"]),
             test_accuracy=float(last.get("test_accuracy", float("nan"))),
             checkpoint=None if result.checkpoint_path is None else str(result.checkpoint_path),
+            steps=int(result.step), epochs=int(result.epoch), target=target, stop=reported.get("stop") or {},
+            # the training's own verdict where it gives one; else the rule applied to the last epoch's accuracy
+            converged=bool(reported["converged"]) if reported.get("converged") is not None
+            else float(last["accuracy"]) >= target,
         )
+
+
+def _stop_record(result: Any, out: Path) -> dict[str, Any]:
+    """{"converged", "stop"} as the training reports them (TrainResult, else its metrics.json), or {}."""
+    if getattr(result, "converged", None) is not None:
+        return {"converged": result.converged, "stop": getattr(result, "stop", None)}
+    path = out / "metrics.json"
+    if path.is_file():
+        summary = json.loads(path.read_text())
+        if summary.get("converged") is not None:
+            return {"converged": summary["converged"], "stop": summary.get("stop")}
+    return {}
 
 
 def _first_layer_weights(result: Any) -> np.ndarray:

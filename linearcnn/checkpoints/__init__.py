@@ -20,8 +20,12 @@ linearcnn checkpoint, or a tensor; TorchScript archives; safetensors; ONNX; `.np
 *before* calling any other Python object, so a pickle whose `__reduce__` would run code is refused
 and nothing runs. A whole pickled `nn.Module` (`torch.save(model)`) is refused the same way,
 with a hint to pass `unsafe_load=True` (the CLI's `--unsafe-load`; plain `torch.load(weights_only=False)`;
-only for trusted files). TorchScript is read by `torch.jit.load` (its restricted unpickler; code is
-compiled, never run). NumPy uses `allow_pickle=False`; safetensors and ONNX hold no code.
+only for trusted files). TorchScript archives are read as data: an allow-list unpickler
+(`_safe_unpickle.py`) rebuilds tensors, size-checked against their zip entries, and inert
+stand-ins for scripted objects, and the archive's code is parsed as text (`_script_code.py`) for
+the order of the convolutions; nothing from the file runs. `torch.jit.load`, which runs the
+archive's `__setstate__`, is used only with `unsafe_load=True` (`_torchscript_jit.py`).
+NumPy uses `allow_pickle=False`; safetensors and ONNX hold no code.
 
 **Nested checkpoints.** A mapping that has one of `CONTAINER_KEYS` (`model_state_dict`,
 `state_dict`, `model`, `net`, `network`, `module`, `params`, `model_ema`, `ema`, ...) whose value
@@ -123,7 +127,7 @@ def _read_inventory(path: PathLike, *, unsafe_load: bool) -> Inventory:
     if kind == "torchscript":
         from linearcnn.checkpoints._torchscript import torchscript_inventory
 
-        return torchscript_inventory(target)
+        return torchscript_inventory(target, unsafe_load=unsafe_load)
     if kind == "onnx":
         from linearcnn.checkpoints._onnx import onnx_inventory
 

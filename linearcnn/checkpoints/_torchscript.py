@@ -1,20 +1,30 @@
-"""TorchScript archives (`torch.jit.save`): weights and the order in which the graph uses them.
+"""TorchScript archives (`torch.jit.save`): weights and the order in which the code uses them,
+read without running anything from the file.
 
-`torch.jit.load` does not execute Python: the archive's pickles are read by TorchScript's own
-restricted unpickler and its code is compiled, not run (we never call `forward`). The inlined
-forward graph gives the true order: the first convolution node whose input is derived from the
-graph's input is the first layer. Its weight is traced back to the attribute path that stores it
-(`stem.weight`), or to a constant for frozen modules.
+`torch.jit.load` would run the archive's own code while loading (a crafted class's `__setstate__`
+can print, loop forever, ...), so by default it is never called:
+
+1. `_safe_unpickle.read_archive` unpickles `data.pkl` and `constants.pkl` with an allow-list
+   unpickler: TorchScript objects become inert `ScriptObject`s recording their state, tensors
+   become `StoredTensor`s checked against their storage entries (read only when used).
+2. The module tree is walked for its parameters and buffers (`features.0.weight`), in the order
+   `state_dict()` lists them (each module's own parameters, then buffers, then submodules).
+3. `_script_code.convolution_order` reads the `code/` files as text and follows `forward`: the
+   first convolution whose input is derived from the network's input is the first layer (frozen
+   modules' constant weights are named `conv0`, `conv1`, ... in that order). When the code cannot
+   be followed, or has no convolution, parameter order and the shape rule apply.
+
+With `unsafe_load` (trusted files only) the archive is loaded by `torch.jit.load` instead and
+its compiled graph gives the order (`_torchscript_jit`).
 """
 
 from __future__ import annotations
 
-import functools
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from linearcnn.checkpoints._inventory import (
     ConvCandidate,
@@ -23,162 +33,115 @@ from linearcnn.checkpoints._inventory import (
     canonical_name,
     graph_inventory,
     layer_name,
+    tensor_candidates,
 )
-from linearcnn.checkpoints._torch_pickle import state_dict_inventory
+from linearcnn.checkpoints._safe_unpickle import Archive, ArchiveError, ScriptObject, StoredTensor, read_archive
+from linearcnn.checkpoints._script_code import CodeIndex, convolution_order
 from linearcnn.errors import LinearCNNInputError
 
-#: Graph operators that apply a 2-D convolution; for the generic ones the `transposed` flag is
-#: argument 6 (transposed convolutions are not first layers of a classifier).
-_CONV_KINDS = {
-    "aten::conv2d",
-    "aten::_convolution",
-    "aten::convolution",
-    "aten::_convolution_mode",
-    "aten::mkldnn_convolution",
-    "aten::cudnn_convolution",
-}
-_GENERIC_CONV_KINDS = {"aten::_convolution", "aten::convolution"}
-_MAX_TRACE_BACK = 32
+_MAX_DEPTH = 64
 
 
-def _constant(value: Any) -> Any:
-    node = value.node()
-    if node.kind() != "prim::Constant":
-        return None
-    try:
-        return value.toIValue()
-    except RuntimeError:
-        return None
+def _fetcher(path: Path, tensor: StoredTensor) -> Callable[[], np.ndarray]:
+    """A zero-argument reader of `tensor` from the archive at `path`, as float64."""
+
+    def fetch() -> np.ndarray:
+        try:
+            return as_float64(tensor.read(path))
+        except ArchiveError as exc:
+            detail = " ".join(str(exc).split())
+            raise LinearCNNInputError(f"checkpoint {str(path)!r}: TorchScript archive is truncated or corrupt, {detail}") from None
+
+    return fetch
 
 
-def _attr_path(value: Any, self_value: Any) -> list[str] | None:
-    """Attribute names leading from the module (`self`) to `value`, or None."""
-    path: list[str] = []
-    while value.node().kind() == "prim::GetAttr":
-        node = value.node()
-        path.insert(0, node.s("name"))
-        value = node.input()
-    return path if path and value.unique() == self_value.unique() else None
+def _named_tensors(index: CodeIndex, obj: Any, prefix: str, out: list[tuple[str, StoredTensor]], seen: set[int], depth: int = 0) -> None:
+    """Append the (dotted name, tensor) pairs of a module tree to `out`, in `state_dict()` order:
+    a module's declared parameters, then its buffers, then its submodules (attribute order)."""
+    if depth > _MAX_DEPTH or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    join = (lambda name: f"{prefix}.{name}") if prefix else (lambda name: name)
+    if isinstance(obj, ScriptObject):
+        state = obj.state
+        if isinstance(state, dict):
+            declared = index.declared_tensors(obj.qualname)
+            tensors = [k for k, v in state.items() if isinstance(k, str) and isinstance(v, StoredTensor)]
+            if declared is not None:  # only parameters and buffers, as state_dict() lists them
+                tensors = [k for k in declared[0] + declared[1] if k in tensors]
+            out.extend((join(k), state[k]) for k in tensors)
+            for key, value in state.items():
+                if isinstance(key, str) and isinstance(value, ScriptObject):
+                    _named_tensors(index, value, join(key), out, seen, depth + 1)
+        else:  # state from a custom __getstate__ (a tuple, say): its tensors by position
+            _named_tensors(index, state, prefix, out, seen, depth + 1)
+    elif isinstance(obj, (tuple, list)):
+        for position, value in enumerate(obj):
+            if isinstance(value, StoredTensor):
+                out.append((join(str(position)), value))
+            else:
+                _named_tensors(index, value, join(str(position)), out, seen, depth + 1)
 
 
-def _getattr_path(module: Any, path: list[str]) -> Any:
-    obj = module
-    for part in path:
-        obj = getattr(obj, part)
-    return obj
-
-
-def _resolve_weight(value: Any, module: Any, self_value: Any) -> tuple[str, torch.Tensor] | None:
-    """(attribute path or constant name, tensor) of the stored 4-D tensor a weight comes from.
-
-    Follows the value back through the graph (breadth first, a bounded number of steps) so that
-    a weight transformed before use (weight standardisation, a cast) still finds its parameter.
-    """
-    frontier = [value]
-    for _ in range(_MAX_TRACE_BACK):
-        if not frontier:
-            return None
-        current = frontier.pop(0)
-        path = _attr_path(current, self_value)
-        if path is not None:
-            tensor = _getattr_path(module, path)
-            if isinstance(tensor, torch.Tensor) and tensor.dim() == 4:
-                return ".".join(path), tensor
-            continue
-        constant = _constant(current)
-        if isinstance(constant, torch.Tensor):
-            if constant.dim() == 4:
-                name = current.debugName()
-                return (name[len("self.") :] if name.startswith("self.") else name), constant
-            continue
-        frontier.extend(current.node().inputs())
-    return None
-
-
-def _is_transposed(node: Any) -> bool:
-    if node.kind() not in _GENERIC_CONV_KINDS:
-        return False
-    inputs = list(node.inputs())
-    return len(inputs) > 6 and bool(_constant(inputs[6]))
-
-
-def _walk(block: Any, derived: set[int], found: list[tuple[Any, bool]]) -> bool:
-    """Visit `block`'s nodes in execution order, recording convolution nodes and whether their
-    input is derived from the graph input; returns whether the block's outputs are derived."""
-    for node in block.nodes():
-        node_derived = any(v.unique() in derived for v in node.inputs())
-        for inner in node.blocks():
-            if node_derived:
-                derived.update(v.unique() for v in inner.inputs())
-            if _walk(inner, derived, found):
-                node_derived = True
-        if node_derived:
-            derived.update(v.unique() for v in node.outputs())
-        if node.kind() in _CONV_KINDS and not _is_transposed(node):
-            first_input = next(iter(node.inputs()))
-            found.append((node, first_input.unique() in derived))
-    return any(v.unique() in derived for v in block.outputs())
-
-
-def _graph_convolutions(module: Any) -> tuple[list[ConvCandidate], str | None]:
-    """Convolutions of the inlined forward graph in execution order, and the name of the first
-    one applied to the input (None when none is)."""
-    graph = module.inlined_graph
-    graph_inputs = list(graph.inputs())
-    self_value, data_inputs = graph_inputs[0], graph_inputs[1:]
-    derived = {v.unique() for v in data_inputs}
-    found: list[tuple[Any, bool]] = []
-    _walk(graph.block(), derived, found)
+def _graph_candidates(path: Path, archive: Archive, index: CodeIndex) -> tuple[list[ConvCandidate], str | None]:
+    """Convolutions in the order the code applies them, and the first one applied to the input."""
+    uses = convolution_order(archive.code, archive.root, archive.constants) or []
     candidates: list[ConvCandidate] = []
     first: str | None = None
-    seen: set[str] = set()
-    for node, from_input in found:
-        weight_value = list(node.inputs())[1]
-        resolved = _resolve_weight(weight_value, module, self_value)
-        if resolved is None:
-            continue
-        key, tensor = resolved
-        if key.isdigit():  # an anonymous constant (frozen module): name it by its position
-            key = f"conv{len(seen)}"
-        name = layer_name(key) or key
-        if first is None and from_input:
-            first = name
-        if name in seen:
-            continue
-        seen.add(name)
-        candidates.append(
-            ConvCandidate(
-                name=name,
-                key=key,
-                shape=tuple(tensor.shape),
-                fetch=functools.partial(as_float64, tensor),
-                aliases=(canonical_name(key),),
+    by_key: dict[str, str] = {}
+    for use in uses:
+        if use.key not in by_key:
+            if not use.weight.dtype.is_floating_point:
+                continue
+            constant = use.key.startswith("CONSTANTS.")
+            name = f"conv{len(candidates)}" if constant else (layer_name(use.key) or use.key)
+            by_key[use.key] = name
+            candidates.append(
+                ConvCandidate(
+                    name=name,
+                    key=use.key,
+                    shape=use.weight.shape,
+                    fetch=_fetcher(path, use.weight),
+                    aliases=(canonical_name(use.key),),
+                )
             )
-        )
+        if first is None and use.from_input:
+            first = by_key[use.key]
     return candidates, first
 
 
-def torchscript_inventory(path: Path) -> Inventory:
-    """Inventory of a TorchScript archive: graph order when the forward graph can be read,
-    otherwise parameter (registration) order with the shape rule."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = torch.jit.load(str(path), map_location="cpu")
-    except MemoryError:
-        raise
-    except Exception as exc:  # any failure to parse a user's file is bad input
-        line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+def _safe_inventory(path: Path) -> Inventory:
+    archive = read_archive(path)
+    if not isinstance(archive.root, ScriptObject):
         raise LinearCNNInputError(
-            f"checkpoint {str(path)!r}: cannot load TorchScript archive, truncated or corrupt? {line}"
-        ) from None
-    try:
-        candidates, first = _graph_convolutions(module)
-    except (AttributeError, RuntimeError, IndexError, StopIteration):
-        candidates, first = [], None  # no readable forward graph: fall back to parameter order
-    state = module.state_dict()
-    if not candidates:
-        inv = state_dict_inventory(path, state, fmt="torchscript")
-        inv.order = "parameter order (no convolution found in the forward graph)"
-        return inv
-    return graph_inventory(path, "torchscript", candidates, first, [(k, tuple(t.shape)) for k, t in state.items()])
+            f"checkpoint {str(path)!r}: TorchScript archive holds a {type(archive.root).__name__}, expected a scripted module"
+        )
+    index = CodeIndex(archive.code)
+    stored: list[tuple[str, StoredTensor]] = []
+    _named_tensors(index, archive.root, "", stored, set())
+    stored += [(f"CONSTANTS.c{i}", c) for i, c in enumerate(archive.constants) if isinstance(c, StoredTensor)]
+    candidates, first = _graph_candidates(path, archive, index)
+    if candidates:
+        return graph_inventory(path, "torchscript", candidates, first, [(k, t.shape) for k, t in stored])
+    entries = [(key, t.shape, t.dtype.is_floating_point, _fetcher(path, t)) for key, t in stored]
+    found, others = tensor_candidates(entries)
+    return Inventory(
+        path=str(path),
+        format="torchscript",
+        candidates=found,
+        order="parameter order (no convolution found in the forward graph)",
+        other_tensors=others,
+    )
+
+
+def torchscript_inventory(path: Path, *, unsafe_load: bool = False) -> Inventory:
+    """Inventory of a TorchScript archive (module docstring): read as data, nothing from it run,
+    unless `unsafe_load`, which loads it with `torch.jit.load` (trusted files only)."""
+    if unsafe_load:
+        from linearcnn.checkpoints._torchscript_jit import jit_inventory
+
+        return jit_inventory(path)
+    return _safe_inventory(path)
+
+
+__all__ = ["torchscript_inventory"]

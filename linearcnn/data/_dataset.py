@@ -185,6 +185,31 @@ class ImageDataset:
             std = own_std if std is None else std
         return normalize_images(self.images, mean, std)
 
+    def padded(self, pixels: int, fill: np.ndarray | None = None) -> ImageDataset:
+        """A copy with `pixels` extra pixels on each side of every image, e.g. 28x28 -> 32x32 with 2.
+
+        The border takes `fill`, one value per channel: by default this set's per-channel mean, so
+        the border is exactly zero after per-channel normalisation (a border at the mean leaves the
+        channel mean unchanged) — the zero padding of normalised images. Pass the training set's
+        mean as `fill` when padding its test split, which is normalised with the training statistics.
+        `pixels` 0 returns the set itself. The copy keeps `spec`; its description says it is padded.
+        """
+        if isinstance(pixels, bool) or not isinstance(pixels, (int, np.integer)) or pixels < 0:
+            raise LinearCNNInputError(f"pad {pixels!r}: expected an integer >= 0", parameter="pad")
+        if pixels == 0:
+            return self
+        channels = self.images.shape[1]
+        values = self.channel_stats()[0] if fill is None else np.asarray(fill, dtype=np.float64).reshape(-1)
+        if values.size not in (1, channels):
+            raise LinearCNNInputError(f"pad fill of {values.size} values: expected one per channel ({channels})")
+        values = np.broadcast_to(values, (channels,)).astype(np.float32)  # (C,)
+        n, _, h, w = self.images.shape
+        images = np.empty((n, channels, h + 2 * pixels, w + 2 * pixels), dtype=np.float32)  # (N, C, H+2p, W+2p)
+        images[...] = values[None, :, None, None]
+        images[:, :, pixels : pixels + h, pixels : pixels + w] = self.images
+        return ImageDataset(images, None if self.labels is None else self.labels.copy(), list(self.classes), self.spec,
+                            f"{self.description} Padded by {pixels} px on each side with the channel mean.")
+
     def class_counts(self) -> np.ndarray:
         """(num_classes,) int64 number of images per class (empty when unlabelled)."""
         if self.labels is None:
