@@ -170,8 +170,8 @@ def independent_similarities(root: Path) -> dict[str, dict[str, list[float]]]:
         return float(np.corrcoef(a, b)[0, 1])
 
     seeds = smoke.seeds
-    vgg = [views("vgg11", smoke.vgg_width, s) for s in seeds]
-    wide = [views("vgg11", smoke.vgg_wide_width, s) for s in seeds]
+    vgg = [views(smoke.vgg_arch, smoke.vgg_width, s) for s in seeds]
+    wide = [views(smoke.vgg_arch, smoke.vgg_wide_width, s) for s in seeds]
     resnet = [views("resnet20", smoke.resnet_width, s) for s in seeds]
     out = {}
     for view, key in (("init_subtracted", "sub"), ("raw", "raw")):
@@ -225,18 +225,18 @@ def test_report_has_a_row_for_every_claim(smoke_run):
     assert all(r["converged"] == (r["train_accuracy"] >= 0.01) for r in runs.values() if r["labels"] == "true")
     cells = {claim.claim: by_data["builtin"] for claim, by_data in report.claim_cells(results)}
     arms = {  # the arms behind each measured claim, written out here
-        "consistency": {"seed_vs_seed": ["vgg11-w4-true-lr0.01"], "width_vs_width": ["vgg11-w4-true-lr0.01", "vgg11-w6-true-lr0.01"],
-                        "trained_vs_init": ["vgg11-w4-true-lr0.01"],
-                        "vgg_vs_resnet": ["vgg11-w4-true-lr0.01", "resnet20-w4-true-lr0.01"]},
-        "labels": {"random_vs_init": ["vgg11-w4-random-lr0.01"], "true_vs_random": ["vgg11-w4-true-lr0.01", "vgg11-w4-random-lr0.01"]},
+        "consistency": {"seed_vs_seed": ["vgg11-bn-w4-true-lr0.01"], "width_vs_width": ["vgg11-bn-w4-true-lr0.01", "vgg11-bn-w6-true-lr0.01"],
+                        "trained_vs_init": ["vgg11-bn-w4-true-lr0.01"],
+                        "vgg_vs_resnet": ["vgg11-bn-w4-true-lr0.01", "resnet20-w4-true-lr0.01"]},
+        "labels": {"random_vs_init": ["vgg11-bn-w4-random-lr0.01"], "true_vs_random": ["vgg11-bn-w4-true-lr0.01", "vgg11-bn-w4-random-lr0.01"]},
     }
     for claim in claims.CLAIMS:
         if claim.source is None:
             assert cells[claim.claim].verdict == claims.NOT_MEASURED
             continue
         experiment, key = claim.source[:2]
-        behind = {"formula_fit": {"vgg11": ["vgg11-w4-true-lr0.01"], "random_init": []},
-                  "frozen": {"test_accuracy_difference": ["vgg11-w4-true-lr0.01", "vgg11-w4-true-lr0.01-frozen"]},
+        behind = {"formula_fit": {"vgg11": ["vgg11-bn-w4-true-lr0.01"], "random_init": []},
+                  "frozen": {"test_accuracy_difference": ["vgg11-bn-w4-true-lr0.01", "vgg11-bn-w4-true-lr0.01-frozen"]},
                   "linear_cnn": {"random": []}, **arms}[experiment][key]
         missed = [r for (arm, _), r in runs.items() if arm in behind and not r["converged"]]
         expected = claims.NOT_CONVERGED if missed else None
@@ -256,7 +256,7 @@ def test_report_has_a_row_for_every_claim(smoke_run):
     assert ", ".join(f"{counts[v]} {v}" for v in claims.VERDICTS) in text
     for line in table:  # the rendered table carries each cell
         assert line.endswith(f" | {cells[line.split(' | ')[0][2:]].text} |"), line
-    arm_rows = [line for line in text.splitlines() if line.startswith("| vgg11-w4-random-lr0.01 |")]
+    arm_rows = [line for line in text.splitlines() if line.startswith("| vgg11-bn-w4-random-lr0.01 |")]
     assert len(arm_rows) == 1 and arm_rows[0].endswith("| 1 | no (3 of 3 runs) |"), arm_rows
     assert "CPU, scaled down" in text and "GPU run (`--config gpu`) is pending" in text
     assert "linearcnn validate" in text
@@ -302,7 +302,7 @@ def test_report_applies_rules_to_constructed_results():
         return {"mean": m, "std": 0.01, "n": 3, "values": [m] * 3}
 
     def views(sub, raw):
-        return {"init_subtracted": stat(sub), "raw": stat(raw), "arms": ["vgg11-w4-true-lr0.01"]}
+        return {"init_subtracted": stat(sub), "raw": stat(raw), "arms": ["vgg11-bn-w4-true-lr0.01"]}
 
     base = {"config": CONFIGS["cpu"].to_dict(), "device": "cpu (x, 2 threads)", "versions": {"torch": "t", "linearcnn": "l"},
             "seeds": [0, 1, 2], "wall_seconds": 1.0,

@@ -193,8 +193,15 @@ class Context:
 
     def arm(self, arch: str = "vgg11", *, width: int | None = None, labels: str = "true", lr_factor: float = 1.0,
             frozen: bool = False, momentum: float | None = None) -> Arm:
-        """The arm of `arch` at the configured width, lr (times `lr_factor`) and momentum."""
+        """The arm of `arch` at the configured width, lr (times `lr_factor`) and momentum.
+
+        "vgg11" names the VGG family in the results; the network trained is `config.vgg_arch`
+        (VGG11 with batch norm by default: under the paper's plain SGD at lr 0.01, VGG11 without
+        batch norm stays at chance on the built-in set, see `ValidationConfig.vgg_arch`).
+        """
         c = self.config
+        if arch == "vgg11":
+            arch = c.vgg_arch
         if width is None:
             width = c.resnet_width if arch.startswith("resnet") else c.vgg_width
         return Arm(arch=arch, width=width, labels=labels, lr=c.lr * lr_factor, frozen=frozen,
