@@ -30,7 +30,7 @@ def test_tau_raw_and_normalised():
     assert table.to_dict()["tau"] == [tau] and table.to_dict()["lr"] is None
 
 
-@pytest.mark.parametrize("bad", [float("nan"), -1.0, float("inf")])
+@pytest.mark.parametrize("bad", [float("nan"), -1.0, float("inf"), 1e300])
 def test_bad_init_ratio_is_refused(bad):
     with pytest.raises(LinearCNNInputError, match="init_ratio") as info:
         profile_table([1.0], lr=0.1, steps=[1], init_ratio=bad)

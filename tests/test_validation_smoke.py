@@ -225,10 +225,12 @@ def test_report_has_a_row_for_every_claim(smoke_run):
     assert all(r["converged"] == (r["train_accuracy"] >= 0.01) for r in runs.values() if r["labels"] == "true")
     cells = {claim.claim: by_data["builtin"] for claim, by_data in report.claim_cells(results)}
     arms = {  # the arms behind each measured claim, written out here
-        "consistency": {"seed_vs_seed": ["vgg11-bn-w4-true-lr0.01"], "width_vs_width": ["vgg11-bn-w4-true-lr0.01", "vgg11-bn-w6-true-lr0.01"],
+        "consistency": {"seed_vs_seed": ["vgg11-bn-w4-true-lr0.01"],
+                        "width_vs_width": ["vgg11-bn-w4-true-lr0.01", "vgg11-bn-w6-true-lr0.01"],
                         "trained_vs_init": ["vgg11-bn-w4-true-lr0.01"],
                         "vgg_vs_resnet": ["vgg11-bn-w4-true-lr0.01", "resnet20-w4-true-lr0.01"]},
-        "labels": {"random_vs_init": ["vgg11-bn-w4-random-lr0.01"], "true_vs_random": ["vgg11-bn-w4-true-lr0.01", "vgg11-bn-w4-random-lr0.01"]},
+        "labels": {"random_vs_init": ["vgg11-bn-w4-random-lr0.01"],
+                   "true_vs_random": ["vgg11-bn-w4-true-lr0.01", "vgg11-bn-w4-random-lr0.01"]},
     }
     for claim in claims.CLAIMS:
         if claim.source is None:

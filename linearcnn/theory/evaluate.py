@@ -94,6 +94,12 @@ def profile_table(
         profiles = raw_formula_profile(mu, lr, counts, init_ratio) if init_ratio > 0 else formula_profile(mu, lr, counts)
         used_lr = float(lr)
     profiles = np.asarray(profiles, dtype=np.float64).reshape(len(values), mu.size)  # (P, d)
+    if not np.all(np.isfinite(profiles)):  # r^2 overflows float64 beyond about 1e154
+        raise LinearCNNInputError(
+            f"init_ratio {init_ratio:g} is too large: the raw profile sqrt(g^2/mu + r^2) overflows float64; "
+            "expected a value below 1e150 (beyond about 1e8 the raw profile is the constant r to double precision)",
+            parameter="init_ratio",
+        )
     whitening = np.asarray(whitening_profile(mu), dtype=np.float64)  # (d,)
     if normalize:
         profiles = _max_normalized(profiles)
