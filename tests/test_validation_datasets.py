@@ -139,3 +139,21 @@ def test_not_converged_runs_and_flagged_fits_never_count_and_the_tally_counts_ce
     # the per-arm table says which runs missed their target
     arm_rows = [line for line in text.splitlines() if line.startswith("| vgg11-w32-true-lr0.01 |")]
     assert arm_rows[0].endswith("| yes |") and arm_rows[1].endswith("| no (1 of 3 runs) |")
+
+
+def test_superseded_flat_records_go_only_for_the_data_sets_measured_again(tmp_path):
+    from validation.runner import RESULTS_FORMAT, _drop_superseded
+
+    def record(name, spec):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"format": RESULTS_FORMAT, "experiment": name, "data": {"spec": spec}}))
+        return path
+
+    builtin = record("labels", "builtin")
+    other = record("frozen", "npz:/somewhere/other.npz")
+    foreign = tmp_path / "notes.json"
+    foreign.write_text(json.dumps({"format": "something else", "data": {"spec": "builtin"}}))
+    said = []
+    _drop_superseded(tmp_path, {"builtin"}, said.append)
+    assert not builtin.exists() and other.exists() and foreign.exists()
+    assert len(said) == 1 and "labels.json" in said[0]

@@ -208,7 +208,6 @@ def run_validation(
             raise LinearCNNInputError(f"checkpoints {str(path)!r} does not exist; expected a checkpoint file",
                                       parameter="checkpoints")
 
-    _drop_superseded(paths.results, {slug for _, slug in datasets}, log)
     outputs: dict[str, dict[str, Any]] = {}
     started_all = time.perf_counter()
     for spec, slug in datasets:
@@ -216,6 +215,8 @@ def run_validation(
         ctx.slug = slug
         outputs[slug] = _run_one_data_set(ctx, names, settings.name, command, paths.results / slug, log)
     log(f"[validate:{settings.name}] all done in {time.perf_counter() - started_all:.1f} s")
+    # Only now, with the new records written: a run that fails part-way leaves the old record whole.
+    _drop_superseded(paths.results, {slug for _, slug in datasets}, log)
     write_report(paths.results, paths.report, figures_dir=paths.figures)
     log(f"[validate:{settings.name}] wrote {paths.report}")
     if paths.readme is not None:
