@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,22 @@ def check_writable_file(path: str | os.PathLike, what: str = "output file") -> P
     if not os.access(parent, os.W_OK):
         raise LinearCNNInputError(f"{what} {str(target)!r}: folder {str(parent)!r} is not writable")
     return target
+
+
+def check_regular_file(path: Path, what: str, expected: str) -> None:
+    """Raise a one-line LinearCNNInputError unless `path` is an existing regular file (symlinks
+    followed). A FIFO, a socket or a device is refused: reading one could block forever or
+    never end."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise LinearCNNInputError(f"{what} {str(path)!r} does not exist; expected {expected}") from None
+    except OSError as exc:
+        raise LinearCNNInputError(f"{what} {str(path)!r} cannot be read ({exc.strerror or exc}); expected {expected}") from None
+    if stat.S_ISDIR(mode):
+        raise LinearCNNInputError(f"{what} {str(path)!r} is a folder; expected {expected}")
+    if not stat.S_ISREG(mode):
+        raise LinearCNNInputError(f"{what} {str(path)!r} is not a regular file (a FIFO, socket or device); expected {expected}")
 
 
 def _new_file(folder: Path, prefix: str, suffix: str) -> str:

@@ -963,3 +963,30 @@ def test_padded_border_is_zero_after_normalisation_and_keeps_the_images():
     assert train.padded(0) is train
     with pytest.raises(LinearCNNInputError):
         train.padded(-1)
+
+
+def test_a_huge_label_is_refused_without_allocating_a_class_per_index(tmp_path, capsys):
+    # One damaged label used to make the loader build a class name per possible index (OOM at 2**40).
+    images = random_uint8(3, 8, 8, 3)
+    np.savez(tmp_path / "huge.npz", images=images, labels=np.array([0, 1, 2**40], dtype=np.int64))
+    code, _, err = run_cli(["data", f"npz:{tmp_path / 'huge.npz'}"], capsys)
+    assert_one_line_error(code, err, "label 1099511627776 is not a class index")
+    pixels = random_uint8(2, 28, 28)
+    labels = np.array([3, 2**31 - 1], dtype=">i4")  # an int32 IDX labels file (type 0x0C)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(pixels))
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(bytes([0, 0, 0x0C, 1]) + struct.pack(">I", 2) + labels.tobytes())
+    code, _, err = run_cli(["data", f"mnist:{tmp_path}"], capsys)
+    assert_one_line_error(code, err, "label 2147483647 is not a class index")
+    np.savez(tmp_path / "fine.npz", images=images, labels=np.array([0, 1, 99_999]))
+    assert len(load_dataset(f"npz:{tmp_path / 'fine.npz'}").classes) == 100_000
+
+
+def test_a_fifo_is_refused_instead_of_read_forever(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    code, _, err = run_cli(["data", f"npz:{fifo}"], capsys)
+    assert_one_line_error(code, err, "is not a regular file")
+    code, _, err = run_cli(["profile", "--checkpoint", str(fifo)], capsys)
+    assert_one_line_error(code, err, "is not a regular file")

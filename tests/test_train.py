@@ -600,3 +600,19 @@ def test_first_layer_displacement_is_the_relative_distance_from_init_at_every_ep
     w0 = inside.initial_first_layer.numpy()
     assert final_metrics(inside)["first_layer_displacement"] == pytest.approx(np.linalg.norm(w5 - w0) / np.linalg.norm(w0), rel=1e-12)
     assert len(inside.metrics["first_layer_displacement"]) == 1 and inside.stop["reached_epoch"] == 1
+
+
+def test_a_first_layer_that_is_no_longer_finite_stops_the_run_even_with_a_finite_loss():
+    from linearcnn.train.metrics import book_segment, empty_metrics
+
+    totals = [2.3 * 8, 1.0, 8.0, 0.0, 0.0, float("inf"), 2.3]  # loss finite, displacement inf
+    with pytest.raises(LinearCNNInputError, match="first layer is no longer finite") as info:
+        book_segment(empty_metrics(), totals, step=1, epoch=1, elapsed=1.0, test=None, lr=0.1)
+    assert info.value.parameter == "lr"
+
+
+def test_weight_decay_must_be_finite(capsys):
+    from linearcnn.cli import main
+
+    code = main(["train", "--arch", "linear", "--weight-decay", "inf", "--epochs", "1"])
+    assert code == 2 and "--weight-decay must be a finite number" in capsys.readouterr().err

@@ -18,6 +18,7 @@ import struct
 import zipfile
 from pathlib import Path
 
+from linearcnn._files import check_regular_file
 from linearcnn.errors import LinearCNNInputError
 
 
@@ -32,6 +33,7 @@ def check_checkpoint_path(path: str | os.PathLike[str]) -> Path:
         raise LinearCNNInputError(
             f"checkpoint {str(target)!r} is a directory; expected a checkpoint file"
         )
+    check_regular_file(target, "checkpoint", "a checkpoint file")
     if target.stat().st_size == 0:
         raise LinearCNNInputError(
             f"checkpoint {str(target)!r} is empty (0 bytes); expected a checkpoint file"

@@ -119,7 +119,8 @@ class TrainConfig:
         _check(self.snapshot_every >= 0, "snapshot_every", f"must be >= 0 (0: no snapshots), got {self.snapshot_every}")
         _check(math.isfinite(self.lr) and self.lr > 0, "lr", f"must be a positive number, got {self.lr}")
         _check(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
-        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+               f"must be a finite number >= 0, got {self.weight_decay}")
         _check(math.isfinite(self.init_std) and self.init_std > 0, "init_std", f"must be a positive number, got {self.init_std}")
         self._validate_stopping()
         if self.arch == "linear" and self.loss == "cross-entropy":

@@ -100,6 +100,10 @@ def book_segment(
     loss_total, correct_total, count_total = totals[0], totals[1], round(totals[2])
     if not math.isfinite(loss_total):
         raise LinearCNNInputError(f"training diverged by step {step} (loss {loss_total}) with lr {lr:g}; use a smaller lr", parameter="lr")
+    if not math.isfinite(totals[5]):  # the loss can stay finite (e.g. behind batch norm) while the weights blow up
+        raise LinearCNNInputError(
+            f"training diverged by step {step}: the first layer is no longer finite (lr {lr:g}); use a smaller lr", parameter="lr"
+        )
     if epoch is None:
         return {"loss_sum": loss_total, "correct": correct_total, "count": count_total, "seconds": elapsed,
                 "first_layer_displacement": totals[5]}

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from linearcnn._files import check_regular_file
 from linearcnn.errors import LinearCNNInputError
 
 #: (images float32 (N, C, H, W) in [0, 1], labels int64 (N,) or None, class names, description).
@@ -28,8 +29,7 @@ def check_dir(path: Path, kind: str, expected: str) -> None:
 def check_file(path: Path, kind: str, expected: str) -> None:
     if not path.exists():
         raise LinearCNNInputError(f"{kind} file {str(path)!r} does not exist; expected {expected}")
-    if path.is_dir():
-        raise LinearCNNInputError(f"{kind} path {str(path)!r} is a folder; expected {expected}")
+    check_regular_file(path, f"{kind} path", expected)
 
 
 def find_folder(
@@ -64,3 +64,19 @@ def limited(count: int, limit: int | None) -> int:
 
 
 __all__ = ["Loaded", "check_dir", "check_file", "find_folder", "limited"]
+
+
+#: More classes than any labelled image set we know (ImageNet-21k has 21,841); a label beyond
+#: it is damage, not a class, and would cost one class name per possible index.
+MAX_CLASSES = 100_000
+
+
+def check_num_classes(num_classes: int, where: str) -> int:
+    """`num_classes` (1 + the largest label), or a one-line LinearCNNInputError naming `where`
+    when it exceeds MAX_CLASSES: labels are class indices, one class per index."""
+    if num_classes > MAX_CLASSES:
+        raise LinearCNNInputError(
+            f"{where}: label {num_classes - 1} is not a class index; expected labels in [0, {MAX_CLASSES - 1}] "
+            f"(at most {MAX_CLASSES:,} classes)"
+        )
+    return num_classes

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from linearcnn.data._dataset import to_unit_float
-from linearcnn.data.formats._common import Loaded, check_dir, limited
+from linearcnn.data.formats._common import Loaded, check_dir, check_num_classes, limited
 from linearcnn.errors import LinearCNNInputError
 
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -105,7 +105,7 @@ def load_mnist(root: Path, *, train: bool, limit: int | None) -> Loaded:
         )
     if labels.size and labels.min() < 0:
         raise LinearCNNInputError(f"mnist file {str(label_path)!r}: negative label {labels.min()}")
-    num_classes = max(10, int(labels.max()) + 1) if labels.size else 10
+    num_classes = check_num_classes(max(10, int(labels.max()) + 1) if labels.size else 10, f"mnist file {str(label_path)!r}")
     count = limited(pixels.shape[0], limit)
     images = to_unit_float(pixels[:count, None], "mnist")  # (N, 1, H, W)
     split = "train" if train else "test"

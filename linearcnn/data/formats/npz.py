@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from linearcnn.data._dataset import to_unit_float
-from linearcnn.data.formats._common import Loaded, check_file, limited
+from linearcnn.data.formats._common import Loaded, check_file, check_num_classes, limited
 from linearcnn.errors import LinearCNNInputError
 
 
@@ -140,7 +140,7 @@ def load_npz(path: Path, *, train: bool, limit: int | None) -> Loaded:
     classes: list[str] = []
     labels = checked[labels_key] if labels_key in checked else None
     if labels is not None:
-        num_classes = max((int(v.max()) + 1 for v in checked.values() if v.size), default=0)
+        num_classes = check_num_classes(max((int(v.max()) + 1 for v in checked.values() if v.size), default=0), f"npz file {str(path)!r}")
         if names is not None:
             classes = [str(name) for name in np.asarray(names).reshape(-1)]
             if len(classes) < num_classes:
