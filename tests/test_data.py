@@ -990,3 +990,8 @@ def test_a_fifo_is_refused_instead_of_read_forever(tmp_path, capsys):
     assert_one_line_error(code, err, "is not a regular file")
     code, _, err = run_cli(["profile", "--checkpoint", str(fifo)], capsys)
     assert_one_line_error(code, err, "is not a regular file")
+
+
+def test_builtin_size_has_a_ceiling(capsys):
+    code, _, err = run_cli(["data", "builtin:1000000000"], capsys)
+    assert_one_line_error(code, err, "N <= 100,000")

@@ -616,3 +616,23 @@ def test_weight_decay_must_be_finite(capsys):
 
     code = main(["train", "--arch", "linear", "--weight-decay", "inf", "--epochs", "1"])
     assert code == 2 and "--weight-decay must be a finite number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seed", str(2**64)], "--seed must be an integer in [0, 2**63 - 1]"),
+        (["--num-classes", str(10**12)], "--num-classes must be at most 100,000"),
+        (["--width", str(10**9)], "--width must be at most 16,384"),
+        (["--kernel-size", "1000"], "--kernel-size must be at most 64"),
+        (["--seeds", f"0,{2**70}"], "--seeds '0,"),
+    ],
+)
+def test_absurd_sizes_and_seeds_are_one_line_errors_before_anything_is_written(tmp_path, capsys, argv, message):
+    from linearcnn.cli import main
+
+    out = tmp_path / "out"
+    code = main(["train", "--arch", "linear", "--epochs", "1", "--limit", "8", "--out", str(out), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())

@@ -21,6 +21,9 @@ from pathlib import Path
 from linearcnn.errors import LinearCNNInputError
 
 #: kind -> the form it is written in, in the order the help and the errors list them.
+#: The most images `builtin:N` makes (3 KB each: 300 MB); more is a typo, not a data set.
+MAX_BUILTIN_IMAGES = 100_000
+
 DATA_KINDS: dict[str, str] = {
     "builtin": "builtin[:N]",
     "cifar10": "cifar10:DIR",
@@ -79,10 +82,10 @@ def parse_data_spec(spec: str) -> DataSpec:
             size = int(argument)
         except ValueError:
             size = 0
-        if size <= 0:
+        if size <= 0 or size > MAX_BUILTIN_IMAGES:
             raise LinearCNNInputError(
                 f"data spec {spec!r}: builtin takes an optional positive image count "
-                f"(builtin:N); found {argument!r}"
+                f"(builtin:N, N <= {MAX_BUILTIN_IMAGES:,}); found {argument!r}"
             )
         return DataSpec("builtin", None, size, text)
     if not argument:

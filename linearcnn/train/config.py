@@ -36,6 +36,11 @@ RUN_CONTROL_FIELDS = frozenset(
 PER_MODEL_FIELDS = ("seed", "label_seed", "out")
 
 
+#: Torch and numpy generators take seeds below 2**63.
+MAX_SEED = 2**63 - 1
+#: Sizes beyond these are typos, not experiments: they would only exhaust memory.
+SIZE_CEILINGS = {"width": 16_384, "kernel_size": 64, "num_classes": 100_000}
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (stored in its checkpoint as `config`).
@@ -115,6 +120,11 @@ class TrainConfig:
         for name, value in positive_ints:
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise LinearCNNInputError(f"{name} must be a positive integer, got {value}", parameter=name)
+            if name in SIZE_CEILINGS and value > SIZE_CEILINGS[name]:
+                raise LinearCNNInputError(f"{name} must be at most {SIZE_CEILINGS[name]:,}, got {value}", parameter=name)
+        for name, seed in (("seed", self.seed), ("label_seed", self.label_seed)):
+            if seed is not None and (isinstance(seed, bool) or int(seed) != seed or not 0 <= seed <= MAX_SEED):
+                raise LinearCNNInputError(f"{name} must be an integer in [0, 2**63 - 1], got {seed}", parameter=name)
         _check(self.test_every >= 0, "test_every", f"must be >= 0 (0: only at the end), got {self.test_every}")
         _check(self.snapshot_every >= 0, "snapshot_every", f"must be >= 0 (0: no snapshots), got {self.snapshot_every}")
         _check(math.isfinite(self.lr) and self.lr > 0, "lr", f"must be a positive number, got {self.lr}")

@@ -33,7 +33,7 @@ from linearcnn._files import atomic_write_text
 from linearcnn.device import resolve_device
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.records import versions
-from linearcnn.train.config import TrainConfig, check_together
+from linearcnn.train.config import MAX_SEED, TrainConfig, check_together
 from linearcnn.train.device_data import load_test_dataset, load_training_dataset
 from linearcnn.train.distributed import distributed, is_main_process
 from linearcnn.train.loop import TrainResult, train, train_together
@@ -57,9 +57,9 @@ def parse_seeds(text: str) -> list[int]:
         raise LinearCNNInputError(
             f"seeds {text!r} is not valid; expected comma-separated integers such as 0,1,2", parameter="seeds"
         ) from None
-    if not seeds or any(s < 0 for s in seeds):
+    if not seeds or any(s < 0 or s > MAX_SEED for s in seeds):
         raise LinearCNNInputError(
-            f"seeds {text!r} is not valid; expected comma-separated non-negative integers such as 0,1,2", parameter="seeds"
+            f"seeds {text!r} is not valid; expected comma-separated integers in [0, 2**63 - 1] such as 0,1,2", parameter="seeds"
         )
     return seeds
 
