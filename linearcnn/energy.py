@@ -117,8 +117,14 @@ def energy_profile(
         raise LinearCNNInputError(
             f"layer has {w_shape} but patch statistics have {stats_text}"
         )
-    projections = w @ u  # (K, d): w_k . u_i
+    # The profile is homogeneous of degree 1 in the weights: measure w / scale and scale back, so
+    # that weights near the ends of float64 (1e200 or 1e-200) neither overflow nor underflow.
+    scale = float(np.max(np.abs(w))) if w.size else 0.0
+    projections = (w / scale if scale > 0 else w) @ u  # (K, d): w_k . u_i / scale
     profile = np.sqrt(np.mean(projections**2, axis=0))  # (d,)
+    profile = profile * scale if scale > 0 else profile
+    if not np.all(np.isfinite(profile)):  # only when the true profile exceeds float64 itself
+        raise LinearCNNInputError("energy profile overflows float64 (weights near 1e308); expected weights of a trained layer")
     if normalize:
         peak = float(profile.max())
         if peak == 0.0:
@@ -184,6 +190,10 @@ def pearson(a: ArrayLike, b: ArrayLike, axis: int = -1, *, undefined: float = ma
     y = np.asarray(b, dtype=np.float64)
     x = x - x.mean(axis=axis, keepdims=True)
     y = y - y.mean(axis=axis, keepdims=True)
+    # Scale-free: divide each side by its largest magnitude so the squares stay inside float64
+    # (profiles of weights near 1e200 or 1e-200 would overflow or underflow).
+    x = x / np.where((peak := np.max(np.abs(x), axis=axis, keepdims=True)) > 0, peak, 1.0)
+    y = y / np.where((peak := np.max(np.abs(y), axis=axis, keepdims=True)) > 0, peak, 1.0)
     numerator = np.sum(x * y, axis=axis)
     denominator = np.sqrt(np.sum(x * x, axis=axis) * np.sum(y * y, axis=axis))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -265,6 +275,8 @@ def whitening_indicators(weights: ArrayLike, stats: PatchStats) -> dict[str, flo
     corr_direct = float(pearson(kept, std))
     # Nonzero eigenvalues of W C W^T = squared singular values of W U diag(sqrt(eigenvalues)).
     w, _, _ = _filter_matrix(weights)
+    peak = float(np.max(np.abs(w)))
+    w = w / peak if peak > 0 else w  # flatness is scale-free; keep the squares inside float64
     scaled = (w @ u) * np.sqrt(eigenvalues)[None, :]  # (K, d)
     singular = np.linalg.svd(scaled, compute_uv=False)  # min(K, d), descending
     output_variances = singular**2

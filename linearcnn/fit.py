@@ -378,6 +378,9 @@ def fit_filters(
 
     w = np.asarray(weights, dtype=np.float64)
     w = w.reshape(w.shape[0], -1)  # (K, d)
+    peak = float(np.max(np.abs(w))) if w.size else 0.0
+    if peak > 0 and np.isfinite(peak):
+        w = w / peak  # the profile's shape, all a fit sees, is scale-free: keep the squares inside float64
     result = fit_formula(energy_profile(w, eigenvectors), eigenvalues, lr=lr, raw=raw)
     if bootstrap > 0 and w.shape[0] > 1:
         rng = np.random.default_rng(seed)

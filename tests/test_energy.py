@@ -226,3 +226,14 @@ def test_pooled_profile_bad_input_names_the_parameter(banks, initial, parameter,
     with pytest.raises(LinearCNNInputError, match=words) as caught:
         pooled_energy_profile(banks, np.eye(4), initial=initial)
     assert caught.value.parameter == parameter
+
+
+@pytest.mark.parametrize("factor", [1e200, 1e-200, 1e-300])
+def test_profile_is_homogeneous_even_at_the_ends_of_float64(factor):
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(8, 3, 3, 3))
+    u = np.linalg.qr(rng.normal(size=(27, 27)))[0]
+    base = energy_profile(w, u)
+    scaled = energy_profile(w * factor, u)
+    np.testing.assert_allclose(scaled / factor, base, rtol=1e-12)
+    np.testing.assert_allclose(energy_profile(w * factor, u, normalize=True), base / base.max(), rtol=1e-12)

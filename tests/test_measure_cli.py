@@ -236,3 +236,20 @@ def test_an_honest_fit_carries_clear_flags(setup, capsys, tmp_path):
     assert main(["fit", "--checkpoint", str(tmp_path / "honest.pt"), "--data", data, "--bootstrap", "0"]) == 0
     captured = capsys.readouterr()
     assert "warning" not in captured.err and "not agreement" not in captured.out
+
+
+def test_fit_is_scale_free_even_at_the_ends_of_float64(tmp_path, capsys):
+    # The profile is homogeneous in the weights: x1e200 and x1e-200 must measure like x1.
+    w = np.random.default_rng(0).normal(size=(16, 3, 3, 3))
+    results = []
+    for factor in (1.0, 1e200, 1e-200):
+        path = tmp_path / f"w{factor:g}.npz"
+        np.savez(path, **{"conv1.weight": w * factor})
+        assert main(["fit", "--checkpoint", str(path), "--limit", "64", "--json"]) == 0
+        captured = capsys.readouterr()
+        assert "overflow" not in captured.err and "underflow" not in captured.err
+        results.append(json.loads(captured.out))
+    for other in results[1:]:
+        assert other["correlation"] == pytest.approx(results[0]["correlation"], abs=1e-9)
+        assert other["tau"] == pytest.approx(results[0]["tau"], rel=1e-6)
+        assert other["whitening"]["spectral_flatness"] == pytest.approx(results[0]["whitening"]["spectral_flatness"], rel=1e-9)
