@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from linearcnn.errors import LinearCNNInputError
@@ -22,6 +22,29 @@ def check_writable_file(path: str | os.PathLike, what: str = "output file") -> P
     if not os.access(parent, os.W_OK):
         raise LinearCNNInputError(f"{what} {str(target)!r}: folder {str(parent)!r} is not writable")
     return target
+
+
+#: The figure formats `linearcnn.plots` writes, chosen by the file's suffix.
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def check_outputs(outputs: Mapping[str, tuple[str | os.PathLike[str] | None, tuple[str, ...]]]) -> None:
+    """Check a command's output paths before any work: `outputs` maps an option name (`--plot`) to
+    (its path or None, the suffixes it may end in; empty: any). Each must be writable, end in an
+    allowed suffix (what is written matches the name), and no two may name the same file."""
+    seen: dict[str, str] = {}
+    for option, (path, suffixes) in outputs.items():
+        if path is None:
+            continue
+        target = check_writable_file(path, option)
+        if suffixes and target.suffix.lower() not in suffixes:
+            raise LinearCNNInputError(
+                f"{option} {str(target)!r} has suffix {target.suffix or '(none)'!r}; expected a name ending in {' or '.join(suffixes)}"
+            )
+        key = os.path.realpath(target)
+        if key in seen:
+            raise LinearCNNInputError(f"{option} and {seen[key]} name the same file {str(target)!r}; expected two different paths")
+        seen[key] = option
 
 
 def check_regular_file(path: Path, what: str, expected: str) -> None:

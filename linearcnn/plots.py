@@ -27,10 +27,12 @@ def _pyplot() -> ModuleType:
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Write `fig` to `path` as PNG atomically, then close it."""
+    """Write `fig` to `path` atomically, then close it: SVG or PDF when the name says so, else PNG."""
     plt = _pyplot()
+    suffix = Path(path).suffix.lower()
+    fmt = suffix[1:] if suffix in (".svg", ".pdf") else "png"
     try:
-        return atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+        return atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format=fmt))
     finally:
         plt.close(fig)
 

@@ -924,7 +924,7 @@ def test_cli_summary_json_grid_and_spectrum(tmp_path, capsys):
     [
         (["data", "builtin", "--limit", "0"], "limit 0"),
         (["data", "builtin", "--grid", "/no/such/folder/g.png"], "does not exist"),
-        (["data", "builtin", "--grid", "grid.jpg"], "expected a .png path"),
+        (["data", "builtin", "--grid", "grid.jpg"], "expected a name ending in .png"),
         (["data", "cifar10:/no/such/folder"], "does not exist"),
         (["data", "folder"], "needs a path"),
     ],

@@ -253,3 +253,23 @@ def test_fit_is_scale_free_even_at_the_ends_of_float64(tmp_path, capsys):
         assert other["correlation"] == pytest.approx(results[0]["correlation"], abs=1e-9)
         assert other["tau"] == pytest.approx(results[0]["tau"], rel=1e-6)
         assert other["whitening"]["spectral_flatness"] == pytest.approx(results[0]["whitening"]["spectral_flatness"], rel=1e-9)
+
+
+def test_output_names_must_match_what_is_written_and_differ(tmp_path, capsys):
+    path = tmp_path / "w.npz"
+    np.savez(path, **{"conv1.weight": np.random.default_rng(1).normal(size=(8, 3, 3, 3))})
+    base = ["fit", "--checkpoint", str(path), "--limit", "32"]
+    cases = [
+        (["--plot", str(tmp_path / "p.jpg")], "expected a name ending in .png or .pdf or .svg"),
+        (["--plot", str(tmp_path / "same.png"), "--out", str(tmp_path / "same.png")], "name the same file"),
+    ]
+    for extra, message in cases:
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert not any(p.suffix in (".jpg", ".png") for p in tmp_path.iterdir())  # nothing half-written
+    assert main(["simulate", "--limit", "8", "--out", str(tmp_path / "sim.json")]) == 2
+    assert "expected a name ending in .npz" in capsys.readouterr().err
+    assert main(base + ["--plot", str(tmp_path / "fit.svg")]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "fit.svg").read_text().lstrip().startswith("<?xml")

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from linearcnn._files import check_writable_file
+from linearcnn._files import check_outputs
 from linearcnn.cli._app import app
 from linearcnn.cli._format import console, print_json
 from linearcnn.data import DATA_SPEC_HELP, load_dataset, spectrum_exponent
@@ -78,9 +78,7 @@ def data_command(
 ) -> None:
     """Load a data set and print its summary (count, shape, classes, channel mean/std)."""
     if grid is not None:
-        check_writable_file(grid, "grid file")
-        if grid.suffix.lower() != ".png":
-            raise LinearCNNInputError(f"grid file {str(grid)!r}: expected a .png path")
+        check_outputs({"--grid": (grid, (".png",))})  # the grid is written as PNG pixels
     if grid_size <= 0:
         raise LinearCNNInputError(f"--grid-size {grid_size}: expected a positive number of images")
     dataset = load_dataset(spec, limit=limit, seed=seed, train=not test)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from linearcnn._files import check_writable_file
+from linearcnn._files import check_outputs
 from linearcnn.cli._app import app
 from linearcnn.cli._format import console, options_named, parse_int_list, print_json
 from linearcnn.cli.data_commands import DataOption
@@ -71,7 +71,7 @@ def simulate(
 
     step_list = _parse_steps(steps)
     if out is not None:
-        check_writable_file(out, "--out")
+        check_outputs({"--out": (out, (".npz",))})
     config = TrainConfig(
         arch="linear", data=data, labels=labels, lr=lr, seed=seed, label_seed=label_seed, width=filters,
         kernel_size=kernel, init_std=sigma, limit=limit, precision="float64", device="cpu",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, List, Optional
 import numpy as np
 import typer
 
-from linearcnn._files import atomic_write_text, check_writable_file
+from linearcnn._files import FIGURE_SUFFIXES, atomic_write_text, check_outputs
 from linearcnn.cli._app import app
 from linearcnn.cli._format import console, options_named, print_json, print_written
 from linearcnn.cli.data_commands import DataOption
@@ -50,10 +50,6 @@ def _measure(checkpoint: Path, **options: Any) -> Measurement:
         return measure_checkpoint(checkpoint, progress=True, **options)
 
 
-def _check_outputs(*paths: Optional[Path]) -> None:
-    for path in paths:
-        if path is not None:
-            check_writable_file(path)
 
 
 @app.command()
@@ -74,7 +70,7 @@ def stats(
 
     if kernel < 1:
         raise LinearCNNInputError(f"--kernel must be >= 1, got {kernel}")
-    _check_outputs(out, plot_eigenvectors)
+    check_outputs({"--out": (out, (".npz",)), "--plot-eigenvectors": (plot_eigenvectors, FIGURE_SUFFIXES)})
     dataset = load_dataset(data, limit=limit)
     h, w = dataset.images.shape[-2:]
     if kernel > min(h, w):
@@ -204,7 +200,7 @@ def fit(
 
     if bootstrap < 0:
         raise LinearCNNInputError(f"--bootstrap must be >= 0, got {bootstrap}")
-    _check_outputs(plot, out)
+    check_outputs({"--plot": (plot, FIGURE_SUFFIXES), "--out": (out, ())})
     m = _measure(checkpoint, data=data, layer=layer, init=init, init_checkpoint=init_checkpoint, unsafe_load=unsafe_load,
                  centered=centered, device=device, limit=limit, stats_file=stats_file)
     result = _fit_with_warnings(m, lr=lr, raw=raw, bootstrap=bootstrap)
@@ -290,7 +286,7 @@ def compare(
     """Correlation matrix of the energy profiles of several first layers (PAPER Sec. 1 similarity)."""
     if len(checkpoints) < 2:
         raise LinearCNNInputError(f"compare needs at least 2 checkpoints, got {len(checkpoints)}")
-    _check_outputs(plot, out)
+    check_outputs({"--plot": (plot, FIGURE_SUFFIXES), "--out": (out, ())})
     cache: dict[tuple[int, int], Any] = {}
     measurements = [
         _measure(c, data=data, layer=layer, init=init, init_checkpoint=None, unsafe_load=unsafe_load, centered=centered,
