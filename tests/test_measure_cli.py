@@ -273,3 +273,17 @@ def test_output_names_must_match_what_is_written_and_differ(tmp_path, capsys):
     assert main(base + ["--plot", str(tmp_path / "fit.svg")]) == 0
     capsys.readouterr()
     assert (tmp_path / "fit.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_a_repeated_warning_is_printed_once_with_its_count(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    gray = rng.integers(0, 256, size=(40, 12, 12, 1), dtype=np.uint8)
+    np.savez(tmp_path / "gray3.npz", images=np.repeat(gray, 3, axis=3))  # three equal channels: rank-deficient patches
+    np.savez(tmp_path / "w.npz", **{"conv1.weight": rng.normal(size=(8, 3, 3, 3))})
+    code = main(["fit", "--checkpoint", str(tmp_path / "w.npz"), "--data", f"npz:{tmp_path / 'gray3.npz'}"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert code == 0 and lines, err
+    assert any("rank" in line for line in lines)
+    stems = [line.rsplit(" (x", 1)[0] for line in lines]
+    assert len(stems) == len(set(stems)), lines  # each distinct warning once

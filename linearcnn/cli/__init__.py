@@ -7,6 +7,8 @@ input (`LinearCNNInputError`) becomes one line on stderr and exit code 2, never 
 from __future__ import annotations
 
 import sys
+import warnings
+from typing import TextIO
 
 # Importing the command modules registers their commands on `app`.
 from linearcnn.cli import (  # noqa: F401
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     Called as the console script (argv None) it leaves through `sys.exit`; called from Python with
     an argument list (as the tests do) it returns the code.
     """
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning  # Python warnings as `warning: ...` lines, like ours
     try:
         app(args=argv, prog_name="linearcnn")
         code = 0
@@ -38,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc) if exc.parameter is None else exc.for_option(option_name(exc.parameter))
         sys.stderr.write(f"error: {message}\n")
         code = 2
+    finally:
+        warnings.showwarning = shown
     if argv is None:
         sys.exit(code)
     return code
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: TextIO | None = None, line: str | None = None) -> None:
+    (file or sys.stderr).write(f"warning: {message}\n")

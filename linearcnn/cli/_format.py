@@ -5,10 +5,12 @@ errors under this command's flags. JSON output is `linearcnn.records.to_json` (s
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import typer
 
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.records import to_json
@@ -29,6 +31,17 @@ def print_written(*paths: Path | None) -> None:
     for path in paths:
         if path is not None:
             console().print(f"wrote {path}")
+
+
+def echo_warnings(messages: Iterable[object]) -> None:
+    """Each distinct warning once on stderr as `warning: ...`, in first-seen order, with a count
+    when it repeated (a bootstrap over 200 resamples would otherwise print one warning 200 times)."""
+    counts: dict[str, int] = {}
+    for message in messages:
+        text = str(message)
+        counts[text] = counts.get(text, 0) + 1
+    for text, count in counts.items():
+        typer.echo(f"warning: {text}" + (f" (x{count})" if count > 1 else ""), err=True)
 
 
 def parse_float_list(text: str, option: str) -> list[float]:

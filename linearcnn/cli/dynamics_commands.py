@@ -16,7 +16,7 @@ import typer
 
 from linearcnn._files import check_outputs
 from linearcnn.cli._app import app
-from linearcnn.cli._format import console, options_named, parse_int_list, print_json
+from linearcnn.cli._format import console, echo_warnings, options_named, parse_int_list, print_json
 from linearcnn.cli.data_commands import DataOption
 from linearcnn.errors import LinearCNNInputError
 
@@ -98,9 +98,7 @@ def simulate(
     }
     if out is not None:
         run.save(out, meta)
-    for r in run.steps:
-        for note in r.warnings:
-            typer.echo(f"warning: {note}", err=True)
+    echo_warnings(note for r in run.steps for note in r.warnings)
     if as_json:
         rows = [r.to_dict() for r in run.steps]
         print_json({**meta, "steps": rows, "diagnostics": run.diagnostics.to_dict(), "saved": str(out) if out else None})

@@ -11,7 +11,7 @@ import typer
 
 from linearcnn._files import FIGURE_SUFFIXES, atomic_write_text, check_outputs
 from linearcnn.cli._app import app
-from linearcnn.cli._format import console, options_named, print_json, print_written
+from linearcnn.cli._format import console, echo_warnings, options_named, print_json, print_written
 from linearcnn.cli.data_commands import DataOption
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.measurement import Measurement, compare_measurements, fit_measurement, measure_checkpoint
@@ -159,10 +159,7 @@ def _fit_with_warnings(m: Measurement, **options: Any) -> FitResult:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = fit_measurement(m, **options)
-    for w in caught:
-        typer.echo(f"warning: {w.message}", err=True)
-    for note in result.warnings:
-        typer.echo(f"warning: {note}", err=True)
+    echo_warnings([w.message for w in caught] + list(result.warnings))
     return result
 
 
