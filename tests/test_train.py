@@ -636,3 +636,26 @@ def test_absurd_sizes_and_seeds_are_one_line_errors_before_anything_is_written(t
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_second_run_into_a_locked_out_exits_2_and_the_lock_dies_with_its_run(tmp_path, capsys):
+    import os
+
+    from linearcnn.cli import main
+    from linearcnn.train.run_files import OutLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = ["train", "--arch", "linear", "--epochs", "1", "--limit", "16", "--data", "builtin", "--out", str(out), "--quiet"]
+    held = OutLock(out)  # stands for another run training into `out`
+    try:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by another training run (process {os.getpid()})" in err and "--out" in err
+        assert not (out / "checkpoint.pt").exists()
+    finally:
+        held.release()
+    assert main(argv) == 0  # released: the folder is free again
+    capsys.readouterr()
+    assert (out / "checkpoint.pt").exists()
+    OutLock(out).release()  # and the finished run let go of it

@@ -63,7 +63,7 @@ from linearcnn.train.device_data import (
 from linearcnn.train.distributed import Dist, distributed, use_sync_bn
 from linearcnn.train.metrics import Metrics, Partial, book_segment, empty_metrics, empty_partial, record_test, test_now
 from linearcnn.train.progress import Progress
-from linearcnn.train.run_files import check_out_dir, check_resume_data, read_resume_state, write_run
+from linearcnn.train.run_files import OutLock, check_out_dir, check_resume_data, read_resume_state, write_run
 from linearcnn.train.stability import check_linear_lr
 from linearcnn.train.stepper import Stepper, make_stepper, seeded_model_for
 from linearcnn.train.stopping import epoch_reaches_target, first_target_epoch, step_bound, stop_record
@@ -198,9 +198,22 @@ def _run(
     configs: list[TrainConfig], dataset: ImageDataset | None, test_dataset: ImageDataset | None, show_progress: bool,
     device: torch.device, dist: Dist,
 ) -> list[TrainResult]:
-    """Train the S models of `configs` (resolved; equal but for the seed when S > 1) in one loop."""
+    """Train the S models of `configs` (resolved; equal but for the seed when S > 1) in one loop,
+    each output folder locked for the whole run (a second run into it exits with a one-line error)."""
+    locks: list[OutLock] = []
+    try:
+        paths = [check_out_dir(c, dist.is_main, locks=locks) for c in configs]
+        return _run_in(paths, configs, dataset, test_dataset, show_progress, device, dist)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _run_in(
+    paths: list[Path | None], configs: list[TrainConfig], dataset: ImageDataset | None, test_dataset: ImageDataset | None,
+    show_progress: bool, device: torch.device, dist: Dist,
+) -> list[TrainResult]:
     first = configs[0]
-    paths = [check_out_dir(c, dist.is_main) for c in configs]
     resumes = [read_resume_state(c, p) for c, p in zip(configs, paths)]
     if dataset is None:
         dataset = load_training_dataset(first)

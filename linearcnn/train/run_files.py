@@ -29,8 +29,67 @@ def checkpoint_path_for(out: str | os.PathLike[str]) -> Path:
     return Path(out) / CHECKPOINT_NAME
 
 
-def check_out_dir(config: TrainConfig, is_main: bool) -> Path | None:
-    """Create/check the output folder before any heavy work; return the checkpoint path (None without `out`)."""
+LOCK_NAME = ".lock"  # in the output folder; holds the pid of the run that trains into it
+
+
+class OutLock:
+    """An exclusive lock on a run's output folder, held while the run trains into it.
+
+    `fcntl.flock` on `out/.lock`: the operating system drops it when the process ends however it
+    ends (kill -9 included), so a stale lock file never blocks a later `resume`; a normal end
+    removes the file. On systems without `fcntl` there is no lock.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.fd: int | None = None
+        self.path = out / LOCK_NAME
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            return
+        for _ in range(100):  # retried only when the holder removed the file just as we locked it
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise LinearCNNInputError(
+                    f"out {str(out)!r} is in use by another training run (process {holder}); wait for it to end or choose another out",
+                    parameter="out",
+                ) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self.fd = fd
+                return
+            os.close(fd)  # we locked a file its holder had just removed: lock the new one
+        raise LinearCNNInputError(f"out {str(out)!r}: its lock file keeps changing; expected one run at a time", parameter="out")
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding it), then unlock: the folder holds only the run's files."""
+        if self.fd is not None:
+            import fcntl
+
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def check_out_dir(config: TrainConfig, is_main: bool, *, locks: list[OutLock] | None = None) -> Path | None:
+    """Create/check the output folder before any heavy work; return the checkpoint path (None without `out`).
+
+    With `locks`, the folder is locked first (on the main process) and the lock appended: the
+    caller releases it when the run ends. The checks below then see no other run's files appear.
+    """
     if config.out is None:
         if config.resume:
             raise LinearCNNInputError("resume needs out: the folder holding the checkpoint to continue", parameter="resume")
@@ -45,6 +104,8 @@ def check_out_dir(config: TrainConfig, is_main: bool) -> Path | None:
             raise LinearCNNInputError(
                 f"out {str(out)!r} cannot be created ({exc.strerror or exc}); choose a writable folder", parameter="out"
             ) from None
+    if is_main and locks is not None:
+        locks.append(OutLock(out))
     path = checkpoint_path_for(out)
     if is_main:
         try:
@@ -120,4 +181,4 @@ def write_run(
     atomic_write_text(path.parent / METRICS_NAME, json.dumps(summary, indent=2) + "\n")
 
 
-__all__ = ["check_out_dir", "check_resume_data", "checkpoint_path_for", "read_resume_state", "write_run"]
+__all__ = ["LOCK_NAME", "OutLock", "check_out_dir", "check_resume_data", "checkpoint_path_for", "read_resume_state", "write_run"]
