@@ -54,7 +54,8 @@ def setup_section(results: dict[str, Records]) -> list[str]:
         f"| training length | 30-100 epochs | {length} |",
         f"| training images | 50,000 (CIFAR-10) | {images} |",
         "| PCA images | 10,000 | the same training images the networks saw (padded too; exact second moment) |",
-        f"| first-layer widths | 64 (VGG11) | VGG11 {c['vgg_width']} and {c['vgg_wide_width']}, ResNet20 {c['resnet_width']} |",
+        f"| network, first-layer widths | VGG11, 64 | {_vgg_name(c)} {c['vgg_width']} and {c['vgg_wide_width']}, "
+        f"ResNet20 {c['resnet_width']} |",
         f"| seeds | 3 | {len(c['seeds'])} ({', '.join(map(str, c['seeds']))}) |",
     ]
 
@@ -202,3 +203,9 @@ def data_set_section(records: Records, cells: list[tuple[Claim, Cell]]) -> list[
     if "external" in records:
         lines += _external(records["external"]["results"])
     return lines
+
+
+def _vgg_name(config: dict[str, Any]) -> str:
+    """How the report names the VGG the experiments trained (results before `vgg_arch` trained VGG11)."""
+    arch = config.get("vgg_arch", "vgg11")
+    return "VGG11 with batch norm" if arch == "vgg11-bn" else "VGG11"
