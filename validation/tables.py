@@ -156,8 +156,8 @@ def _trajectories(t: dict[str, Any]) -> list[str]:
     pooled, near = t["pooled_correlation_of_log_tau_with"], t["random_vs_true_at_nearest_tau"]
     return lines + [
         "",
-        f"- End tau, true over random labels: {_num(t['end_tau_ratio_true_over_random'])}x. "
-        + "; ".join(f"end tau at lr {k} over lr x1: {_num(v)}" for k, v in t["end_tau_ratio_vs_lr"].items()) + ".",
+        f"- End tau, true over random labels: {_num(t['end_tau_ratio_true_over_random'])}x."
+        + "".join(f" End tau at lr {k} over lr x1: {_num(v)}." for k, v in t["end_tau_ratio_vs_lr"].items()),
         f"- Over all snapshots of all arms, log tau correlates with log displacement ‖W-W0‖/‖W0‖ at "
         f"{pooled['log_displacement']:.2f}, with log step at {pooled['log_steps']:.2f}, with the recent training loss at "
         f"{pooled['recent_loss']:.2f}.",
