@@ -659,3 +659,31 @@ def test_a_second_run_into_a_locked_out_exits_2_and_the_lock_dies_with_its_run(t
     capsys.readouterr()
     assert (out / "checkpoint.pt").exists()
     OutLock(out).release()  # and the finished run let go of it
+
+
+@pytest.mark.parametrize(
+    ("damage", "field"),
+    [
+        (lambda c: c.pop("epoch"), "'epoch'"),
+        (lambda c: c.__setitem__("step", "7"), "'step'"),
+        (lambda c: c["snapshots"].__setitem__("weights", torch.zeros(5, 1)), "'snapshots'"),
+        (lambda c: c.pop("partial_epoch"), "'partial_epoch'"),
+        (lambda c: c["rng_state"].__setitem__("torch", torch.zeros(3)), "'rng_state.torch'"),
+        (lambda c: c["first_layer"].__setitem__("initial_weight", [1, 2]), "'first_layer.initial_weight'"),
+        (lambda c: c["model_state_dict"].__setitem__("conv.weight", torch.zeros(1)), "do not fit this model"),
+        (lambda c: c.__setitem__("optimizer_state_dict", {"state": {}, "param_groups": []}), "optimizer state does not fit"),
+    ],
+)
+def test_resume_from_a_damaged_checkpoint_is_one_line(tmp_path, capsys, damage, field):
+    from linearcnn.cli import main
+
+    out = tmp_path / "out"
+    argv = ["train", "--arch", "linear", "--limit", "16", "--out", str(out), "--quiet"]
+    assert main([*argv, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    damage(checkpoint)
+    torch.save(checkpoint, out / "checkpoint.pt")
+    assert main([*argv, "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert field in err and err.startswith("error: --resume") and len(err.strip().splitlines()) == 1, err

@@ -172,9 +172,20 @@ def _resume(
     for s, (state, path) in enumerate(zip(states, paths)):
         assert path is not None  # the checkpoint was read from it
         check_resume_data(state, path, configs[s], data, draws[s], initial[s])
-        models[s].load_state_dict(state["model_state_dict"])
+        try:
+            models[s].load_state_dict(state["model_state_dict"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:  # tensors of other shapes, missing keys
+            raise LinearCNNInputError(
+                f"resume: checkpoint {str(path)!r} holds model weights that do not fit this model ({type(exc).__name__}); "
+                "resume with the settings it was trained with", parameter="resume",
+            ) from None
         initial[s] = state["first_layer"]["initial_weight"].to(dtype)
-    torch.set_rng_state(states[0]["rng_state"]["torch"])
+    try:
+        torch.set_rng_state(states[0]["rng_state"]["torch"])
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise LinearCNNInputError(
+            f"resume: checkpoint {str(paths[0])!r} holds a malformed random-number state ({type(exc).__name__})", parameter="resume"
+        ) from None
     epoch, step, epoch_step = position
     return _Position(
         metrics=[_resumed_metrics(r["metrics"]) for r in states],

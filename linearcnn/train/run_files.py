@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,7 @@ def read_resume_state(config: TrainConfig, path: Path | None) -> dict[str, Any] 
     if not config.resume or path is None or not path.exists():
         return None
     checkpoint = load_training_checkpoint(path)
+    check_resume_fields(checkpoint, path)
     stored = checkpoint.get("config", {})
     current = config.to_dict()
     defaults = TrainConfig().to_dict()  # a field newer than the checkpoint had its default value then
@@ -138,6 +139,49 @@ def read_resume_state(config: TrainConfig, path: Path | None) -> dict[str, Any] 
                 parameter="resume",
             )
     return checkpoint
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_resume_fields(checkpoint: Mapping[str, Any], path: Path) -> None:
+    """LinearCNNInputError (one line, naming the field) unless every field a resume reads is there
+    with the type it needs: a damaged or hand-edited checkpoint is refused before anything runs."""
+    first = checkpoint.get("first_layer", {})
+    snapshots = checkpoint.get("snapshots")
+    partial = checkpoint.get("partial_epoch")
+    rng = checkpoint.get("rng_state")
+    metrics = checkpoint.get("metrics")
+    checks: list[tuple[str, bool]] = [
+        ("epoch", _is_count(checkpoint.get("epoch"))),
+        ("step", _is_count(checkpoint.get("step"))),
+        ("epoch_step", _is_count(checkpoint.get("epoch_step"))),
+        ("config", isinstance(checkpoint.get("config"), Mapping)),
+        ("model", isinstance(checkpoint.get("model"), Mapping)),
+        ("data", isinstance(checkpoint.get("data"), Mapping)),
+        ("optimizer_state_dict", isinstance(checkpoint.get("optimizer_state_dict"), Mapping)),
+        ("first_layer.initial_weight", isinstance(first.get("initial_weight"), torch.Tensor) and first["initial_weight"].ndim == 4),
+        ("snapshots", isinstance(snapshots, Mapping) and isinstance(snapshots.get("steps"), torch.Tensor)
+         and isinstance(snapshots.get("weights"), torch.Tensor) and snapshots["steps"].ndim == 1
+         and snapshots["weights"].shape[:1] == snapshots["steps"].shape),
+        ("metrics", isinstance(metrics, Mapping) and all(isinstance(v, list) for v in metrics.values())),
+        ("partial_epoch", isinstance(partial, Mapping)
+         and all(_is_number(partial.get(k)) for k in ("loss_sum", "correct", "count", "seconds"))),
+        ("rng_state.torch", isinstance(rng, Mapping) and isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8),
+        ("random_labels", checkpoint.get("random_labels") is None or isinstance(checkpoint.get("random_labels"), torch.Tensor)),
+    ]
+    for field, ok in checks:
+        if not ok:
+            raise LinearCNNInputError(
+                f"resume: checkpoint {str(path)!r} has a missing or malformed field {field!r}; expected a checkpoint "
+                "written by linearcnn train (start again with overwrite, or choose another out)",
+                parameter="resume",
+            )
 
 
 def check_resume_data(
@@ -181,4 +225,13 @@ def write_run(
     atomic_write_text(path.parent / METRICS_NAME, json.dumps(summary, indent=2) + "\n")
 
 
-__all__ = ["LOCK_NAME", "OutLock", "check_out_dir", "check_resume_data", "checkpoint_path_for", "read_resume_state", "write_run"]
+__all__ = [
+    "LOCK_NAME",
+    "OutLock",
+    "check_out_dir",
+    "check_resume_data",
+    "check_resume_fields",
+    "checkpoint_path_for",
+    "read_resume_state",
+    "write_run",
+]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from linearcnn.errors import LinearCNNInputError
 from linearcnn.models import LINEAR_ARCHS, build_seeded_model, first_layer, first_layer_name
 from linearcnn.train.config import TrainConfig
 from linearcnn.train.device_data import HeldOutData, TrainingData
@@ -146,7 +147,7 @@ class SingleStepper(Stepper):
         self.conv = first_layer(model)
         self.optimizer = optimizer_for(config, [p for p in model.parameters() if p.requires_grad])
         if optimizer_state is not None:
-            self.optimizer.load_state_dict(optimizer_state)
+            _load_optimizer_state(self.optimizer, lambda: optimizer_state)
         step_model: nn.Module = model
         if dist.world_size > 1:
             step_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -204,7 +205,7 @@ class StackedStepper(Stepper):
         self.trainable = [p for p in self.params.values() if p.requires_grad]
         self.optimizer = optimizer_for(config, self.trainable)
         if optimizer_states is not None:
-            self.optimizer.load_state_dict(stack_optimizer_states(optimizer_states, self.trainable))
+            _load_optimizer_state(self.optimizer, lambda: stack_optimizer_states(optimizer_states, self.trainable))
 
         def one_model(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
             return functional_call(self.base, (p, b), (x,))
@@ -267,6 +268,17 @@ def optimizer_state_slice(state: dict[str, Any], stacked: Sequence[torch.Tensor]
         for slot, entry in state["state"].items()
     }
     return {"state": per_model, "param_groups": copy.deepcopy(state["param_groups"])}
+
+
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, state: Callable[[], dict[str, Any]]) -> None:
+    """Load a resumed optimizer state; a damaged one is a one-line LinearCNNInputError, not a traceback."""
+    try:
+        optimizer.load_state_dict(state())
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise LinearCNNInputError(
+            f"resume: the checkpoint's optimizer state does not fit this run's optimizer ({type(exc).__name__}); "
+            "resume with the settings it was trained with", parameter="resume",
+        ) from None
 
 
 def stack_optimizer_states(states: Sequence[dict[str, Any]], stacked: Sequence[torch.Tensor]) -> dict[str, Any]:
