@@ -687,3 +687,29 @@ def test_resume_from_a_damaged_checkpoint_is_one_line(tmp_path, capsys, damage, 
     assert main([*argv, "--epochs", "2", "--resume"]) == 2
     err = capsys.readouterr().err
     assert field in err and err.startswith("error: --resume") and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_run_killed_in_its_first_steps_resumes_to_the_uninterrupted_result(tmp_path: Path, monkeypatch) -> None:
+    from linearcnn.train import stepper as stepper_module
+
+    data = make_dataset(n=20)
+    base = {"arch": "vgg11-bn", "labels": "random", "batch_size": 8, "width": 4, "lr": 0.02, "momentum": 0.9, "epochs": 2}
+    train(TrainConfig(**base, out=str(tmp_path / "whole")), dataset=data)
+    real_step = stepper_module.SingleStepper.step
+    calls = {"n": 0}
+
+    def dies_at_the_second_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the process killed long before the first periodic checkpoint
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(stepper_module.SingleStepper, "step", dies_at_the_second_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**base, out=str(tmp_path / "killed")), dataset=data)
+    monkeypatch.setattr(stepper_module.SingleStepper, "step", real_step)
+    left = load_training_checkpoint(tmp_path / "killed" / "checkpoint.pt")
+    assert left["step"] == 0  # the step-0 checkpoint written before training
+    train(TrainConfig(**base, out=str(tmp_path / "killed"), resume=True), dataset=data)
+    whole = _comparable(load_training_checkpoint(tmp_path / "whole" / "checkpoint.pt"))
+    _assert_equal_nested(whole, _comparable(load_training_checkpoint(tmp_path / "killed" / "checkpoint.pt")), "killed")

@@ -311,6 +311,8 @@ def _loop(
     initial_norms = initial.flatten(1).norm(dim=1)  # (S,) ||W0||_F
     # Read from the metrics so far: a resumed run that has reached its target trains no further.
     reached = [first_target_epoch(c, m) is not None for c, m in zip(configs, at.metrics)]
+    if at.step == 0 and total_steps > 0:
+        save(False)  # a fresh run's step-0 checkpoint: killed at any moment, it can be resumed
     last_save = time.perf_counter()
     with Progress(show_progress, total_steps, at.step, _title(configs)) as bar:
         while at.step < total_steps and not all(reached):
