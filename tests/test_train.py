@@ -713,3 +713,36 @@ def test_a_run_killed_in_its_first_steps_resumes_to_the_uninterrupted_result(tmp
     train(TrainConfig(**base, out=str(tmp_path / "killed"), resume=True), dataset=data)
     whole = _comparable(load_training_checkpoint(tmp_path / "whole" / "checkpoint.pt"))
     _assert_equal_nested(whole, _comparable(load_training_checkpoint(tmp_path / "killed" / "checkpoint.pt")), "killed")
+
+
+def test_sigterm_ends_the_step_saves_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, monkeypatch) -> None:
+    import os
+    import signal
+
+    from linearcnn.train import stepper as stepper_module
+    from linearcnn.train.loop import TrainingStopped
+
+    data = make_dataset(n=20)  # batch 8: 3 steps per epoch
+    base = {"arch": "vgg11-bn", "labels": "random", "batch_size": 8, "width": 4, "lr": 0.02, "momentum": 0.9, "epochs": 2,
+            "snapshot_every": 2}
+    train(TrainConfig(**base, out=str(tmp_path / "whole")), dataset=data)
+    real_step = stepper_module.SingleStepper.step
+    calls = {"n": 0}
+
+    def terminated_during_the_fifth_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the step runs
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(stepper_module.SingleStepper, "step", terminated_during_the_fifth_step)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingStopped, match="stopped by SIGTERM at step 5"):
+        train(TrainConfig(**base, out=str(tmp_path / "stopped")), dataset=data)
+    assert signal.getsignal(signal.SIGTERM) is handler  # the run's handler is gone again
+    monkeypatch.setattr(stepper_module.SingleStepper, "step", real_step)
+    left = load_training_checkpoint(tmp_path / "stopped" / "checkpoint.pt")
+    assert (left["step"], left["epoch"], left["epoch_step"]) == (5, 1, 2)  # inside the second epoch
+    train(TrainConfig(**base, out=str(tmp_path / "stopped"), resume=True), dataset=data)
+    whole = _comparable(load_training_checkpoint(tmp_path / "whole" / "checkpoint.pt"))
+    _assert_equal_nested(whole, _comparable(load_training_checkpoint(tmp_path / "stopped" / "checkpoint.pt")), "stopped")

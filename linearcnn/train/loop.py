@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -314,7 +316,7 @@ def _loop(
     if at.step == 0 and total_steps > 0:
         save(False)  # a fresh run's step-0 checkpoint: killed at any moment, it can be resumed
     last_save = time.perf_counter()
-    with Progress(show_progress, total_steps, at.step, _title(configs)) as bar:
+    with StopSignals() as signals, Progress(show_progress, total_steps, at.step, _title(configs)) as bar:
         while at.step < total_steps and not all(reached):
             orders = None if full_batch else torch.stack([epoch_order(c.seed, at.epoch, num_images) for c in configs]).to(device)  # (S, N)
             steps_now = min(steps_per_epoch - at.epoch_step, total_steps - at.step)
@@ -323,6 +325,7 @@ def _loop(
             sums = torch.tensor(carried, dtype=torch.float64, device=device)  # (S, 3) loss sum, number right, images
             step_losses = torch.zeros(num_models, steps_now, dtype=torch.float64, device=device)  # (S, steps) local sum / B
             started = time.perf_counter()
+            done = steps_now  # steps of this segment actually taken (fewer when a stop signal came)
             for i in range(steps_now):
                 batch = at.epoch_step + i
                 lo, hi = batch * batch_size, min((batch + 1) * batch_size, num_images)
@@ -337,7 +340,11 @@ def _loop(
                     at.snapshot_steps.append(at.step)
                     at.snapshot_weights.append(stepper.snapshot())
                 bar.advance()
-            at.epoch_step += steps_now
+                if signals.received is not None:  # SIGTERM / SIGINT: end the segment here, save, stop
+                    done = i + 1
+                    break
+            step_losses = step_losses[:, :done]
+            at.epoch_step += done
             elapsed = time.perf_counter() - started  # training time of this segment, without the test pass
             epoch_done = at.epoch_step == steps_per_epoch
             tested = test if test_now(first, test, epoch_done, at.epoch + 1, at.step >= total_steps) else None
@@ -359,6 +366,10 @@ def _loop(
                 bar.stats(_epoch_stats(at.epoch, at.metrics))
                 # The stopping rule, once per epoch end, on the metrics just booked (already on the host).
                 reached = [r or epoch_reaches_target(c, m["loss"][-1], m["accuracy"][-1]) for r, c, m in zip(reached, configs, at.metrics)]
+            if signals.received is not None:
+                save(False)
+                raise TrainingStopped(f"training stopped by {signals.received} at step {at.step}; its checkpoint is saved, "
+                                      "continue it with resume")
             if at.step < total_steps and not all(reached) and time.perf_counter() - last_save >= first.checkpoint_seconds:
                 save(False)
                 last_save = time.perf_counter()
@@ -369,6 +380,38 @@ def _loop(
             for s in range(num_models):
                 record_test(at.metrics[s], at.step, rows_host[s], test)
         save(True)
+
+
+class TrainingStopped(LinearCNNInputError):
+    """A run stopped by SIGTERM or SIGINT after saving its checkpoint (the CLI: one line, exit code 2)."""
+
+
+class StopSignals:
+    """While training, SIGTERM and SIGINT only note that a stop was asked for (`received`): the loop
+    ends the current segment after the step in progress, saves, and raises `TrainingStopped`. A
+    second signal acts as usual. Installed only in the main thread (Python's rule for handlers)."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, number: int, frame: object) -> None:
+        if self.received is not None:  # asked twice: give up waiting
+            signal.signal(number, self._previous.get(number, signal.SIG_DFL))
+            signal.raise_signal(number)
+            return
+        self.received = signal.Signals(number).name
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous = {}
 
 
 def iter_first_layers(result: TrainResult) -> Iterator[tuple[int, torch.Tensor]]:
@@ -389,4 +432,4 @@ def _epoch_stats(epoch: int, metrics: Sequence[Metrics]) -> str:
     return f"epoch {epoch} losses {' '.join(format(m['loss'][-1], '.3g') for m in metrics)}"
 
 
-__all__ = ["TrainResult", "iter_first_layers", "train", "train_together"]
+__all__ = ["TrainResult", "TrainingStopped", "iter_first_layers", "train", "train_together"]
