@@ -213,7 +213,7 @@ def test_load_rejects_garbage_truncated_pickled_and_missing(tmp_path):
     pickled = tmp_path / "pickled.npz"
     arrays["mean"] = np.array([{"a": 1}], dtype=object)
     np.savez(pickled, **arrays)
-    for path, words in [(garbage, "not a readable"), (truncated, "not a readable"), (pickled, "not a readable"),
+    for path, words in [(garbage, "not a readable"), (truncated, "not a readable"), (pickled, "holds Python objects"),
                         (tmp_path / "absent.npz", "does not exist"), (tmp_path, "not a file")]:
         with pytest.raises(LinearCNNInputError, match=words):
             PatchStats.load(path)
@@ -359,3 +359,23 @@ def test_cuda_equals_cpu():
     gpu = patch_stats(images.cuda(), 5, centered=True, device="cuda", batch_size=16)
     assert rel_err(gpu.second_moment, cpu.second_moment) < 1e-12
     np.testing.assert_allclose(gpu.eigenvalues, cpu.eigenvalues, rtol=1e-10)
+
+
+def test_load_checks_declared_array_sizes_before_allocating(tmp_path):
+    # A few bytes that declare 1e11 float64 elements used to make numpy try to allocate 800 GB.
+    import io
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (100_000, 1_000_000)})
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w") as archive:
+        archive.writestr("second_moment.npy", header.getvalue() + b"\0" * 64)
+    with pytest.raises(LinearCNNInputError, match=r"declares shape \(100000, 1000000\).*expected at most"):
+        PatchStats.load(bomb)
+    short = tmp_path / "short.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (3, 3)})
+    with zipfile.ZipFile(short, "w") as archive:
+        archive.writestr("second_moment.npy", header.getvalue() + b"\0" * 16)  # 16 bytes, not 72
+    with pytest.raises(LinearCNNInputError, match="holds 16 bytes; expected 72"):
+        PatchStats.load(short)

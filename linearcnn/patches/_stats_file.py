@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from linearcnn._files import atomic_save, check_writable_file
+from linearcnn._npz import read_npz
 from linearcnn.errors import LinearCNNInputError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -68,13 +68,7 @@ def read_stats_fields(path: str | os.PathLike[str]) -> dict[str, Any]:
     where = f"patch statistics file {str(path)!r}"
     if not os.path.isfile(path):
         raise LinearCNNInputError(f"{where} does not exist or is not a file")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LinearCNNInputError(f"{where} is not a readable .npz archive ({first_line})") from None
-    return _fields_from_arrays(arrays, where)
+    return _fields_from_arrays(read_npz(path, where), where)  # every declared size checked before loading
 
 
 def _fields_from_arrays(arrays: dict[str, NDArray[Any]], where: str) -> dict[str, Any]:
