@@ -71,8 +71,23 @@ def distributed(device: torch.device) -> Iterator[tuple[Dist, torch.device]]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+        atexit.register(_leave_process_group)
     yield Dist(rank=dist.get_rank(), world_size=dist.get_world_size()), device
+
+
+def _leave_process_group() -> None:
+    """At exit: wait for every rank, then destroy the group. Without the barrier a rank that ends
+    first tears its gloo connections down under a peer still using them ("terminate called without
+    an active exception", exit -6)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    try:
+        dist.barrier()
+    except RuntimeError:  # a peer already gone: nothing left to wait for
+        pass
+    dist.destroy_process_group()
 
 
 def use_sync_bn(config: TrainConfig, model: nn.Module, device: torch.device, world_size: int) -> bool:
