@@ -995,3 +995,13 @@ def test_a_fifo_is_refused_instead_of_read_forever(tmp_path, capsys):
 def test_builtin_size_has_a_ceiling(capsys):
     code, _, err = run_cli(["data", "builtin:1000000000"], capsys)
     assert_one_line_error(code, err, "N <= 100,000")
+
+
+def test_constant_images_name_the_data_set_not_the_normalisation(tmp_path, capsys):
+    np.savez(tmp_path / "flat.npz", images=np.full((6, 8, 8, 3), 128, np.uint8), labels=np.arange(6) % 2)
+    for argv in (["stats", "--data", f"npz:{tmp_path / 'flat.npz'}"],
+                 ["train", "--data", f"npz:{tmp_path / 'flat.npz'}", "--arch", "linear", "--epochs", "1", "--quiet"]):
+        code, _, err = run_cli(argv, capsys)
+        assert_one_line_error(code, err, "flat.npz': channel 0, 1, 2 has the same value in every pixel")
+    code, out, _ = run_cli(["data", f"npz:{tmp_path / 'flat.npz'}"], capsys)
+    assert code == 0 and "0.0000" in out  # the summary still shows a std of 0

@@ -287,3 +287,10 @@ def test_a_repeated_warning_is_printed_once_with_its_count(tmp_path, capsys):
     assert any("rank" in line for line in lines)
     stems = [line.rsplit(" (x", 1)[0] for line in lines]
     assert len(stems) == len(set(stems)), lines  # each distinct warning once
+
+
+def test_a_layer_without_filters_says_so(tmp_path, capsys):
+    np.savez(tmp_path / "empty.npz", **{"conv1.weight": np.zeros((0, 3, 3, 3))})
+    assert main(["profile", "--checkpoint", str(tmp_path / "empty.npz"), "--limit", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "has no weights (shape (0, 3, 3, 3)); expected at least one filter" in err and len(err.strip().splitlines()) == 1

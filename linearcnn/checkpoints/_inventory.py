@@ -298,6 +298,8 @@ def check_weights(weights: np.ndarray, what: str, *, allow_zero: bool = False) -
         raise LinearCNNInputError(
             f"{what}: {bad} of {weights.size} weights are NaN or infinite; expected finite numbers"
         )
+    if weights.size == 0:
+        raise LinearCNNInputError(f"{what}: has no weights (shape {weights.shape}); expected at least one filter")
     if not allow_zero and not np.any(weights):
         raise LinearCNNInputError(
             f"{what}: all {weights.size} weights are zero; expected a trained or initialised layer"

@@ -175,12 +175,25 @@ class ImageDataset:
         mean, std = self._stats
         return mean.copy(), std.copy()
 
+    def normalization_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """`channel_stats()` for normalising by them: a channel with one value everywhere is a
+        one-line LinearCNNInputError naming this data set (its std is 0)."""
+        mean, std = self.channel_stats()
+        constant = [c for c, s in enumerate(np.asarray(std).reshape(-1)) if not s > 0]
+        if constant:
+            raise LinearCNNInputError(
+                f"data {self.spec!r}: channel {', '.join(map(str, constant))} has the same value in every pixel of every "
+                f"image ({float(np.asarray(mean).reshape(-1)[constant[0]]):.4g}), so it cannot be normalised per "
+                "channel; expected images that vary"
+            )
+        return mean, std
+
     def normalized(
         self, mean: np.ndarray | None = None, std: np.ndarray | None = None
     ) -> np.ndarray:
         """Images normalised per channel, float32 (N, C, H, W); the set's own stats by default."""
         if mean is None or std is None:
-            own_mean, own_std = self.channel_stats()
+            own_mean, own_std = self.normalization_stats() if std is None else self.channel_stats()
             mean = own_mean if mean is None else mean
             std = own_std if std is None else std
         return normalize_images(self.images, mean, std)

@@ -233,7 +233,7 @@ def dataset_patch_stats(
     if images.shape[0] == 0:
         raise LinearCNNInputError(f"data set {dataset.spec!r} is empty; expected at least one image")
     check_kernel_fits(kernel, (int(images.shape[1]), int(images.shape[2]), int(images.shape[3])))
-    mean, std = dataset.channel_stats()  # (C,), (C,) float64
+    mean, std = dataset.normalization_stats()  # (C,), (C,) float64
 
     def normalised() -> Iterator[tuple[torch.Tensor, str]]:
         for start in range(0, images.shape[0], step):

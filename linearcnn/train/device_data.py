@@ -76,7 +76,7 @@ def prepare_training_data(config: TrainConfig, dataset: ImageDataset, device: to
         raise LinearCNNInputError(f"labels true: data {dataset.spec!r} has no labels; use labels random", parameter="labels")
     num_classes = num_classes_for(config, dataset)
     targets, random_labels = training_targets(config, dataset.labels, n, num_classes, dtype)
-    mean, std = dataset.channel_stats()
+    mean, std = dataset.normalization_stats()
     normalized = torch.from_numpy(np.ascontiguousarray(dataset.normalized()))  # (N, C, H, W) float32
     info = {
         "spec": str(dataset.spec),
