@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=16, help="VGG11 first-layer width")
     parser.add_argument("--arch", default="vgg11-bn")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--reference", default=None, help="path of reference_method.py (default: ../shared/bench/)")
+    parser.add_argument("--reference", default=None, help="a Python file defining the baseline "
+                        "(default: benchmarks/baselines.py, our implementation of the authors' method)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "seeds.json"))
     args = parser.parse_args(argv)
 

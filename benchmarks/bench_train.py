@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=64, help="VGG11 first-layer width (64: the standard net)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--reference", default=None, help="path of reference_method.py (default: ../shared/bench/)")
+    parser.add_argument("--reference", default=None, help="a Python file defining the baseline "
+                        "(default: benchmarks/baselines.py, our implementation of the authors' method)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train.json"))
     args = parser.parse_args(argv)
 

@@ -157,3 +157,13 @@ def test_superseded_flat_records_go_only_for_the_data_sets_measured_again(tmp_pa
     _drop_superseded(tmp_path, {"builtin"}, said.append)
     assert not builtin.exists() and other.exists() and foreign.exists()
     assert len(said) == 1 and "labels.json" in said[0]
+
+
+def test_a_negative_pad_is_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    from linearcnn.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "--config", "smoke", "--pad", "-1", "--only", "linear_cnn"]) == 2
+    err = capsys.readouterr().err
+    assert "--pad -1: expected an integer >= 0" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no runs/ folder, nothing half-written
