@@ -213,7 +213,7 @@ def nearest_published(claim: claims.Claim, ours: float) -> tuple[float, float | 
 def test_report_has_a_row_for_every_claim(smoke_run):
     text = (smoke_run / "REPORT.md").read_text()
     names = [c.claim for c in claims.CLAIMS]
-    assert len(set(names)) == len(names) == 15
+    assert len(set(names)) == len(names) == 16
     section = text[text.index("## Claims of PAPER.md"):text.index("## Deviations")]
     table = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
     assert [line.split(" | ")[0][2:] for line in table] == names  # every claim once, in order
@@ -228,7 +228,8 @@ def test_report_has_a_row_for_every_claim(smoke_run):
         "consistency": {"seed_vs_seed": ["vgg11-bn-w4-true-lr0.01"],
                         "width_vs_width": ["vgg11-bn-w4-true-lr0.01", "vgg11-bn-w6-true-lr0.01"],
                         "trained_vs_init": ["vgg11-bn-w4-true-lr0.01"],
-                        "vgg_vs_resnet": ["vgg11-bn-w4-true-lr0.01", "resnet20-w4-true-lr0.01"]},
+                        "vgg_vs_resnet": ["vgg11-bn-w4-true-lr0.01", "resnet20-w4-true-lr0.01"],
+                        "vgg_vs_resnet_momentum": ["vgg11-bn-w4-true-lr0.01-m0.9", "resnet20-w4-true-lr0.01-m0.9"]},
         "labels": {"random_vs_init": ["vgg11-bn-w4-random-lr0.01"],
                    "true_vs_random": ["vgg11-bn-w4-true-lr0.01", "vgg11-bn-w4-random-lr0.01"]},
     }
@@ -237,7 +238,12 @@ def test_report_has_a_row_for_every_claim(smoke_run):
             assert cells[claim.claim].verdict == claims.NOT_MEASURED
             continue
         experiment, key = claim.source[:2]
-        behind = {"formula_fit": {"vgg11": ["vgg11-bn-w4-true-lr0.01"], "random_init": []},
+        every_model = ["vgg11-bn-w4-true-lr0.01", "resnet20-w4-true-lr0.01", "vgg11-bn-w6-true-lr0.01",
+                       "vgg11-bn-w4-true-lr0.01-m0.9", "resnet20-w4-true-lr0.01-m0.9"]
+        behind = {"formula_fit": {"vgg11": ["vgg11-bn-w4-true-lr0.01"], "random_init": [],
+                                  "every_model": [a for a in every_model if all(r["converged"] for (arm, _), r in runs.items() if arm == a)]},
+                  "binary_pairs": {"fit": ["vgg11-bn-w4-true-lr0.01-pair-0-1", "vgg11-bn-w4-true-lr0.01-pair-3-5"]},
+                  "pca_labels": {"pca_vs_random": ["vgg11-bn-w4-true-lr0.01-pca-1", "vgg11-bn-w4-random-lr0.01"]},
                   "frozen": {"test_accuracy_difference": ["vgg11-bn-w4-true-lr0.01", "vgg11-bn-w4-true-lr0.01-frozen"]},
                   "linear_cnn": {"random": []}, **arms}[experiment][key]
         missed = [r for (arm, _), r in runs.items() if arm in behind and not r["converged"]]

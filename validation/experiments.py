@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -27,77 +26,9 @@ from linearcnn.energy import (
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.fit import fit_filters, fit_formula
 from validation.linear_cnn import linear_cnn
-from validation.measures import mean_std, series
+from validation.measures import arms_of, both_views, fit_stats, loglog_slope, mean_std, profiles, series
 from validation.runs import Context, Trained
-
-# -------------------------------------------------------------------------------------------------
-# shared helpers
-
-
-def _profiles(ctx: Context, run: Trained) -> dict[str, np.ndarray]:
-    """Init-subtracted, raw and initial energy profiles of one trained first layer, each (d,)."""
-    u = ctx.stats.eigenvectors
-    return {
-        "sub": energy_profile(run.final, u, initial=run.initial),
-        "raw": energy_profile(run.final, u),
-        "init": energy_profile(run.initial, u),
-    }
-
-
-def _pair_stats(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
-    return mean_std([profile_similarity(a, b) for a, b in pairs])
-
-
-def _both_views(ctx: Context, runs_a: list[Trained], runs_b: list[Trained] | None, *, against_init: bool = False,
-                all_pairs: bool = False) -> dict[str, Any]:
-    """Similarity in both views. runs_b None: pairs within runs_a (all seed pairs);
-    against_init: each run against its own initial layer; otherwise matched seeds (or all pairs)."""
-    pa = [_profiles(ctx, r) for r in runs_a]
-    arms = _arms(runs_a + (runs_b or []))
-    if against_init:
-        return {"init_subtracted": _pair_stats([(p["sub"], p["init"]) for p in pa]),
-                "raw": _pair_stats([(p["raw"], p["init"]) for p in pa]), "arms": arms}
-    if runs_b is None:
-        index_pairs = list(combinations(range(len(pa)), 2))
-        pb = pa
-    else:
-        pb = [_profiles(ctx, r) for r in runs_b]
-        index_pairs = [(i, j) for i in range(len(pa)) for j in range(len(pb))] if all_pairs else list(zip(range(len(pa)), range(len(pb))))
-    out: dict[str, Any] = {view: _pair_stats([(pa[i][key], pb[j][key]) for i, j in index_pairs])
-                           for view, key in (("init_subtracted", "sub"), ("raw", "raw"))}
-    out["arms"] = arms
-    return out
-
-
-def _arms(runs: list[Trained]) -> list[str]:
-    """The arm keys behind a measurement (the report looks up whether their runs converged)."""
-    return sorted({r.arm.key for r in runs})
-
-
-def _flagged(fit: Any) -> bool:
-    """A fit at the bound of its search or degenerate (flags of `FitResult`, where it has them) is no agreement."""
-    return bool(getattr(fit, "at_bound", False)) or bool(getattr(fit, "degenerate", False))
-
-
-def _fit_stats(fits: list[Any]) -> dict[str, Any]:
-    """Mean +- std over the fits that are not flagged (`_flagged`); the flagged ones are counted apart.
-    Bootstrap 95% intervals over filters, where the fits have them, per seed and their mean."""
-    valid = [f for f in fits if not _flagged(f)]
-    out: dict[str, Any] = {"correlation": mean_std([f.correlation for f in valid]), "tau": mean_std([f.tau for f in valid]),
-           "spearman": mean_std([f.spearman for f in valid]), "fits": len(fits), "flagged": len(fits) - len(valid)}
-    intervals = [f.interval["correlation"] for f in valid if f.interval.get("correlation")]
-    if intervals:
-        out["correlation"]["interval"] = np.mean(intervals, axis=0).tolist()
-        out["correlation"]["intervals"] = intervals
-    return out
-
-
-def _loglog_slope(x: np.ndarray, y: np.ndarray) -> float | None:
-    keep = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
-    if keep.sum() < 2 or np.ptp(np.log(x[keep])) == 0:
-        return None
-    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
-
+from validation.tasks import binary_pairs, pca_labels
 
 # -------------------------------------------------------------------------------------------------
 # 2. consistency (Table 1)
@@ -110,21 +41,29 @@ def consistency(ctx: Context) -> dict[str, Any]:
     wide = ctx.trained_all(ctx.arm("vgg11", width=c.vgg_wide_width))
     resnet = ctx.trained_all(ctx.arm("resnet20"))
     out = {
-        "seed_vs_seed": _both_views(ctx, vgg, None),
-        "width_vs_width": _both_views(ctx, vgg, wide),
-        "trained_vs_init": _both_views(ctx, vgg, None, against_init=True),
-        "vgg_vs_resnet": _both_views(ctx, vgg, resnet),
+        "seed_vs_seed": both_views(ctx, vgg, None),
+        "width_vs_width": both_views(ctx, vgg, wide),
+        "trained_vs_init": both_views(ctx, vgg, None, against_init=True),
+        "vgg_vs_resnet": both_views(ctx, vgg, resnet),
         "widths": [c.vgg_width, c.vgg_wide_width],
         "resnet_width": c.resnet_width,
     }
-    labels, profiles = [], []
-    for name, runs in ((f"VGG11 w{c.vgg_width}", vgg), (f"VGG11 w{c.vgg_wide_width}", wide), (f"ResNet20 w{c.resnet_width}", resnet)):
+    groups = [(f"VGG11 w{c.vgg_width}", vgg), (f"VGG11 w{c.vgg_wide_width}", wide), (f"ResNet20 w{c.resnet_width}", resnet)]
+    if c.resnet_momentum:  # the labelled momentum arms: VGG11 and ResNet20 with the same optimiser
+        m = c.resnet_momentum
+        vgg_m = ctx.trained_all(ctx.arm("vgg11", momentum=m))
+        resnet_m = ctx.trained_all(ctx.arm("resnet20", width=c.resnet_momentum_width, momentum=m))
+        out["vgg_vs_resnet_momentum"] = both_views(ctx, vgg_m, resnet_m)
+        out["resnet_momentum"] = {"momentum": m, "width": c.resnet_momentum_width}
+        groups.append((f"ResNet20 w{c.resnet_momentum_width} m{m:g}", resnet_m))
+    labels, rows = [], []
+    for name, runs in groups:
         for r in runs:
             labels.append(f"{name} s{r.seed}")
-            profiles.append(_profiles(ctx, r)["sub"])
+            rows.append(profiles(ctx, r)["sub"])
     labels.append(f"init VGG11 s{vgg[0].seed}")
-    profiles.append(_profiles(ctx, vgg[0])["init"])
-    matrix = similarity_matrix(profiles)
+    rows.append(profiles(ctx, vgg[0])["init"])
+    matrix = similarity_matrix(rows)
     plots.plot_similarity_heatmap(matrix, labels, ctx.figure("consistency_heatmap.png"),
                                   title="Init-subtracted energy profiles: Pearson correlation")
     out["matrix"] = {"labels": labels, "values": matrix.tolist()}
@@ -141,28 +80,28 @@ def labels(ctx: Context) -> dict[str, Any]:
     true = ctx.trained_all(ctx.arm("vgg11"))
     random = ctx.trained_all(ctx.arm("vgg11", labels="random"))
     out: dict[str, Any] = {
-        "random_vs_init": _both_views(ctx, random, None, against_init=True),
-        "true_vs_random": _both_views(ctx, true, random),
+        "random_vs_init": both_views(ctx, random, None, against_init=True),
+        "true_vs_random": both_views(ctx, true, random),
         "train_accuracy": {"true": mean_std([r.train_accuracy for r in true]),
                            "random": mean_std([r.train_accuracy for r in random])},
     }
     mu = ctx.stats.eigenvalues
-    groups = {"true labels": np.stack([_profiles(ctx, r)["sub"] for r in true]),
-              "random labels": np.stack([_profiles(ctx, r)["sub"] for r in random])}
+    groups = {"true labels": np.stack([profiles(ctx, r)["sub"] for r in true]),
+              "random labels": np.stack([profiles(ctx, r)["sub"] for r in random])}
     pooled_true = pooled_energy_profile([r.final for r in true], ctx.stats.eigenvectors, initial=[r.initial for r in true])
     formula = fit_formula(pooled_true, mu).fitted_profile
     plots.plot_profile_bands(groups, ctx.figure("true_vs_random.png"), formula=formula,
                              title=f"VGG11, init-subtracted profiles, mean +- std over seeds "
                                    f"(true vs random: {out['true_vs_random']['init_subtracted']['mean']:.2f})")
-    labels_, profiles = [], []
+    labels_, rows = [], []
     for name, runs in (("true", true), ("random", random)):
         for r in runs:
             labels_.append(f"{name} s{r.seed}")
-            profiles.append(_profiles(ctx, r)["sub"])
+            rows.append(profiles(ctx, r)["sub"])
     for r in random:
         labels_.append(f"init s{r.seed}")
-        profiles.append(_profiles(ctx, r)["init"])
-    plots.plot_similarity_heatmap(similarity_matrix(profiles), labels_, ctx.figure("labels_heatmap.png"),
+        rows.append(profiles(ctx, r)["init"])
+    plots.plot_similarity_heatmap(similarity_matrix(rows), labels_, ctx.figure("labels_heatmap.png"),
                                   title="True vs random labels vs init (init-subtracted profiles)")
     out["figures"] = ["true_vs_random.png", "labels_heatmap.png"]
     return out
@@ -172,30 +111,57 @@ def labels(ctx: Context) -> dict[str, Any]:
 # 4. formula fit (Table 3)
 
 
+def _fit_models(ctx: Context) -> dict[str, Any]:
+    """The true-label networks the formula is fitted to, by name: VGG11 and ResNet20 (plain SGD),
+    VGG11 at the second width, and the labelled momentum arms of both."""
+    c = ctx.config
+    models = {"vgg11": ctx.arm("vgg11"), "resnet20": ctx.arm("resnet20"),
+              f"vgg11-w{c.vgg_wide_width}": ctx.arm("vgg11", width=c.vgg_wide_width)}
+    if c.resnet_momentum:
+        m = c.resnet_momentum
+        models[f"vgg11-m{m:g}"] = ctx.arm("vgg11", momentum=m)
+        models[f"resnet20-m{m:g}"] = ctx.arm("resnet20", width=c.resnet_momentum_width, momentum=m)
+    return models
+
+
 def formula_fit(ctx: Context) -> dict[str, Any]:
-    """Fit the formula to VGG11 and ResNet20 first layers (init-subtracted: one parameter tau;
-    raw: two parameters), with the random initialisation as the baseline."""
+    """Fit the formula to every true-label network of the suite (init-subtracted: one parameter tau;
+    raw: two parameters), with the random initialisation as the baseline. "every_model" pools the
+    fits of all of them whose runs all converged (the paper's "five models"); the others are named
+    in "left_out"."""
     mu, u = ctx.stats.eigenvalues, ctx.stats.eigenvectors
     out: dict[str, Any] = {}
     figures = []
-    for arch in ("vgg11", "resnet20"):
-        runs = ctx.trained_all(ctx.arm(arch))
+    pooled: list[Any] = []
+    included, left_out = [], []
+    for name_, arm in _fit_models(ctx).items():
+        runs = ctx.trained_all(arm)
         sub = [fit_filters(r.final - r.initial, mu, u, bootstrap=ctx.config.bootstrap, seed=r.seed) for r in runs]
-        raw = [fit_formula(_profiles(ctx, r)["raw"], mu, raw=True) for r in runs]
-        out[arch] = {"init_subtracted": _fit_stats(sub), "raw": _fit_stats(raw),
-                     "raw_init_ratio": mean_std([f.init_ratio for f in raw]), "arms": _arms(runs)}
-        name = f"formula_fit_{arch}.png"
+        raw = [fit_formula(profiles(ctx, r)["raw"], mu, raw=True) for r in runs]
+        out[name_] = {"init_subtracted": fit_stats(sub), "raw": fit_stats(raw),
+                      "raw_init_ratio": mean_std([f.init_ratio for f in raw]), "arms": arms_of(runs),
+                      "converged": all(r.converged for r in runs)}
+        if out[name_]["converged"]:
+            pooled += sub
+            included.append(arm.key)
+        else:
+            left_out.append(arm.key)
+        if "-w" in name_ or name_.startswith("vgg11-m"):
+            continue  # figures for the two architectures and the ResNet arm that converges
+        name = f"formula_fit_{name_}.png"
         plots.plot_fit(sub[0].profile, sub[0].fitted_profile, sub[0].correlation, ctx.figure(name),
-                       label=f"{arch} seed {runs[0].seed} (init-subtracted)", eigenvalues=mu)
+                       label=f"{name_} seed {runs[0].seed} (init-subtracted)", eigenvalues=mu)
         figures.append(name)
-        name = f"formula_fit_{arch}_raw.png"
+        name = f"formula_fit_{name_}_raw.png"
         plots.plot_fit(raw[0].profile, raw[0].fitted_profile, raw[0].correlation, ctx.figure(name),
-                       label=f"{arch} seed {runs[0].seed} (raw, two-parameter fit)", eigenvalues=mu)
+                       label=f"{name_} seed {runs[0].seed} (raw, two-parameter fit)", eigenvalues=mu)
         figures.append(name)
+    out["every_model"] = {"init_subtracted": {**fit_stats(pooled), "arms": included}, "models": included,
+                          "left_out": left_out}
     inits = [r.initial for r in ctx.trained_all(ctx.arm("vgg11"))]
     init_fits = [fit_formula(energy_profile(w, ctx.stats.eigenvectors), mu) for w in inits]
     init_raw = [fit_formula(energy_profile(w, ctx.stats.eigenvectors), mu, raw=True) for w in inits]
-    out["random_init"] = {"one_parameter": _fit_stats(init_fits), "raw": _fit_stats(init_raw), "arms": []}
+    out["random_init"] = {"one_parameter": fit_stats(init_fits), "raw": fit_stats(init_raw), "arms": []}
     plots.plot_fit(init_fits[0].profile, init_fits[0].fitted_profile, init_fits[0].correlation,
                    ctx.figure("formula_fit_random_init.png"), label="random initialisation (VGG11)", eigenvalues=mu)
     plots.plot_eigenvectors(ctx.stats.eigenvectors, ctx.stats.channels, ctx.stats.kernel_size,
@@ -238,7 +204,7 @@ def frozen(ctx: Context) -> dict[str, Any]:
         "test_accuracy_difference": mean_std([f.test_accuracy - l.test_accuracy for f, l in zip(fixed, learned)]),
         "train_accuracy_difference": mean_std([f.train_accuracy - l.train_accuracy for f, l in zip(fixed, learned)]),
         "chance": 1.0 / max(1, len(ctx.train_set.classes)),
-        "arms": _arms(learned + fixed),
+        "arms": arms_of(learned + fixed),
     }
     panels = {f"train {key} (per epoch)": {"learned first layer": _per_epoch(learned, key),
                                            "frozen random first layer": _per_epoch(fixed, key)}
@@ -305,8 +271,8 @@ def trajectories(ctx: Context) -> dict[str, Any]:
             "min_correlation": mean_std([r["correlation"].min() for r in runs]),
             "end_displacement": mean_std([r["displacement"][-1] for r in runs]),
             "end_loss": mean_std([r["loss"][-1] for r in runs]),
-            "tau_vs_steps_loglog_slope": mean_std([_loglog_slope(r["steps"].astype(float), r["tau"]) for r in runs]),
-            "tau_vs_displacement_loglog_slope": mean_std([_loglog_slope(r["displacement"], r["tau"]) for r in runs]),
+            "tau_vs_steps_loglog_slope": mean_std([loglog_slope(r["steps"].astype(float), r["tau"]) for r in runs]),
+            "tau_vs_displacement_loglog_slope": mean_std([loglog_slope(r["displacement"], r["tau"]) for r in runs]),
         }
         curves[name] = {"steps": steps[:length], "correlation": corr.mean(axis=0), "correlation_std": corr.std(axis=0),
                         "tau": np.exp(log_tau.mean(axis=0))}
@@ -357,7 +323,7 @@ def external(ctx: Context) -> dict[str, Any]:
     stats_by_kernel = {ctx.config.kernel_size: ctx.stats}
     channels = int(ctx.train_set.images.shape[1])
     rows: list[dict[str, Any]] = []
-    profiles: list[tuple[int, np.ndarray]] = []
+    measured: list[tuple[int, np.ndarray]] = []
     names: list[str] = []
     for path in ctx.checkpoints:
         layer = load_first_layer(path)
@@ -377,12 +343,12 @@ def external(ctx: Context) -> dict[str, Any]:
                      "raw_fit_correlation": fit_raw.correlation,
                      "init_subtracted_fit_correlation": None if fit_sub is None else fit_sub.correlation,
                      "init_subtracted_tau": None if fit_sub is None else fit_sub.tau})
-        profiles.append((kh, raw))
+        measured.append((kh, raw))
         names.append(f"{len(names)}: {layer.name}")
     out: dict[str, Any] = {"skipped": False, "checkpoints": rows}
-    kernels = {k for k, _ in profiles}
-    if len(kernels) == 1 and len(profiles) > 1:
-        matrix = similarity_matrix([p for _, p in profiles])
+    kernels = {k for k, _ in measured}
+    if len(kernels) == 1 and len(measured) > 1:
+        matrix = similarity_matrix([p for _, p in measured])
         out["raw_similarity"] = matrix.tolist()
         plots.plot_similarity_heatmap(matrix, names, ctx.figure("external_heatmap.png"),
                                       title="External checkpoints: raw energy-profile correlation")
@@ -397,6 +363,8 @@ EXPERIMENTS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "consistency": consistency,
     "labels": labels,
     "formula_fit": formula_fit,
+    "binary_pairs": binary_pairs,
+    "pca_labels": pca_labels,
     "frozen": frozen,
     "trajectories": trajectories,
     "external": external,

@@ -36,18 +36,19 @@ class Arm:
     lr: float = 0.01
     frozen: bool = False
     momentum: float = 0.0
+    task: str = ""          # a derived task of `validation.task_data` ("pair-3-5", "pca-1"); "" the data set itself
 
     @property
     def key(self) -> str:
-        """Folder name, e.g. 'vgg11-w32-true-lr0.01' (+ '-m0.9' with momentum, + '-frozen')."""
+        """Folder name, e.g. 'vgg11-w32-true-lr0.01' (+ '-m0.9' with momentum, + '-frozen', + '-pair-3-5' for a task)."""
         return (f"{self.arch}-w{self.width}-{self.labels}-lr{self.lr:g}" + (f"-m{self.momentum:g}" if self.momentum else "")
-                + ("-frozen" if self.frozen else ""))
+                + ("-frozen" if self.frozen else "") + (f"-{self.task}" if self.task else ""))
 
     def describe(self) -> dict[str, Any]:
         """The arm's settings, for the per-arm table (optimiser spelled out)."""
         optimiser = "SGD" + (f", momentum {self.momentum:g}" if self.momentum else " (plain)")
         return {"arch": self.arch, "width": self.width, "labels": self.labels, "lr": self.lr, "optimiser": optimiser,
-                "frozen": self.frozen}
+                "frozen": self.frozen, "task": self.task}
 
 
 @dataclass
@@ -138,6 +139,7 @@ class Context:
         self.progress = progress
         self.device = resolve_device(config.device)
         self._trained: dict[tuple[Arm, int], Trained] = {}
+        self._tasks: dict[str, tuple[Any, Any, Any, dict[str, Any]]] = {}
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -171,6 +173,33 @@ class Context:
 
         return dataset_patch_stats(self.train_set, self.config.kernel_size, device=self.device)
 
+    def task(self, task: str) -> tuple[Any, Any, Any, dict[str, Any]]:
+        """(train set, test set or None, patch statistics of the train set, info) of a derived task
+        (`validation.task_data`), built once per run. A class pair takes the first `train_limit`
+        images of its two classes from the whole training split; PCA-component labels relabel the
+        run's training images."""
+        if task not in self._tasks:
+            from linearcnn.patches import dataset_patch_stats
+            from validation.task_data import class_pair, parse_task, pca_component_labels
+
+            kind, args = parse_task(task)
+            c = self.config
+            if kind == "pair":
+                whole = self.train_set if c.train_limit is None else self.load(None)
+                train = class_pair(whole, *args, limit=c.train_limit)
+                test = None if self.test_set is None else class_pair(self.test_set, *args, limit=c.test_limit)
+                stats = dataset_patch_stats(train, c.kernel_size, device=self.device)
+                info = {"classes": train.classes, "train_images": len(train), "test_images": 0 if test is None else len(test)}
+            else:
+                train, test, info = pca_component_labels(self.train_set, self.test_set, self.stats, args[0])
+                stats = self.stats
+            self._tasks[task] = (train, test, stats, info)
+        return self._tasks[task]
+
+    def stats_for(self, arm: Arm) -> Any:
+        """The patch statistics of the images `arm` trains on (the data set's, or its task's)."""
+        return self.task(arm.task)[2] if arm.task else self.stats
+
     def figure(self, name: str) -> Path:
         """Where the figure `name` goes (the figures folder is made on first use)."""
         self.figures_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +221,7 @@ class Context:
     # -- networks -----------------------------------------------------------------------------
 
     def arm(self, arch: str = "vgg11", *, width: int | None = None, labels: str = "true", lr_factor: float = 1.0,
-            frozen: bool = False, momentum: float | None = None) -> Arm:
+            frozen: bool = False, momentum: float | None = None, task: str = "") -> Arm:
         """The arm of `arch` at the configured width, lr (times `lr_factor`) and momentum.
 
         "vgg11" names the VGG family in the results; the network trained is `config.vgg_arch`
@@ -205,7 +234,7 @@ class Context:
         if width is None:
             width = c.resnet_width if arch.startswith("resnet") else c.vgg_width
         return Arm(arch=arch, width=width, labels=labels, lr=c.lr * lr_factor, frozen=frozen,
-                   momentum=c.momentum if momentum is None else momentum)
+                   momentum=c.momentum if momentum is None else momentum, task=task)
 
     def trained(self, arm: Arm, seed: int) -> Trained:
         """Train (or resume from this run folder) `arm` with `seed`, once per run."""
@@ -228,7 +257,8 @@ class Context:
         from linearcnn.train import TrainConfig, final_metrics, train
 
         c = self.config
-        n = len(self.train_set.images)
+        train_set, test_set = (self.task(arm.task)[:2]) if arm.task else (self.train_set, self.test_set)
+        n = len(train_set.images)
         steps_per_epoch = -(-n // min(c.batch_size, n))
         out = self.run_dir / arm.key / f"seed{seed}"
         target = c.target_acc(arm.labels)
@@ -242,7 +272,7 @@ class Context:
             snapshot_every=max(1, steps_per_epoch // max(1, c.snapshots_per_epoch)),
             device=c.device, out=str(out), resume=True, checkpoint_seconds=1e9, test_every=0, **rule,
         )
-        result = train(config, dataset=self.train_set, test_dataset=self.test_set, progress=self.progress)
+        result = train(config, dataset=train_set, test_dataset=test_set, progress=self.progress)
         last = final_metrics(result)
         reported = _stop_record(result, out)
         steps = result.snapshot_steps.numpy().astype(np.int64)
