@@ -186,8 +186,9 @@ class Context:
             c = self.config
             if kind == "pair":
                 whole = self.train_set if c.train_limit is None else self.load(None)
-                train = class_pair(whole, *args, limit=c.train_limit)
-                test = None if self.test_set is None else class_pair(self.test_set, *args, limit=c.test_limit)
+                a, b = args
+                train = class_pair(whole, a, b, limit=c.train_limit)
+                test = None if self.test_set is None else class_pair(self.test_set, a, b, limit=c.test_limit)
                 stats = dataset_patch_stats(train, c.kernel_size, device=self.device)
                 info = {"classes": train.classes, "train_images": len(train), "test_images": 0 if test is None else len(test)}
             else:
