@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -167,12 +167,13 @@ def plot_trajectories(curves: Mapping[str, Mapping[str, np.ndarray]], path: str 
     return _save(fig, path)
 
 
-def plot_curves(panels: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], path: str | os.PathLike, *,
+def plot_curves(panels: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str | os.PathLike, *,
                 xlabel: str = "training step", logx: bool = False, title: str = "",
                 ylims: Mapping[str, tuple[float, float]] | None = None, logy: Sequence[str] = ()) -> Path:
     """Side-by-side panels of mean +- std curves (over seeds), one line per series.
 
-    `panels[panel_title][series_name]` holds arrays 'x', 'mean' and optionally 'std'; `ylims`
+    `panels[panel_title][series_name]` holds arrays 'x', 'mean' and optionally 'std' (a band) and
+    'points' (true: markers only, no connecting line); `ylims`
     fixes the y range of named panels, `logy` names the panels drawn on a log y axis.
     """
     plt = _pyplot()
@@ -181,7 +182,9 @@ def plot_curves(panels: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], pa
     for ax, (panel, series) in zip(axes[0], panels.items()):
         for name, s in series.items():
             x, mean = np.asarray(s["x"], dtype=float), np.asarray(s["mean"], dtype=float)
-            (line,) = ax.plot(x, mean, marker=".", label=name)
+            points = bool(s.get("points", False))  # markers only (unordered measurements), no line
+            (line,) = ax.plot(x, mean, marker="o" if points else ".", ls="none" if points else "-", ms=4 if points else 6,
+                              alpha=0.8 if points else 1.0, label=name)
             if "std" in s:
                 std = np.asarray(s["std"], dtype=float)
                 ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)

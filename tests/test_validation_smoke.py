@@ -15,6 +15,7 @@ import pytest
 
 from linearcnn.cli import main
 from validation import claims, report
+from validation.cells import format_stat
 from validation.configs import CONFIGS
 from validation.experiments import EXPERIMENTS
 from validation.measures import mean_std, output_autocorrelation
@@ -241,7 +242,8 @@ def test_report_has_a_row_for_every_claim(smoke_run):
         every_model = ["vgg11-bn-w4-true-lr0.01", "resnet20-w4-true-lr0.01", "vgg11-bn-w6-true-lr0.01",
                        "vgg11-bn-w4-true-lr0.01-m0.9", "resnet20-w4-true-lr0.01-m0.9"]
         behind = {"formula_fit": {"vgg11": ["vgg11-bn-w4-true-lr0.01"], "random_init": [],
-                                  "every_model": [a for a in every_model if all(r["converged"] for (arm, _), r in runs.items() if arm == a)]},
+                                  "every_model": [a for a in every_model
+                                                  if all(r["converged"] for (arm, _), r in runs.items() if arm == a)]},
                   "binary_pairs": {"fit": ["vgg11-bn-w4-true-lr0.01-pair-0-1", "vgg11-bn-w4-true-lr0.01-pair-3-5"]},
                   "pca_labels": {"pca_vs_random": ["vgg11-bn-w4-true-lr0.01-pca-1", "vgg11-bn-w4-random-lr0.01"]},
                   "frozen": {"test_accuracy_difference": ["vgg11-bn-w4-true-lr0.01", "vgg11-bn-w4-true-lr0.01-frozen"]},
@@ -426,3 +428,25 @@ def test_validation_is_an_installed_package_that_never_imports_the_cli(tmp_path)
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == "error: --config 'huge' is not known; expected one of smoke, cpu, gpu", done.stderr
+
+
+@pytest.mark.slow  # the module's smoke run of every experiment: about 40 s on one core
+def test_deviations_explained_quotes_the_json_and_links_drawn_figures(smoke_run):
+    text = (smoke_run / "REPORT.md").read_text()
+    section = text[text.index("## Deviations explained"):text.index("## Setting")]
+    records = report.load_results(smoke_run / "results")["builtin"]
+    labels = records["labels"]["results"]
+    trajectories = records["trajectories"]["results"]
+    linear = records["linear_cnn"]["results"]["random"]
+    for stat in (labels["true_vs_random"]["init_subtracted"], trajectories["random_vs_true_at_nearest_tau"]["similarity"],
+                 linear["last"]["corr_inv_sqrt_patch_eigenvalues"], linear["whitening_limit"]["predicted"]["one_draw"],
+                 labels["views"]["learned_energy_share"]):
+        assert format_stat(stat, 3 if stat is labels["views"]["learned_energy_share"] else 2) in section
+    row = next(line for line in section.splitlines() if line.startswith("  | true vs random labels"))
+    cells = [c.strip() for c in row.strip().strip("|").split("|")][1:]
+    assert cells == [f"{labels['true_vs_random'][v]['mean']:.2f}" for v in ("init_subtracted", "raw", "init_only")]
+    # matched seeds share W0: the initial layers alone are identical, so that view is exactly 1
+    assert labels["true_vs_random"]["init_only"]["mean"] == pytest.approx(1.0)
+    for name in ("true_vs_random_matched_tau.png", "linear_cnn_whitening_limit.png", "raw_vs_init_subtracted.png"):
+        link = next(line for line in section.splitlines() if line.startswith("![") and name in line)
+        assert_is_a_drawn_figure(smoke_run / link[link.index("(") + 1:-1])

@@ -103,7 +103,20 @@ def labels(ctx: Context) -> dict[str, Any]:
         rows.append(profiles(ctx, r)["init"])
     plots.plot_similarity_heatmap(similarity_matrix(rows), labels_, ctx.figure("labels_heatmap.png"),
                                   title="True vs random labels vs init (init-subtracted profiles)")
-    out["figures"] = ["true_vs_random.png", "labels_heatmap.png"]
+    # the two views of one layer: how much of the raw profile is the initial layer's (deviation 3)
+    p = profiles(ctx, true[0])
+    out["views"] = {"learned_energy_share": mean_std([np.linalg.norm(r.final - r.initial) ** 2 / np.linalg.norm(r.final) ** 2
+                                                      for r in true + random]),
+                    "raw_vs_init_profile": mean_std([profile_similarity(q["raw"], q["init"])
+                                                     for q in (profiles(ctx, r) for r in true + random)])}
+    components = np.arange(p["sub"].size, dtype=float)
+    plots.plot_curves({"energy per component (true labels, seed " + str(true[0].seed) + ")": {
+        name: {"x": components, "mean": p[key]} for name, key in
+        (("initial layer W0", "init"), ("trained layer W (raw view)", "raw"), ("W - W0 (init-subtracted view)", "sub"))}},
+        ctx.figure("raw_vs_init_subtracted.png"), xlabel="patch-PCA component (descending eigenvalue)",
+        logy=["energy per component (true labels, seed " + str(true[0].seed) + ")"],
+        title="Why the raw view follows the initialisation: the learned part is small")
+    out["figures"] = ["true_vs_random.png", "labels_heatmap.png", "raw_vs_init_subtracted.png"]
     return out
 
 
@@ -299,13 +312,23 @@ def trajectories(ctx: Context) -> dict[str, Any]:
             matched.append(profile_similarity(profile, t_run["profile"][j]))
             gaps.append(abs(math.log(t_run["tau"][j] / tau)))
     out["random_vs_true_at_nearest_tau"] = {"similarity": mean_std(matched), "abs_log_tau_gap": mean_std(gaps)}
+    # the same comparison at the end of training (different tau): what the labels claim measures
+    ends = [(r_run["tau"][-1], profile_similarity(r_run["profile"][-1], t_run["profile"][-1]))
+            for t_run, r_run in zip(traj["true"], traj["random"])]
+    plots.plot_scatter({"each random-label snapshot vs the true-label snapshot of nearest tau (same seed)":
+                        (np.concatenate([r["tau"] for r in traj["random"]]), np.asarray(matched)),
+                        "end of training vs end of training (the Table 2 comparison)":
+                        (np.asarray([t for t, _ in ends]), np.asarray([v for _, v in ends]))},
+                       ctx.figure("true_vs_random_matched_tau.png"), xlabel="fitted tau of the random-label layer",
+                       ylabel="profile similarity to the true-label layer", logx=True,
+                       title="True vs random labels: same path, different speed?")
     plots.plot_trajectories(curves, ctx.figure("trajectories.png"),
                             title=f"VGG11 first layer along training ({len(c.seeds)} seeds; tau: geometric mean)")
     plots.plot_scatter({name: (np.concatenate([r["displacement"] for r in runs]), np.concatenate([r["tau"] for r in runs]))
                         for name, runs in traj.items()}, ctx.figure("tau_vs_displacement.png"),
                        xlabel="||W - W0|| / ||W0|| (first layer)", ylabel="fitted tau", logx=True, logy=True,
                        title="Fitted tau against how far the first layer moved (all snapshots)")
-    out["figures"] = ["trajectories.png", "tau_vs_displacement.png"]
+    out["figures"] = ["trajectories.png", "tau_vs_displacement.png", "true_vs_random_matched_tau.png"]
     return out
 
 

@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from linearcnn.data import ImageDataset
     from linearcnn.patches import PatchStats
 
+#: Label draws of the Monte Carlo prediction of the whitening correlation under label noise.
+NOISE_DRAWS = 4000
+
 #: The per-step measures averaged over seeds (and drawn).
 STEP_KEYS = ("fit_correlation", "fit_tau", "theory_tau", "corr_formula_at_theory_tau",
              "corr_inv_sqrt_patch_eigenvalues", "corr_inv_sqrt_A_eigenvalues")
@@ -37,6 +40,7 @@ class _SeedRun:
     agreement: dict[str, float]      # simulate vs training
     rows: list[dict[str, Any]]       # one per trajectory step
     deltas: NDArray[np.float64]      # (P, C, k, k) W(t) - W(0) of one filter (all filters move alike)
+    a_matrix: NDArray[np.float64]    # (d, d) A, the mean-patch second moment (the same for every label draw)
 
 
 def _one_seed(
@@ -88,7 +92,7 @@ def _one_seed(
             "output_autocorrelation": output_autocorrelation(delta[:1], images_ac, c.autocorr_lags),
         })
         deltas.append(delta[0])
-    return _SeedRun(agreement=agreement, rows=rows, deltas=np.stack(deltas))
+    return _SeedRun(agreement=agreement, rows=rows, deltas=np.stack(deltas), a_matrix=np.asarray(sim.A, dtype=np.float64))
 
 
 def _summary(ctx: Context, runs: list[_SeedRun], stats: PatchStats, images_ac: NDArray[np.float64]) -> dict[str, Any]:
@@ -120,6 +124,67 @@ def _summary(ctx: Context, runs: list[_SeedRun], stats: PatchStats, images_ac: N
         "last_autocorrelation": {k: v[-1] for k, v in autocorrelation.items()},
         "first_autocorrelation": {k: v[0] for k, v in autocorrelation.items()},
     }
+
+
+def whitening_under_label_noise(eigenvalues: NDArray[np.float64], pooled: int, *, draws: int = NOISE_DRAWS,
+                                seed: int = 0) -> dict[str, Any]:
+    """What corr(profile, 1/sqrt(eigenvalue)) the whitening limit itself gives for finitely many label draws.
+
+    In the limit the filters are A^-1 b, with profile |u_i . A^-1 b| = |z_i| / alpha_i. Under
+    assumptions (a) (A = C / J, alpha_i = mu_i / J) and (b) (z_i ~ N(0, mu_i E[y^2] / (N J)),
+    independent), one label draw gives e_i = |g_i| / sqrt(mu_i) (up to one factor) with g_i standard
+    normal: whitening only in expectation, each component scaled by a folded-normal factor (std/mean
+    0.756). Pooling `pooled` draws (energy mean over them) gives sqrt(mean_s g_si^2) / sqrt(mu_i).
+    Returns the correlation's mean +- std over `draws` Monte Carlo draws, for one draw and for `pooled`.
+    """
+    mu = np.asarray(eigenvalues, dtype=np.float64)
+    mu = mu[mu > mu.max() * 1e-12]  # (d,) the components with statistics
+    white = 1.0 / np.sqrt(mu)  # (d,)
+    g = np.random.default_rng(seed).standard_normal((draws, max(1, pooled), mu.size))  # (draws, S, d)
+
+    def corr_rows(profiles: NDArray[np.float64]) -> list[float]:
+        centred = profiles - profiles.mean(axis=1, keepdims=True)  # (draws, d)
+        w = white - white.mean()
+        return list(centred @ w / (np.linalg.norm(centred, axis=1) * np.linalg.norm(w)))
+
+    one = np.abs(g[:, 0]) * white  # (draws, d)
+    many = np.sqrt((g**2).mean(axis=1)) * white  # (draws, d)
+    return {"one_draw": mean_std(corr_rows(one)), f"pooled_{pooled}_draws": mean_std(corr_rows(many)),
+            "components": int(mu.size), "draws": draws}
+
+
+def _whitening_limit(ctx: Context, runs: list[_SeedRun], stats: PatchStats) -> dict[str, Any]:
+    """The last step's profiles against whitening: each component's ratio e_i sqrt(mu_i) (normalised
+    to mean 1; all 1 for exact whitening), its spread against the folded normal's, and the
+    correlation the limit gives under label noise (`whitening_under_label_noise`) next to ours.
+
+    The limit averaged over label draws is exact in closed form: for labels with E[y^2] = 1,
+    independent of the images, E[W W^T] = A^+ / N at W = A^+ b, so the expected profile is
+    sqrt(u_i^T A^+ u_i) (up to one factor): whitening exactly when A = C / J (assumption (a)).
+    `expected_limit_corr` is its correlation with 1/sqrt(mu_i). Both predictions leave out the
+    initial mean filter's part of the change (W(t) - W(0) tends to A^+ b - P w_mean(0), P the
+    projection on A's range), which the measured profiles include."""
+    mu = stats.eigenvalues
+    keep = mu > mu.max() * 1e-12
+    ratios = []
+    for run in runs:
+        profile = energy_profile(run.deltas[-1][None], stats.eigenvectors)[keep]  # (d,)
+        ratio = profile * np.sqrt(mu[keep])
+        ratios.append(ratio / ratio.mean())
+    ratio_cv = [float(r.std() / r.mean()) for r in ratios]
+    predicted = whitening_under_label_noise(mu, len(runs), seed=0)
+    u = stats.eigenvectors[:, keep]  # (d, d')
+    expected = np.sqrt(np.maximum(np.einsum("ij,ij->j", u, np.linalg.pinv(runs[0].a_matrix, hermitian=True) @ u), 0.0))
+    plots.plot_curves(
+        {"last step: e_i sqrt(mu_i), mean 1 (exact whitening: all 1)": {
+            **{f"seed {s}": {"x": mu[keep], "mean": r, "points": True} for s, r in zip(ctx.config.seeds, ratios)},
+            "label noise, one draw: |g| / E|g|, mean +- std": {"x": np.sort(mu[keep]), "mean": np.ones(int(keep.sum())),
+                                                                "std": np.full(int(keep.sum()), 0.756)}}},
+        ctx.figure("linear_cnn_whitening_limit.png"), xlabel="patch eigenvalue mu_i", logx=True,
+        title="Linear CNN, random labels: the whitening limit, component by component")
+    return {"ratio_cv": mean_std(ratio_cv), "folded_normal_cv": 0.756, "predicted": predicted,
+            "expected_limit_corr": float(pearson(expected, 1.0 / np.sqrt(mu[keep]))),
+            "figure": "linear_cnn_whitening_limit.png"}
 
 
 def _plot(ctx: Context, runs_by_labels: dict[str, list[_SeedRun]]) -> None:
@@ -161,5 +226,6 @@ def linear_cnn(ctx: Context) -> dict[str, Any]:
         out[labels] = _summary(ctx, runs, stats, images_ac)
         runs_by_labels[labels] = runs
     _plot(ctx, runs_by_labels)
-    out["figures"] = ["linear_cnn_dynamics.png"]
+    out["random"]["whitening_limit"] = _whitening_limit(ctx, runs_by_labels["random"], stats)
+    out["figures"] = ["linear_cnn_dynamics.png", "linear_cnn_whitening_limit.png"]
     return out

@@ -87,7 +87,9 @@ def pair_stats(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
 def both_views(ctx: Context, runs_a: list[Trained], runs_b: list[Trained] | None, *, against_init: bool = False,
                 all_pairs: bool = False) -> dict[str, Any]:
     """Similarity in both views. runs_b None: pairs within runs_a (all seed pairs);
-    against_init: each run against its own initial layer; otherwise matched seeds (or all pairs)."""
+    against_init: each run against its own initial layer; otherwise matched seeds (or all pairs).
+    Comparisons of two runs also give "init_only": the similarity of their two initial layers
+    alone, which the raw view approaches when the layers barely move (matched seeds share W0)."""
     pa = [profiles(ctx, r) for r in runs_a]
     arms = arms_of(runs_a + (runs_b or []))
     if against_init:
@@ -100,7 +102,7 @@ def both_views(ctx: Context, runs_a: list[Trained], runs_b: list[Trained] | None
         pb = [profiles(ctx, r) for r in runs_b]
         index_pairs = [(i, j) for i in range(len(pa)) for j in range(len(pb))] if all_pairs else list(zip(range(len(pa)), range(len(pb))))
     out: dict[str, Any] = {view: pair_stats([(pa[i][key], pb[j][key]) for i, j in index_pairs])
-                           for view, key in (("init_subtracted", "sub"), ("raw", "raw"))}
+                           for view, key in (("init_subtracted", "sub"), ("raw", "raw"), ("init_only", "init"))}
     out["arms"] = arms
     return out
 

@@ -21,6 +21,7 @@ from linearcnn._files import atomic_write_text
 from validation import tables
 from validation.cells import Cell, Records, claim_cells, claims_table, format_stat, ok, tally, tally_line
 from validation.claims import VERDICTS, Claim, correlation_band
+from validation.deviations import explained
 
 # -------------------------------------------------------------------------------------------------
 # reading the results
@@ -77,8 +78,13 @@ def _deviations(rows: list[tuple[Claim, dict[str, Cell]]], results: dict[str, Re
     return lines
 
 
+def _relative(figures_dir: str | Path, report_dir: str | Path) -> Path:
+    """The figures folder as seen from the report's folder."""
+    return Path(os.path.relpath(Path(figures_dir).resolve(), Path(report_dir).resolve()))
+
+
 def _figure_links(results: dict[str, Records], figures_dir: str | Path, report_dir: str | Path) -> list[str]:
-    rel = Path(os.path.relpath(Path(figures_dir).resolve(), Path(report_dir).resolve()))
+    rel = _relative(figures_dir, report_dir)
     lines = []
     for slug, records in results.items():
         figures = [f for r in ok(records).values() for f in r["results"].get("figures", [])]
@@ -136,6 +142,8 @@ def render_report(results: dict[str, Records], *, figures_dir: str | Path = "fig
         "## Deviations",
         "",
         *(_deviations(rows, results) or ["None."]),
+        "",
+        *explained(results, lambda figure: (_relative(figures_dir, report_dir) / figure).as_posix()),
         "",
         "## Setting: paper vs this run",
         "",
