@@ -1,13 +1,19 @@
 """Files of plain named arrays: `.npy`, `.npz` and safetensors. None of them can run code: NumPy
-is called with `allow_pickle=False` and safetensors holds no code by design."""
+is called with `allow_pickle=False` and safetensors holds no code by design.
+
+Memory stays bounded by what is used: a `.npy` header must agree with the file's size before the
+array is loaded, and a `.npz` is listed from its members' headers alone (`linearcnn._npz`), each
+array read only when fetched, within `MAX_ELEMENTS` values and the decompression-ratio rule."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from linearcnn._npz import MAX_ELEMENTS, npz_members, read_npz
 from linearcnn.checkpoints._inventory import (
     Inventory,
     as_float64,
@@ -37,10 +43,32 @@ def _const(array: np.ndarray) -> Callable[[], np.ndarray]:
     return lambda: np.array(array, dtype=np.float64)
 
 
+def _check_npy_size(path: Path) -> None:
+    """Refuse a `.npy` whose header declares more data than the file holds, before numpy allocates it."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version not in ((1, 0), (2, 0)):
+            return  # numpy reports other versions itself
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+        if dtype.hasobject:
+            return  # refused by np.load(allow_pickle=False), with its own message
+        declared = math.prod(shape) * dtype.itemsize
+        held = path.stat().st_size - handle.tell()
+    if held != declared:
+        raise LinearCNNInputError(
+            f"checkpoint {str(path)!r}: .npy header declares shape {tuple(shape)} of {dtype} ({declared:,} bytes) "
+            f"but the file holds {held:,}; truncated or corrupt?"
+        )
+
+
 def npy_inventory(path: Path) -> Inventory:
     """Inventory of a `.npy` file: one array, which must be a (K, C, kh, kw) weight."""
     try:
+        _check_npy_size(path)
         array = np.load(path, allow_pickle=False)
+    except LinearCNNInputError:
+        raise
     except Exception as exc:  # any failure to parse a user's file is bad input
         raise _numpy_error(path, exc) from None
     return single_array_inventory(
@@ -53,19 +81,22 @@ def npy_inventory(path: Path) -> Inventory:
     )
 
 
+def _npz_fetch(path: Path, name: str) -> Callable[[], np.ndarray]:
+    """A zero-argument reader of the `.npz` member `name` as float64 (read only when called)."""
+    return lambda: np.array(
+        read_npz(path, f"checkpoint {str(path)!r}", names=[name], max_elements=MAX_ELEMENTS)[name], dtype=np.float64
+    )
+
+
 def npz_inventory(path: Path) -> Inventory:
     """Inventory of a `.npz` file: its floating-point 4-D arrays in file order (the first one is
     the first layer unless `layer=` names another); `initial_weight`/`init_weight` entries give
-    the initial weights of the chosen layer when the shapes agree."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except Exception as exc:  # any failure to parse a user's file is bad input
-        raise _numpy_error(path, exc) from None
-    init_key = next((k for k in NPZ_INIT_KEYS if k in arrays and arrays[k].ndim == 4), None)
+    the initial weights of the chosen layer when the shapes agree. Only the headers are read here."""
+    members = npz_members(path, f"checkpoint {str(path)!r}")
+    init_key = next((k for k in NPZ_INIT_KEYS if k in members and len(members[k].shape) == 4), None)
     entries = [
-        (name, tuple(a.shape), bool(np.issubdtype(a.dtype, np.floating)), _const(a))
-        for name, a in arrays.items()
+        (name, member.shape, bool(np.issubdtype(member.dtype, np.floating)), _npz_fetch(path, name))
+        for name, member in members.items()
         if name != init_key
     ]
     candidates, others = tensor_candidates(entries, any_name=True)
@@ -78,8 +109,8 @@ def npz_inventory(path: Path) -> Inventory:
         other_tensors=others,
     )
     if init_key is not None:
-        inv.shared_init = _const(arrays[init_key])
-        inv.shared_init_shape = tuple(arrays[init_key].shape)
+        inv.shared_init = _npz_fetch(path, init_key)
+        inv.shared_init_shape = members[init_key].shape
     return inv
 
 

@@ -16,7 +16,9 @@ every object with the archive's own `__setstate__` code; here the pickles are re
   `restore_type_tag` (each returns its argument).
 
 Any other global (`os.system`, `builtins.eval`, ...) stops unpickling before anything is called.
-A storage is accepted only if its entry exists and holds exactly `numel * itemsize` bytes.
+A storage is accepted only if its entry exists and holds exactly `numel * itemsize` bytes, and
+the archive's compressed entries together may not inflate beyond `linearcnn._npz.check_inflation`
+(`torch.jit.save` stores entries uncompressed; a deflated entry of zeros is a decompression bomb).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 
 import torch
 
+from linearcnn._npz import check_inflation
 from linearcnn.errors import LinearCNNInputError
 
 #: Storage classes named in TorchScript pickles, as the dtypes they hold.
@@ -288,6 +291,10 @@ def read_archive(path: Path, *, code_limit: int = 16 * 2**20) -> Archive:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
+            compressed = [info for info in archive.infolist() if info.compress_type != zipfile.ZIP_STORED]
+            check_inflation(
+                f"checkpoint {str(path)!r}", sum(i.file_size for i in compressed), sum(i.compress_size for i in compressed)
+            )
             prefix = _prefix(names)
             order = "little"  # archives before the `byteorder` entry were all little-endian
             if prefix + "byteorder" in names and archive.getinfo(prefix + "byteorder").file_size <= 16:
@@ -299,6 +306,8 @@ def read_archive(path: Path, *, code_limit: int = 16 * 2**20) -> Archive:
             if prefix + "constants.pkl" in names:
                 constants = _unpickle(archive, prefix + "constants.pkl", prefix + "constants/")
             code = read_code(archive, prefix, code_limit)
+    except LinearCNNInputError:
+        raise
     except ArchiveError as exc:
         raise LinearCNNInputError(f"checkpoint {str(path)!r}: TorchScript archive refused, {_line(exc)}; nothing from it was run") from None
     except (zipfile.BadZipFile, OSError, KeyError, EOFError, ValueError) as exc:

@@ -4,6 +4,12 @@
 any other Python global in the pickle (a model class, `os.system`, ...) makes it stop *before*
 calling anything, and `torch_load` turns that into a one-line `LinearCNNInputError`. Shared by
 the checkpoint inventory (`_torch_pickle`) and the training-checkpoint reader (`training`).
+
+Before torch reads a zip-format file, `check_zip_checkpoint` bounds what it would decompress:
+`torch.save` stores entries uncompressed (memory-mapped here), but torch also reads deflated
+entries, each into one buffer of its declared size, so a 2 MB archive could ask for gigabytes.
+`data.pkl` may not exceed MAX_PICKLE_BYTES, and the compressed entries together may not inflate
+beyond `linearcnn._npz.check_inflation`.
 """
 
 from __future__ import annotations
@@ -11,12 +17,20 @@ from __future__ import annotations
 import pickle
 import re
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from linearcnn._npz import check_inflation
 from linearcnn.errors import LinearCNNInputError
+
+#: Largest `data.pkl` read: it holds the structure (keys, shapes, storage ids: about 150 bytes per
+#: tensor), not the weights, so 64 MiB is hundreds of thousands of tensors; unpickling may take
+#: tens of times its size, so a larger one is refused before torch reads it.
+MAX_PICKLE_BYTES = 64 * 2**20
 
 #: Extra classes `weights_only` may rebuild: `torch.__version__` is a `TorchVersion` (a plain
 #: `str` subclass) and lands in many checkpoints' metadata by accident.
@@ -57,8 +71,33 @@ def _refusal(path: Path, global_name: str) -> LinearCNNInputError:
     )
 
 
+def check_zip_checkpoint(path: Path) -> None:
+    """LinearCNNInputError when the zip-format checkpoint at `path` has a `data.pkl` over
+    MAX_PICKLE_BYTES or compressed entries that would inflate beyond `check_inflation`; a file that
+    is not a zip (legacy format) or not a readable one is left to torch."""
+    where = f"checkpoint {str(path)!r}"
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":
+                return
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+        return  # torch reports it
+    for info in entries:
+        if info.filename.endswith("data.pkl") and info.file_size > MAX_PICKLE_BYTES:
+            raise LinearCNNInputError(
+                f"{where}: {info.filename} is {info.file_size:,} bytes; expected at most {MAX_PICKLE_BYTES:,} "
+                "for a torch.save file's structure (its weights are stored beside it)"
+            )
+    compressed = [info for info in entries if info.compress_type != zipfile.ZIP_STORED]
+    check_inflation(where, sum(info.file_size for info in compressed), sum(info.compress_size for info in compressed))
+
+
 def torch_load_raw(path: Path, *, unsafe_load: bool, mmap: bool) -> Any:
-    """`torch.load` on the CPU (`weights_only` unless `unsafe_load`), torch's warnings silenced; errors as torch raises them."""
+    """`torch.load` on the CPU (`weights_only` unless `unsafe_load`), torch's warnings silenced;
+    errors as torch raises them, except `check_zip_checkpoint`'s LinearCNNInputError."""
+    check_zip_checkpoint(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.serialization.safe_globals(list(_HARMLESS_GLOBALS)):
@@ -80,7 +119,7 @@ def torch_load(path: Path, *, unsafe_load: bool, zip_format: bool) -> Any:
             ):  # an unsafe load may have run code: never run it twice
                 raise
             return torch_load_raw(path, unsafe_load=unsafe_load, mmap=False)
-    except MemoryError:
+    except (MemoryError, LinearCNNInputError):
         raise
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
@@ -105,4 +144,4 @@ def torch_load(path: Path, *, unsafe_load: bool, zip_format: bool) -> Any:
         ) from None
 
 
-__all__ = ["torch_load", "torch_load_raw"]
+__all__ = ["MAX_PICKLE_BYTES", "check_zip_checkpoint", "torch_load", "torch_load_raw"]

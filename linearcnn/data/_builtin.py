@@ -78,18 +78,13 @@ def photo_path(package: str, relative: str) -> Path:
 @lru_cache(maxsize=1)
 def _photos() -> tuple[np.ndarray, ...]:
     """The photos as read-only uint8 (H, W, 3) arrays, in `PHOTOS` order."""
-    from PIL import Image
+    from linearcnn.data.formats._common import open_picture
 
     photos = []
     for _, package, relative in PHOTOS:
         path = photo_path(package, relative)
-        try:
-            with Image.open(path) as picture:
-                array = np.asarray(picture.convert("RGB"))  # (H, W, 3) uint8
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise LinearCNNInputError(
-                f"builtin data set: photo {str(path)!r} cannot be read ({type(exc).__name__}: {exc})"
-            ) from None
+        with open_picture(path, f"builtin data set: photo {str(path)!r}") as picture:  # size checked first
+            array = np.asarray(picture.convert("RGB"))  # (H, W, 3) uint8
         array.setflags(write=False)
         photos.append(array)
     return tuple(photos)

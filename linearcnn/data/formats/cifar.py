@@ -1,10 +1,16 @@
 """CIFAR-10 and CIFAR-100 python batches (`cifar10:DIR`, `cifar100:DIR`), read by an unpickler that
-builds plain containers and numpy arrays only: a data file cannot run code."""
+builds plain containers and numpy arrays only: a data file cannot run code.
+
+Memory is bounded too: arrays are built from bytes the file holds (numpy checks their declared
+shape against them), only the batches `--limit` needs are read, and a pickle is refused before it
+is unpickled when it has more than MAX_PICKLE_OPS opcodes (each can build an object, up to ~70
+times the byte it takes: a 4 MB pickle of empty dicts took 350 MB)."""
 
 from __future__ import annotations
 
 import importlib
 import pickle
+import pickletools
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,6 +24,21 @@ CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 ]  # fmt: skip
 
+
+
+#: Most pickle opcodes in one batch file: a CIFAR-100 batch has about four per image (a label of
+#: each kind, a file name and its memo entry: ~250k for the train batch); 2**20 leaves room.
+MAX_PICKLE_OPS = 2**20
+
+
+def _count_ops(handle: Any, path: Path, kind: str) -> None:
+    """Refuse a pickle of more than MAX_PICKLE_OPS opcodes (read, not executed, by pickletools)."""
+    for count, _ in enumerate(pickletools.genops(handle), start=1):
+        if count > MAX_PICKLE_OPS:
+            raise LinearCNNInputError(
+                f"{kind} file {str(path)!r} holds more than {MAX_PICKLE_OPS:,} pickle opcodes; expected a CIFAR python batch"
+            )
+    handle.seek(0)
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -56,7 +77,10 @@ def _read_pickle(path: Path, kind: str) -> dict[str, Any]:
     """A CIFAR python batch as a dict with str keys (the files use bytes keys)."""
     try:
         with path.open("rb") as handle:
+            _count_ops(handle, path, kind)
             content = _SafeUnpickler(handle, encoding="bytes").load()
+    except LinearCNNInputError:
+        raise
     except OSError as exc:
         raise LinearCNNInputError(
             f"{kind} file {str(path)!r} cannot be read ({exc.strerror or exc})"

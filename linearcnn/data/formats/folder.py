@@ -1,5 +1,6 @@
 """A folder of images (`folder:DIR`): one sub-folder per class, optional train/ and test/ (or val/)
-splits; images centre-cropped and shrunk to the most common size, never enlarged."""
+splits; images centre-cropped and shrunk to the most common size, never enlarged. Only the first
+`limit` files are opened, each by `open_picture` (sizes checked from the headers first)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from linearcnn.data._dataset import to_unit_float
-from linearcnn.data.formats._common import Loaded, check_dir, limited
+from linearcnn.data.formats._common import Loaded, check_dir, limited, open_picture
 from linearcnn.errors import LinearCNNInputError
 
 #: File suffixes the folder loader reads (case-insensitive); other files are ignored.
@@ -73,17 +74,10 @@ def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def _read_picture(path: Path, size: tuple[int, int], gray: bool) -> np.ndarray:
     """One image file as float32 (C, H, W) in [0, 1] at `size` (width, height)."""
-    from PIL import Image
-
     what = f"image file {str(path)!r}"
-    try:
-        with Image.open(path) as picture:
-            picture.load()
-            image = _picture_array(picture, gray, what)  # (h, w) or (h, w, 3)
-    except LinearCNNInputError:
-        raise
-    except (OSError, SyntaxError, ValueError) as exc:  # how Pillow reports bad files
-        raise LinearCNNInputError(f"{what} cannot be read ({type(exc).__name__}: {exc})") from None
+    with open_picture(path, what) as picture:  # its size checked before it is decoded
+        picture.load()
+        image = _picture_array(picture, gray, what)  # (h, w) or (h, w, 3)
     if image.shape[1::-1] != size:
         image = _shrink(image, size)
     return image[None] if image.ndim == 2 else image.transpose(2, 0, 1)  # (C, H, W)
@@ -105,8 +99,6 @@ def _folder_splits(root: Path) -> tuple[str, str] | None:
 
 
 def load_folder(root: Path, *, train: bool, limit: int | None) -> Loaded:
-    from PIL import Image
-
     check_dir(root, "folder", _FOLDER_EXPECTED)
     split_note = ""
     splits = _folder_splits(root)
@@ -147,14 +139,9 @@ def load_folder(root: Path, *, train: bool, limit: int | None) -> Loaded:
     sizes: list[tuple[int, int]] = []
     gray = True
     for path, _ in files:
-        try:
-            with Image.open(path) as picture:
-                sizes.append(picture.size)
-                gray = gray and picture.mode in _GRAY_MODES
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise LinearCNNInputError(
-                f"image file {str(path)!r} cannot be read ({type(exc).__name__}: {exc})"
-            ) from None
+        with open_picture(path, f"image file {str(path)!r}") as picture:  # headers only
+            sizes.append(picture.size)
+            gray = gray and picture.mode in _GRAY_MODES
     counts = Counter(sizes)
     # the most common size; ties go to the size seen first
     common = max(counts, key=lambda size: (counts[size], -sizes.index(size)))

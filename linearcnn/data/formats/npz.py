@@ -1,5 +1,9 @@
 """An `.npz` file of arrays (`npz:FILE`): `images` (or `train_images`), optional `labels`, `classes`
-and a test split `test_images` / `test_labels`; read with `allow_pickle=False`."""
+and a test split `test_images` / `test_labels`; never unpickled.
+
+Read by `linearcnn._npz` with bounded memory: the members' headers are checked first, then only
+the arrays needed are read, and of the images only the first `limit` (MAX_DATA_VALUES at most,
+within the decompression-ratio rule); the rest of the images array is neither read nor checked."""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from linearcnn._npz import npz_members, read_npz
 from linearcnn.data._dataset import to_unit_float
-from linearcnn.data.formats._common import Loaded, check_file, check_num_classes, limited
+from linearcnn.data.formats._common import MAX_DATA_VALUES, Loaded, check_file, check_num_classes, limited
 from linearcnn.errors import LinearCNNInputError
 
 
@@ -34,13 +39,7 @@ _NPZ_EXPECTED = (
 def _npz_keys(path: Path) -> list[str]:
     """The array names of an npz file, from its zip directory (no array is read)."""
     check_file(path, "npz", _NPZ_EXPECTED)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return list(archive.files)
-    except Exception as exc:
-        raise LinearCNNInputError(
-            f"npz file {str(path)!r} cannot be read ({type(exc).__name__}: {exc})"
-        ) from None
+    return list(npz_members(path, f"npz file {str(path)!r}"))
 
 
 def _npz_split_keys(path: Path, keys: list[str], train: bool) -> tuple[str, str]:
@@ -109,32 +108,30 @@ def load_npz(path: Path, *, train: bool, limit: int | None) -> Loaded:
     keys = _npz_keys(path)
     images_key, labels_key = _npz_split_keys(path, keys, train)
     label_keys = [key for key in ("labels", "train_labels", "test_labels") if key in keys]
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            raw = archive[images_key]
-            all_labels = {key: archive[key] for key in label_keys}  # labels are small
-            names = archive["classes"] if "classes" in keys else None
-    except Exception as exc:
+    where = f"npz file {str(path)!r}"
+    shape = npz_members(path, where)[images_key].shape
+    if len(shape) == 3:
+        shape = (*shape, 1)  # (N, H, W) grayscale -> (N, H, W, 1)
+    if len(shape) != 4:
         raise LinearCNNInputError(
-            f"npz file {str(path)!r} cannot be read ({type(exc).__name__}: {exc})"
-        ) from None
-    if raw.ndim == 3:
-        raw = raw[..., None]  # (N, H, W) grayscale -> (N, H, W, 1)
-    if raw.ndim != 4:
-        raise LinearCNNInputError(
-            f"npz file {str(path)!r}: {images_key!r} has shape {raw.shape}; expected NxHxWxC, NxCxHxW or NxHxW"
+            f"npz file {str(path)!r}: {images_key!r} has shape {shape}; expected NxHxWxC, NxCxHxW or NxHxW"
         )
-    layout = _channel_axis(raw.shape)
+    layout = _channel_axis(shape)
     if not layout:
         raise LinearCNNInputError(
-            f"npz file {str(path)!r}: {images_key!r} has shape {raw.shape}; expected 1 or 3 channels as the "
+            f"npz file {str(path)!r}: {images_key!r} has shape {shape}; expected 1 or 3 channels as the "
             f"last (NxHxWxC) or second (NxCxHxW) axis"
         )
-    count = limited(raw.shape[0], limit)
-    pixels = raw[:count].transpose(0, 3, 1, 2) if layout == "NHWC" else raw[:count]  # (N, C, H, W)
+    count = limited(shape[0], limit)
+    wanted = [images_key, *label_keys, *(["classes"] if "classes" in keys else [])]
+    arrays = read_npz(path, where, names=wanted, rows={images_key: count}, max_elements=MAX_DATA_VALUES)
+    raw = arrays[images_key].reshape((count, *shape[1:]))  # the first `count` images
+    all_labels = {key: arrays[key] for key in label_keys}  # labels are small
+    names = arrays.get("classes")
+    pixels = raw.transpose(0, 3, 1, 2) if layout == "NHWC" else raw  # (N, C, H, W)
     images = np.ascontiguousarray(to_unit_float(pixels, f"npz file {str(path)!r}"))
     checked = {  # every labels array of the file is checked, whichever split is read
-        key: _npz_labels(value, path, key, raw.shape[0] if key == labels_key else None)
+        key: _npz_labels(value, path, key, shape[0] if key == labels_key else None)
         for key, value in all_labels.items()
     }
     classes: list[str] = []
