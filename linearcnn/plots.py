@@ -93,8 +93,8 @@ def plot_similarity_heatmap(matrix: np.ndarray, labels: Sequence[str], path: str
 
 
 def plot_profile_bands(groups: Mapping[str, np.ndarray], path: str | os.PathLike, *, title: str = "",
-                       formula: np.ndarray | None = None) -> Path:
-    """Mean +- std over seeds of max-normalised profiles, one band per group (true vs random labels)."""
+                       formula: np.ndarray | None = None, formula_label: str = "formula") -> Path:
+    """Mean ± std over seeds of max-normalised profiles, one band per group (true vs random labels)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for name, profiles in groups.items():
@@ -102,12 +102,13 @@ def plot_profile_bands(groups: Mapping[str, np.ndarray], path: str | os.PathLike
         p = p / p.max(axis=-1, keepdims=True)  # (S, d)
         mean, std = p.mean(axis=0), p.std(axis=0)
         comps = np.arange(p.shape[-1])
-        (line,) = ax.plot(comps, mean, label=f"{name} ({p.shape[0]} seeds)")
+        (line,) = ax.plot(comps, mean, marker=".", label=f"{name} ({p.shape[0]} seeds, mean ± std)")
         ax.fill_between(comps, mean - std, mean + std, color=line.get_color(), alpha=0.25)
     if formula is not None:
-        ax.plot(np.arange(len(formula)), formula / np.max(formula), color="k", ls="--", lw=1, label="formula")
-    ax.set_xlabel("Component")
-    ax.set_ylabel("Energy (max-normalised)")
+        ax.plot(np.arange(len(formula)), formula / np.max(formula), color="k", ls="--", lw=1, label=formula_label)
+    ax.set_xlabel("patch-PCA component (descending eigenvalue)")
+    ax.set_ylabel("energy (max-normalised)")
+    ax.set_ylim(bottom=0)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -155,11 +156,13 @@ def plot_trajectories(curves: Mapping[str, Mapping[str, np.ndarray]], path: str 
             mean, std = np.asarray(c["correlation"]), np.asarray(c["correlation_std"])
             ax_c.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax_t.plot(steps, c["tau"], marker=".", color=line.get_color(), label=name)
+    lowest = min((float(np.nanmin(np.asarray(c["correlation"], dtype=float))) for c in curves.values()
+                  if np.size(c["correlation"])), default=0.0)
     ax_c.set_xlabel("training step")
-    ax_c.set_ylabel("fit correlation")
-    ax_c.set_ylim(-1.05, 1.05)
+    ax_c.set_ylabel("fit correlation (mean ± std over seeds)")
+    ax_c.set_ylim(min(0.0, lowest - 0.05), 1.02)  # correlations below 0 only when there are any
     ax_t.set_xlabel("training step")
-    ax_t.set_ylabel("fitted tau")
+    ax_t.set_ylabel("fitted tau (geometric mean over seeds)")
     ax_t.set_yscale("log")
     ax_c.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)

@@ -89,10 +89,12 @@ def labels(ctx: Context) -> dict[str, Any]:
     groups = {"true labels": np.stack([profiles(ctx, r)["sub"] for r in true]),
               "random labels": np.stack([profiles(ctx, r)["sub"] for r in random])}
     pooled_true = pooled_energy_profile([r.final for r in true], ctx.stats.eigenvectors, initial=[r.initial for r in true])
-    formula = fit_formula(pooled_true, mu).fitted_profile
-    plots.plot_profile_bands(groups, ctx.figure("true_vs_random.png"), formula=formula,
-                             title=f"VGG11, init-subtracted profiles, mean +- std over seeds "
-                                   f"(true vs random: {out['true_vs_random']['init_subtracted']['mean']:.2f})")
+    pooled_fit = fit_formula(pooled_true, mu)
+    similarity = out["true_vs_random"]["init_subtracted"]["mean"]
+    plots.plot_profile_bands(groups, ctx.figure("true_vs_random.png"), formula=pooled_fit.fitted_profile,
+                             formula_label=f"formula fitted to the true-label layers (tau {pooled_fit.tau:.3g})",
+                             title="VGG11 first layer, init-subtracted energy profiles"
+                                   + ("" if similarity is None else f" (true vs random: {similarity:.2f})"))
     labels_, rows = [], []
     for name, runs in (("true", true), ("random", random)):
         for r in runs:
@@ -163,7 +165,8 @@ def formula_fit(ctx: Context) -> dict[str, Any]:
             continue  # figures for the two architectures and the ResNet arm that converges
         name = f"formula_fit_{name_}.png"
         plots.plot_fit(sub[0].profile, sub[0].fitted_profile, sub[0].correlation, ctx.figure(name),
-                       label=f"{name_} seed {runs[0].seed} (init-subtracted)", eigenvalues=mu)
+                       label=f"{name_} seed {runs[0].seed} (init-subtracted)", eigenvalues=mu,
+                       interval=sub[0].interval.get("correlation"))
         figures.append(name)
         name = f"formula_fit_{name_}_raw.png"
         plots.plot_fit(raw[0].profile, raw[0].fitted_profile, raw[0].correlation, ctx.figure(name),

@@ -178,7 +178,7 @@ def _whitening_limit(ctx: Context, runs: list[_SeedRun], stats: PatchStats) -> d
     plots.plot_curves(
         {"last step: e_i sqrt(mu_i), mean 1 (exact whitening: all 1)": {
             **{f"seed {s}": {"x": mu[keep], "mean": r, "points": True} for s, r in zip(ctx.config.seeds, ratios)},
-            "label noise, one draw: |g| / E|g|, mean +- std": {"x": np.sort(mu[keep]), "mean": np.ones(int(keep.sum())),
+            "label noise, one draw: |g| / E|g|, mean ± std": {"x": np.sort(mu[keep]), "mean": np.ones(int(keep.sum())),
                                                                 "std": np.full(int(keep.sum()), 0.756)}}},
         ctx.figure("linear_cnn_whitening_limit.png"), xlabel="patch eigenvalue mu_i", logx=True,
         title="Linear CNN, random labels: the whitening limit, component by component")
@@ -204,7 +204,7 @@ def _plot(ctx: Context, runs_by_labels: dict[str, list[_SeedRun]]) -> None:
         panels[autocorr][f"{labels} labels"] = series(
             x, np.array([[r["output_autocorrelation"][0] for r in run.rows] for run in runs]))
     plots.plot_curves(panels, ctx.figure("linear_cnn_dynamics.png"), xlabel="gradient-descent step", logx=True,
-                      title=f"Linear CNN, exact full-batch GD ({len(c.seeds)} seeds, mean +- std)",
+                      title=f"Linear CNN, exact full-batch GD ({len(c.seeds)} seeds, mean ± std)",
                       ylims={fit: (-0.05, 1.05), white: (-1.05, 1.05)})
 
 
