@@ -7,11 +7,14 @@ The family is the theory module's lambdified profile (no second copy of the form
 * two parameters, raw (not init-subtracted) weights: sqrt(g^2 / mu + r^2).
 
 Similarity is Pearson correlation (PAPER Sec. 1), which ignores the formula's free constant.
-The search is global over log tau: a dense vectorised grid over the whole range where the
-normalised family changes shape (from the early regime tau*max(mu) = 1e-4, where it is
-sqrt(mu), to the whitened regime tau*min(mu) = 1e4, where it is 1/sqrt(mu)), then a bounded
-Brent refinement around the best grid points. Outside that range the normalised family is
-constant, so the search covers every profile the family can produce.
+The search is global over log tau: a dense grid over the whole range where the normalised family
+changes shape (from the early regime tau*max(mu) = 1e-4, where it is sqrt(mu), to the whitened
+regime tau*min(mu) = 1e4, where it is 1/sqrt(mu)), then a refinement of the best local maxima of
+the grid. Outside that range the normalised family is constant, so the search covers every
+profile the family can produce.
+
+The search, vectorised (the formula evaluated for whole vectors of tau at once, all candidates
+scored by one matrix product, many profiles fitted together), is `linearcnn._fit_search`.
 
 A best fit can still be no fit: when the optimum sits at an end of the search range (the data
 want a tau, or an init ratio r, beyond it, so the parameter is not identified), or when the
@@ -24,25 +27,25 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import minimize, minimize_scalar
-from scipy.stats import spearmanr
 
-from linearcnn import theory
+from linearcnn._fit_search import (  # the search ranges are the search module's; named here too
+    EARLY_X,
+    RATIO_MAX,
+    RATIO_MIN,  # noqa: F401
+    WHITE_X,
+    Family,
+    optimum,
+)
 from linearcnn.energy import pearson
 from linearcnn.errors import LinearCNNInputError
-from linearcnn.theory.numeric import evaluate_unchecked
 
 GRID_POINTS = 384
-EARLY_X = 1e-4  # tau * max(mu) below this: the normalised family equals sqrt(mu) to ~1e-4
-WHITE_X = 1e4   # tau * min(mu) above this: the normalised family equals 1/sqrt(mu)
-RATIO_MIN = 1e-4  # raw families: log r is searched on [RATIO_MIN, RATIO_MAX], and r = 0 is tried
-RATIO_MAX = 1e2   # r above this: the normalised raw family is its r -> inf limit to ~1/(4 r^2) = 2.5e-5
+BOOTSTRAP_GRID_POINTS = 128  # the grid of each bootstrap resample's fit
 
 # Honesty thresholds (see `FitResult`).
 BOUND_TOLERANCE = 1e-3     # |log(parameter) - log(end of its search range)| within this: at the end
@@ -156,7 +159,7 @@ def fit_formula(
             (needs lr * max(eigenvalue) <= 1); otherwise fit gradient-flow time tau.
         raw: fit the two-parameter raw-weights family (profile of weights that still contain
             their initialisation) instead of the init-subtracted one.
-        grid_points: points of the global log-tau grid before refinement.
+        grid_points: points of the global log-tau grid before refinement (at least 3).
 
     Returns:
         FitResult with Pearson and Spearman correlations, tau (and steps), the normalised
@@ -164,82 +167,18 @@ def fit_formula(
         and the `at_bound` / `degenerate` flags with their warnings (criteria in `FitResult`).
     """
     p, mu = _check_inputs(profile, eigenvalues)
-    if lr is not None:
-        if not lr > 0:
-            raise LinearCNNInputError(f"lr must be > 0, got {lr}", parameter="lr")
-        if lr * mu.max() > 1:
-            raise LinearCNNInputError(
-                f"lr={lr:g} gives lr * max eigenvalue = {lr * mu.max():.3g} > 1; the steps fit needs <= 1 "
-                "(fit gradient-flow tau instead)",
-                parameter="lr",
-            )
-    lo, hi = math.log(EARLY_X / mu.max()), math.log(WHITE_X / mu.min())
-    grid = np.linspace(lo, hi, grid_points)  # log tau
-    counter = [0]
-
-    # Validate the whole search range once through the public functions, then evaluate the
-    # same lambdified expressions without re-checking inside the search loop.
-    if lr is None:
-        theory.gradient_flow_profile(mu, math.exp(hi))
-    else:
-        theory.formula_profile(mu, lr, math.exp(hi) / lr)
-
-    def family(log_tau: np.ndarray, ratio: np.ndarray | float = 0.0) -> np.ndarray:
-        tau = np.exp(log_tau)
-        counter[0] += int(np.size(tau))
-        if lr is None:
-            base = evaluate_unchecked("flow_profile", mu, [tau])  # (n, d)
-        else:
-            base = evaluate_unchecked("profile_stable", mu, [lr, tau / lr])
-        if not raw:
-            return base
-        # Raw family: sqrt(base^2 + r^2), r measured relative to the base profile's maximum.
-        init_ratio = np.asarray(ratio) * np.max(base, axis=-1)
-        if lr is None:
-            return evaluate_unchecked("raw_flow_profile", mu, [tau, init_ratio])
-        return evaluate_unchecked("raw_profile_stable", mu, [lr, tau / lr, init_ratio])
-
-    def scores_of(candidates: np.ndarray) -> np.ndarray:
-        """Pearson correlation of each row (n, d) with the profile; 0 for a constant row."""
-        return pearson(candidates, p, undefined=0.0)
-
-    if not raw:
-        scores = scores_of(family(grid))
-        best_log_tau, best_ratio = _refine_1d(lambda lt: scores_of(family(np.atleast_1d(lt)))[0],
-                                              grid, scores), None
-    else:
-        # r = 0 belongs to the raw family: start from the one-parameter optimum, so the
-        # two-parameter fit is never worse than it.
-        scores = scores_of(family(grid))
-        flow_log_tau = _refine_1d(lambda lt: scores_of(family(np.atleast_1d(lt)))[0], grid, scores)
-        candidates = [(scores_of(family(np.array([flow_log_tau])))[0], flow_log_tau, 0.0)]
-        ratios = np.logspace(-3, 2, 40)
-        log_tau_2d, ratio_2d = np.meshgrid(grid[::4], ratios, indexing="ij")  # (n_tau, n_r)
-        scores_2d = scores_of(family(log_tau_2d.ravel(), ratio_2d.ravel()))
-        i = int(np.argmax(scores_2d))
-        candidates.append((scores_2d[i], float(log_tau_2d.ravel()[i]), float(ratio_2d.ravel()[i])))
-
-        log_r_lo, log_r_hi = math.log(RATIO_MIN), math.log(RATIO_MAX)
-
-        def negative(params: np.ndarray) -> float:
-            lt = float(np.clip(params[0], lo, hi))
-            ratio = math.exp(float(np.clip(params[1], log_r_lo, log_r_hi)))
-            return -scores_of(family(np.array([lt]), np.array([ratio])))[0]
-
-        for _, lt, ratio in list(candidates):
-            start = np.array([lt, math.log(min(max(ratio, RATIO_MIN), RATIO_MAX))])
-            refined = minimize(negative, start, method="Nelder-Mead",
-                               options={"xatol": 1e-7, "fatol": 1e-13, "maxiter": 600})
-            candidates.append((-refined.fun, float(np.clip(refined.x[0], lo, hi)),
-                               math.exp(float(np.clip(refined.x[1], log_r_lo, log_r_hi)))))
-        _, best_log_tau, best_ratio = max(candidates, key=lambda c: c[0])
-    fitted = family(np.array([best_log_tau]), np.array([best_ratio or 0.0]))[0]
+    family = Family(mu, lr, raw)
+    lo, hi = family.log_tau_range
+    log_taus, ratios = optimum(family, p[None, :], grid_points)
+    best_log_tau, best_ratio = float(log_taus[0]), None if ratios is None else float(ratios[0])
+    fitted = family(log_taus, ratios)[0]
     tau = math.exp(best_log_tau)
-    correlation = float(scores_of(fitted[None, :])[0])
-    spearman = float(spearmanr(fitted, p).statistic) if np.ptp(fitted) > 0 else 0.0
+    correlation = float(pearson(fitted, p, undefined=0.0))
+    spearman = float(pearson(_ranks(fitted), _ranks(p))) if np.ptp(fitted) > 0 else 0.0
     family_name = ("raw_" if raw else "") + ("steps" if lr is not None else "gradient_flow")
     # The family at both ends of the tau range, at the fitted r: does the optimum beat them?
-    end_scores = scores_of(family(np.array([lo, hi]), np.full(2, best_ratio or 0.0)))  # (2,)
+    ends = family(np.array([lo, hi]), None if ratios is None else np.full(2, best_ratio))
+    end_scores = pearson(ends, p, undefined=0.0)  # (2,)
     search_range = {"tau": [math.exp(lo), math.exp(hi)]}
     if raw:
         search_range["init_ratio"] = [0.0, RATIO_MAX]
@@ -258,12 +197,19 @@ def fit_formula(
         profile=_normalise(p),
         fitted_profile=_normalise(fitted),
         eigenvalues=mu,
-        evaluations=counter[0],
+        evaluations=family.evaluations,
         search_range=search_range,
         at_bound=at_bound,
         degenerate=degenerate,
         warnings=notes,
     )
+
+
+def _ranks(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """1-based ranks, ties given their average rank (Spearman's correlation is Pearson's of these)."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + 1 + ends) / 2)[inverse]
 
 
 def _relative_spread(values: NDArray[np.float64]) -> float:
@@ -339,24 +285,6 @@ def check_intervals(result: FitResult) -> None:
             )
 
 
-def _refine_1d(
-    score: Callable[[float], float], grid: NDArray[np.float64], scores: NDArray[np.float64], starts: int = 3
-) -> float:
-    """Brent refinement of the best `starts` grid maxima; never returns worse than the grid."""
-    best_x, best_s = float(grid[int(np.argmax(scores))]), float(np.max(scores))
-    step = grid[1] - grid[0]
-    local_max = np.flatnonzero(
-        (scores >= np.roll(scores, 1)) & (scores >= np.roll(scores, -1))
-        | (np.arange(grid.size) == 0) | (np.arange(grid.size) == grid.size - 1)
-    )
-    for i in sorted(local_max, key=lambda k: -scores[k])[:starts]:
-        a, b = max(grid[0], grid[i] - step), min(grid[-1], grid[i] + step)
-        res = minimize_scalar(lambda lt: -score(lt), bounds=(a, b), method="bounded", options={"xatol": 1e-7})
-        if -res.fun > best_s:
-            best_x, best_s = float(res.x), float(-res.fun)
-    return best_x
-
-
 def fit_filters(
     weights: ArrayLike,
     eigenvalues: ArrayLike,
@@ -372,7 +300,8 @@ def fit_filters(
     The bootstrap resamples the K filters with replacement `bootstrap` times, recomputes the
     profile and the fit, and reports percentile intervals for the correlation and tau (and the
     init ratio r for raw families); a point estimate outside its own interval marks the result
-    `degenerate` (`check_intervals`).
+    `degenerate` (`check_intervals`). The resamples are fitted together (`BOOTSTRAP_GRID_POINTS`),
+    each exactly as `fit_formula(profile, eigenvalues, grid_points=BOOTSTRAP_GRID_POINTS)` fits it.
     """
     from linearcnn.energy import energy_profile
 
@@ -383,24 +312,31 @@ def fit_filters(
         w = w / peak  # the profile's shape, all a fit sees, is scale-free: keep the squares inside float64
     result = fit_formula(energy_profile(w, eigenvectors), eigenvalues, lr=lr, raw=raw)
     if bootstrap > 0 and w.shape[0] > 1:
-        rng = np.random.default_rng(seed)
-        correlations, taus, ratios = [], [], []
-        for _ in range(bootstrap):
-            sample = w[rng.integers(0, w.shape[0], size=w.shape[0])]
-            profile = energy_profile(sample, eigenvectors)
-            if np.ptp(profile) == 0:
-                continue
-            fit = fit_formula(profile, eigenvalues, lr=lr, raw=raw, grid_points=128)
-            correlations.append(fit.correlation)
-            taus.append(fit.tau)
-            ratios.append(fit.init_ratio or 0.0)
-        if correlations:
+        profiles = _bootstrap_profiles(w, eigenvectors, bootstrap, seed)
+        profiles = profiles[np.ptp(profiles, axis=1) > 0]  # a constant profile has no fit
+        if len(profiles):
+            family = Family(result.eigenvalues, lr, raw)
+            log_taus, ratios = optimum(family, profiles, BOOTSTRAP_GRID_POINTS)
+            correlations = pearson(family(log_taus, ratios), profiles, undefined=0.0)
             result.interval = {
                 "correlation": np.percentile(correlations, [2.5, 97.5]).tolist(),
-                "tau": np.percentile(taus, [2.5, 97.5]).tolist(),
+                "tau": np.percentile(np.exp(log_taus), [2.5, 97.5]).tolist(),
                 "samples": [len(correlations)],
             }
-            if raw:
+            if ratios is not None:
                 result.interval["init_ratio"] = np.percentile(ratios, [2.5, 97.5]).tolist()
             check_intervals(result)
     return result
+
+
+def _bootstrap_profiles(w: NDArray[np.float64], eigenvectors: ArrayLike, resamples: int, seed: int) -> NDArray[np.float64]:
+    """Energy profiles (B, d) of `resamples` resamples with replacement of the filters `w` (K, d).
+
+    The draws are those of one `rng.integers(0, K, size=K)` per resample. Each profile is
+    `energy_profile`'s e_i = sqrt(mean_k (w_k . u_i)^2) over the resampled filters, all at once:
+    the multiplicities of the filters in each resample (B, K) times their squared projections (K, d)."""
+    rng = np.random.default_rng(seed)
+    k = w.shape[0]
+    counts = np.stack([np.bincount(rng.integers(0, k, size=k), minlength=k) for _ in range(resamples)])  # (B, K)
+    squares = (w @ np.asarray(getattr(eigenvectors, "eigenvectors", eigenvectors), dtype=np.float64)) ** 2  # (K, d)
+    return np.sqrt(counts @ squares / k)

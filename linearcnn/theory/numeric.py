@@ -14,20 +14,21 @@ Conventions shared by every function:
   `broadcast(lr, steps, ...).shape + (d,)`, so a vector of 1,000 step counts gives a (1000, d)
   array of profiles in one call.
 * The backend follows the inputs: any `torch.Tensor` argument gives a torch result (on the
-  eigenvalues' device and dtype), otherwise numpy float64.
+  eigenvalues' device and dtype), otherwise numpy float64. Evaluating in numpy never imports
+  torch (nor SymPy's torch printer): a process that has not imported torch holds no tensor.
 * Profiles are unnormalised (the constant of Thm 4.2 is dropped); Pearson correlation, the
   similarity of PAPER Sec. 1, ignores it.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import sympy as sp
-from sympy.printing.pytorch import TorchPrinter
 
 from linearcnn.errors import LinearCNNInputError
 
@@ -51,14 +52,22 @@ class DivergentLearningRateError(FormulaInputError):
     """lr * max(eigenvalue) >= 2: gradient descent diverges (derivation step 'divergence')."""
 
 
-class _StableTorchPrinter(TorchPrinter):
-    """TorchPrinter plus the C99 functions that SymPy's stable rewriting introduces."""
+@cache
+def _stable_torch_printer() -> type:
+    """SymPy's TorchPrinter plus the C99 functions that SymPy's stable rewriting introduces.
 
-    def _print_expm1(self, expr: sp.Expr) -> str:
-        return f"{self._module_format('torch.expm1')}({self._print(expr.args[0])})"
+    Built on first use: `sympy.printing.pytorch` imports torch (about a second), which numpy
+    evaluation never needs."""
+    from sympy.printing.pytorch import TorchPrinter
 
-    def _print_log1p(self, expr: sp.Expr) -> str:
-        return f"{self._module_format('torch.log1p')}({self._print(expr.args[0])})"
+    class _StableTorchPrinter(TorchPrinter):
+        def _print_expm1(self, expr: sp.Expr) -> str:
+            return f"{self._module_format('torch.expm1')}({self._print(expr.args[0])})"
+
+        def _print_log1p(self, expr: sp.Expr) -> str:
+            return f"{self._module_format('torch.log1p')}({self._print(expr.args[0])})"
+
+    return _StableTorchPrinter
 
 
 def _stored() -> tuple[Expressions, sp.Expr]:
@@ -83,7 +92,7 @@ def lambdified(name: str, backend: str) -> Callable[..., Any]:
     if backend == "torch":
         import torch
 
-        return sp.lambdify(args, expr, modules=[{"torch": torch}], printer=_StableTorchPrinter)
+        return sp.lambdify(args, expr, modules=[{"torch": torch}], printer=_stable_torch_printer())
     raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
 
 
@@ -97,11 +106,10 @@ def x_star() -> float:
 
 
 def _is_torch(*values: Any) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return any(isinstance(v, torch.Tensor) for v in values)
+    """Whether any of `values` is a torch tensor. A process that has not imported torch holds no
+    tensor, so this never imports it (numpy callers stay free of torch's import time)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and any(isinstance(v, torch.Tensor) for v in values)
 
 
 def _check_eigenvalues(eigenvalues: Any) -> np.ndarray:
@@ -168,6 +176,20 @@ def evaluate_unchecked(name: str, eigenvalues: Values, params: list[Values]) -> 
     with np.errstate(all="ignore"):
         out_np = lambdified(name, "numpy")(mu_np, *columns_np)  # (*P, d)
     return np.broadcast_to(np.asarray(out_np, dtype=np.float64), (*shape_np, mu_np.shape[-1])).copy()
+
+
+def evaluate_rows(name: str, eigenvalues: NDArray[np.float64], params: list[Any]) -> NDArray[np.float64]:
+    """The batched numpy entry point of the search loops: `evaluate_unchecked` for numpy only, with
+    every parameter a scalar or a 1-D array of one length n, giving the (n, d) profiles of the
+    lambdified expression `name` in one broadcast (row k: the parameters' k-th values).
+
+    No validation, no torch dispatch, no copies: the caller validated its inputs once with the
+    public functions (the fit evaluates thousands of rows of one spectrum this way)."""
+    columns = [np.asarray(p, dtype=np.float64)[..., None] for p in params]  # (n, 1) or (1,)
+    with np.errstate(all="ignore"):  # the piecewise stable form evaluates every branch; see evaluate_unchecked
+        out = lambdified(name, "numpy")(eigenvalues, *columns)
+    shape = np.broadcast_shapes(*(c.shape[:-1] for c in columns), ()) + eigenvalues.shape
+    return out if isinstance(out, np.ndarray) and out.shape == shape else np.broadcast_to(out, shape).astype(np.float64)
 
 
 def _check_steps(eigenvalues: np.ndarray, lr: np.ndarray, steps: Any) -> np.ndarray:
