@@ -205,6 +205,14 @@ def check_together(configs: Sequence[TrainConfig]) -> None:
                                       parameter="together")
 
 
+def channels_last_for(config: TrainConfig, device: torch.device) -> bool:
+    """Whether one model (not a vmapped stack) trains in channels_last: the deep nets on CUDA and on
+    the CPU. Measured on the 2-core CPU (train step, batch 256, float32, 2 threads; median of 3,
+    `python benchmarks/bench_memory_format.py`): VGG11-bn width 32 1.12x, ResNet20 width 16 1.3x,
+    width 32 1.6x the images/s of the default layout."""
+    return config.arch not in LINEAR_ARCHS and device.type in ("cuda", "cpu")
+
+
 def precision_for(config: TrainConfig, device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:
     """(parameter/data dtype, autocast dtype or None) of a run on `device`."""
     if config.precision == "float64":

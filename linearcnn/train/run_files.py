@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from linearcnn._files import atomic_save, atomic_write_text, check_writable_file
+from linearcnn._files import atomic_write_stream, atomic_write_text, check_writable_file, write_refusal
 from linearcnn.checkpoints.training import CHECKPOINT_NAME, checkpoint_dict, load_training_checkpoint, model_spec
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.train.config import RUN_CONTROL_FIELDS, TrainConfig
@@ -47,6 +47,16 @@ class OutLock:
             import fcntl
         except ImportError:  # not POSIX
             return
+        try:
+            self._lock(out, fcntl)
+        except OSError as exc:  # a full disk or read-only folder: one line, not a traceback
+            error = write_refusal(self.path, exc)
+            if error is None:
+                raise
+            self.release()  # the lock file we made, if any, goes too
+            raise error from None
+
+    def _lock(self, out: Path, fcntl: Any) -> None:
         for _ in range(100):  # retried only when the holder removed the file just as we locked it
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -63,9 +73,9 @@ class OutLock:
             except FileNotFoundError:
                 same = False
             if same:
+                self.fd = fd
                 os.ftruncate(fd, 0)
                 os.write(fd, f"{os.getpid()}\n".encode())
-                self.fd = fd
                 return
             os.close(fd)  # we locked a file its holder had just removed: lock the new one
         raise LinearCNNInputError(f"out {str(out)!r}: its lock file keeps changing; expected one run at a time", parameter="out")
@@ -220,8 +230,10 @@ def write_run(
         epoch=epoch, step=step, epoch_step=epoch_step, metrics=metrics, partial=partial, random_labels=random_labels,
         data_info=data.info, model_spec=model_spec(config, data.images.shape[1], data.num_classes), stop=stop,
     )
-    atomic_save(path, lambda tmp: torch.save(checkpoint, tmp))
-    summary = metrics_summary(config, metrics, partial, epoch, step, device, world_size, final, stop)
+    # a handle, not a path: torch.save reports a full disk as a RuntimeError about the stream position
+    atomic_write_stream(path, lambda handle: torch.save(checkpoint, handle))
+    summary = metrics_summary(config, metrics, partial, epoch, step, device, world_size, final, stop,
+                              memory_format=data.info.get("memory_format"))
     atomic_write_text(path.parent / METRICS_NAME, json.dumps(summary, indent=2) + "\n")
 
 

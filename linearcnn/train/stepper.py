@@ -11,7 +11,7 @@ and their optimizer and answers for all S models at once:
   states, for checkpoints (a stacked run saves every seed as an ordinary one-model checkpoint).
 
 `SingleStepper`: one model, plain or DistributedDataParallel-wrapped and/or `torch.compile`d,
-channels_last on CUDA for the deep nets. `StackedStepper`: S models of one configuration that
+channels_last for the deep nets (`channels_last_for`). `StackedStepper`: S models of one configuration that
 differ only in their seed, stacked with `torch.func.stack_module_state` (every parameter and
 buffer gains a leading axis of size S) and run as one by `vmap(functional_call)`. The loss is the
 sum of the S models' batch-mean losses, so backward gives every model its own gradient, and one
@@ -35,8 +35,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from linearcnn.errors import LinearCNNInputError
-from linearcnn.models import LINEAR_ARCHS, build_seeded_model, first_layer, first_layer_name
-from linearcnn.train.config import TrainConfig
+from linearcnn.models import build_seeded_model, first_layer, first_layer_name
+from linearcnn.train.config import TrainConfig, channels_last_for
 from linearcnn.train.device_data import HeldOutData, TrainingData
 from linearcnn.train.distributed import Dist
 from linearcnn.train.metrics import is_correct, per_sample_loss
@@ -131,18 +131,19 @@ class Stepper(ABC):
 
 
 class SingleStepper(Stepper):
-    """One model: plain, DDP-wrapped under torchrun and/or torch.compile'd; channels_last on CUDA for deep nets."""
+    """One model: plain, DDP-wrapped under torchrun and/or torch.compile'd; channels_last for deep nets (`channels_last_for`)."""
 
     def __init__(
         self, model: nn.Module, config: TrainConfig, data: TrainingData, device: torch.device, dist: Dist, dtype: torch.dtype,
         autocast: AbstractContextManager[Any], optimizer_state: dict[str, Any] | None,
     ):
         super().__init__(config, data.num_classes, dtype, autocast)
-        self.channels_last = device.type == "cuda" and config.arch not in LINEAR_ARCHS
+        self.channels_last = channels_last_for(config, device)
         model = model.to(device=device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             data.images = data.images.contiguous(memory_format=torch.channels_last)  # (N, C, H, W) NHWC strides
+        data.info["memory_format"] = "channels_last" if self.channels_last else "contiguous"  # recorded in the checkpoint
         self.model, self.models = model, [model]
         self.conv = first_layer(model)
         self.optimizer = optimizer_for(config, [p for p in model.parameters() if p.requires_grad])
@@ -198,6 +199,7 @@ class StackedStepper(Stepper):
         autocast: AbstractContextManager[Any], optimizer_states: Sequence[dict[str, Any]] | None,
     ):
         super().__init__(config, data.num_classes, dtype, autocast)
+        data.info["memory_format"] = "contiguous"  # vmapped stacks keep the default layout
         self.models = [model.to(device) for model in models]
         self.params, self.buffers = stack_module_state(self.models)  # name -> (S, ...) on the device
         self.base = copy.deepcopy(self.models[0]).to("meta")  # the architecture, without storage
