@@ -1,9 +1,13 @@
 """Loading a `torch.save` file safely: `torch.load(weights_only=True)` on the CPU, errors in one line.
 
-`weights_only=True` rebuilds only tensors, containers and primitives (plus `_HARMLESS_GLOBALS`);
-any other Python global in the pickle (a model class, `os.system`, ...) makes it stop *before*
-calling anything, and `torch_load` turns that into a one-line `LinearCNNInputError`. Shared by
-the checkpoint inventory (`_torch_pickle`) and the training-checkpoint reader (`training`).
+`weights_only=True` rebuilds only tensors, containers and primitives, plus `_HARMLESS_GLOBALS`
+and the inert metadata of `_metadata.SAFE_GLOBALS` (argparse.Namespace, pathlib paths, numpy
+scalars and arrays, datetimes, defaultdicts: each rebuilt by a checking stand-in of ours, never by
+the class the file names). Any other Python global in the pickle (a model class, `os.system`, ...)
+makes it stop *before* calling anything, and `torch_load` turns that, or a stand-in's
+`MetadataRefused`, into a one-line `LinearCNNInputError` naming the class. The same allowlist
+serves zip and legacy (non-zip) files: torch reads both with one unpickler. Shared by the
+checkpoint inventory (`_torch_pickle`) and the training-checkpoint reader (`training`).
 
 Before torch reads a zip-format file, `check_zip_checkpoint` bounds what it would decompress:
 `torch.save` stores entries uncompressed (memory-mapped here), but torch also reads deflated
@@ -14,6 +18,9 @@ beyond `linearcnn._npz.check_inflation`.
 
 from __future__ import annotations
 
+import argparse
+import functools
+import io
 import pickle
 import re
 import warnings
@@ -25,6 +32,7 @@ from typing import Any
 import torch
 
 from linearcnn._npz import check_inflation
+from linearcnn.checkpoints._metadata import SAFE_GLOBALS, MetadataRefused
 from linearcnn.errors import LinearCNNInputError
 
 #: Largest `data.pkl` read: it holds the structure (keys, shapes, storage ids: about 150 bytes per
@@ -53,15 +61,44 @@ def _short(message: str) -> str:
     return (useful or lines or ["no details"])[0][:200]
 
 
+#: What safe loading does rebuild, for the refusal messages.
+_REBUILT = (
+    "tensors, containers, numbers, strings and inert metadata such as argparse.Namespace, pathlib paths, "
+    "numpy values and datetimes"
+)
+
+
+@functools.cache
+def _safe_globals() -> tuple[Any, ...]:
+    """What `weights_only` may rebuild beyond torch's own types: `_HARMLESS_GLOBALS` and, where this
+    torch takes `(object, "name")` pairs (checked once by loading a small Namespace through them),
+    `SAFE_GLOBALS`; an older torch keeps refusing the metadata instead of failing on every file."""
+    everything: tuple[Any, ...] = (*_HARMLESS_GLOBALS, *SAFE_GLOBALS)
+    buffer = io.BytesIO()
+    torch.save({"args": argparse.Namespace(check=1)}, buffer)
+    buffer.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.serialization.safe_globals(list(everything)):
+                loaded = torch.load(buffer, map_location="cpu", weights_only=True)
+        works = vars(loaded["args"]) == {"check": 1}
+    except Exception:  # this torch does not take (object, name) pairs
+        works = False
+    return everything if works else _HARMLESS_GLOBALS
+
+
 def _refusal(path: Path, global_name: str) -> LinearCNNInputError:
     """Error for a pickle that needs a Python object safe loading does not rebuild."""
+    if "." not in global_name:  # torch's message drops the module of builtins: `getattr`, `eval`
+        global_name = f"builtins.{global_name}"
     last = global_name.rsplit(".", 1)[-1]
-    if last[:1].isupper():  # a class: almost always a whole model saved with torch.save(model)
+    if last[:1].isupper():  # a class: often a whole model saved with torch.save(model)
         return LinearCNNInputError(
-            f"checkpoint {str(path)!r} holds a pickled Python object of class {global_name} (for example a "
-            "whole model saved with torch.save(model)), which safe loading refuses because unpickling it "
-            "runs code from the file; save model.state_dict() instead, or pass unsafe_load if you trust "
-            "the file",
+            f"checkpoint {str(path)!r} holds a pickled Python object of class {global_name}, which safe loading "
+            f"refuses because unpickling it would run code from the file (it rebuilds only {_REBUILT}); if it is "
+            "a whole model saved with torch.save(model), load it in Python and save model.state_dict(), or pass "
+            "unsafe_load if you trust the file",
             parameter="unsafe_load",
         )
     return LinearCNNInputError(
@@ -100,7 +137,7 @@ def torch_load_raw(path: Path, *, unsafe_load: bool, mmap: bool) -> Any:
     check_zip_checkpoint(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with torch.serialization.safe_globals(list(_HARMLESS_GLOBALS)):
+        with torch.serialization.safe_globals(list(_safe_globals())):
             return torch.load(path, map_location="cpu", weights_only=not unsafe_load, mmap=mmap)
 
 
@@ -121,6 +158,13 @@ def torch_load(path: Path, *, unsafe_load: bool, zip_format: bool) -> Any:
             return torch_load_raw(path, unsafe_load=unsafe_load, mmap=False)
     except (MemoryError, LinearCNNInputError):
         raise
+    except MetadataRefused as exc:  # a stand-in's check failed: nothing named by the file was called
+        reason = " ".join(str(exc).split())
+        raise LinearCNNInputError(
+            f"checkpoint {str(path)!r}: {reason}; safe loading rebuilds only {_REBUILT}, and nothing from the "
+            "file was run; pass unsafe_load only if you trust the file",
+            parameter="unsafe_load",
+        ) from None
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found and not unsafe_load:

@@ -1,9 +1,13 @@
 """PyTorch pickles (`torch.save`): state dicts, nested training checkpoints, our own format, and
 (only with `unsafe_load`) whole pickled modules.
 
-Safe by default: `torch.load(weights_only=True)` rebuilds only tensors, containers and
-primitives; any other Python global in the pickle (a model class, `os.system`, ...) makes it stop
-*before* calling anything, and we turn that into a one-line `LinearCNNInputError`.
+Safe by default, for zip and legacy (non-zip) files alike: `_torch_load.torch_load` runs
+`torch.load(weights_only=True)`, which rebuilds only tensors, containers and primitives plus the
+inert metadata training scripts save beside the weights (`_metadata`: argparse.Namespace, pathlib
+paths, numpy scalars and arrays, datetimes, defaultdicts, each rebuilt by a checking stand-in);
+any other Python global in the pickle (a model class, `os.system`, ...) makes it stop *before*
+calling anything, and that becomes a one-line `LinearCNNInputError` naming the class. The metadata
+is then ignored: only the tensors are inventoried.
 """
 
 from __future__ import annotations
