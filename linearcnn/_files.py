@@ -1,12 +1,21 @@
-"""Writing output files so that nothing is ever half-written, and checking output paths early."""
+"""Writing output files so that nothing is ever half-written, and checking output paths early.
+
+Every writer goes through `_write_beside`: a temporary file beside the target, renamed into place
+when complete. When the file system refuses (disk full, quota, file too large, read-only, no
+permission) the temporary file is removed and the error is one line naming the output
+(`cannot write 'out.json': No space left on device ...`), a `LinearCNNInputError`, so the CLI
+exits with code 2 without a traceback.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import IO, Any
 
 from linearcnn.errors import LinearCNNInputError
 
@@ -76,18 +85,103 @@ def _new_file(folder: Path, prefix: str, suffix: str) -> str:
     raise FileExistsError(f"no free temporary name in {folder}")  # pragma: no cover
 
 
+#: errno values meaning "the file system will not take this output", with what to do instead.
+_REFUSALS: dict[int, str] = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space or write elsewhere",
+    errno.EFBIG: "the file system or a size limit refuses a file this large; write elsewhere",
+    errno.EROFS: "expected a writable folder",
+    errno.EACCES: "expected a writable folder",
+    errno.EPERM: "expected a writable folder",
+}
+
+
+def _cannot_write(target: Path, exc: OSError) -> LinearCNNInputError:
+    """The one-line error for an output the file system refused (`exc.errno` in `_REFUSALS`)."""
+    reason = exc.strerror or os.strerror(exc.errno or 0)
+    return LinearCNNInputError(f"cannot write {str(target)!r}: {reason}; nothing was written ({_REFUSALS[exc.errno or 0]})")
+
+
+def is_write_refusal(exc: BaseException) -> bool:
+    """Whether `exc` is the file system refusing a write (disk full, quota, too large, read-only, no permission)."""
+    return isinstance(exc, OSError) and exc.errno in _REFUSALS
+
+
+_refused = is_write_refusal
+
+
+def write_refusal(target: str | os.PathLike, exc: OSError) -> LinearCNNInputError | None:
+    """The one-line error for an OSError `exc` met while writing `target` when it is a refusal of
+    the file system (disk full, quota, file too large, read-only, no permission); else None.
+    For writers that cannot go through `_write_beside` (a lock file)."""
+    return _cannot_write(Path(target), exc) if _refused(exc) else None
+
+
 def _write_beside(target: Path, prefix: str, suffix: str, write: Callable[[str], object]) -> Path:
     """Call `write(tmp_path)` for a new temporary file beside `target`, then rename it into place;
-    the temporary file is removed if anything fails."""
-    tmp = _new_file(target.parent if str(target.parent) else Path("."), prefix, suffix)
+    the temporary file is removed if anything fails. A refusal of the file system (disk full, read
+    only, ...: `_REFUSALS`) becomes a one-line LinearCNNInputError naming `target`."""
+    try:
+        tmp = _new_file(target.parent if str(target.parent) else Path("."), prefix, suffix)
+    except OSError as exc:
+        if _refused(exc):
+            raise _cannot_write(target, exc) from None
+        raise
     try:
         write(tmp)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and _refused(exc):
+            raise _cannot_write(target, exc) from None
         raise
     return target
+
+
+class _RecordingWriter:
+    """A binary file handle that remembers the first OSError of a write or flush. Writers that
+    report a failed write their own way (torch.save: a RuntimeError about the stream position
+    after swallowing the OSError) lose the reason; `atomic_write_stream` restores it."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._handle.flush()
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+
+def atomic_write_stream(path: str | os.PathLike, write: Callable[[Any], object]) -> Path:
+    """Call `write(handle)` with a binary handle (`write`, `flush`) on a temporary file beside
+    `path`, flush it to disk, then rename it into place (e.g. `torch.save(obj, handle)`). A write
+    the file system refused is reported as that refusal whatever the writer made of it."""
+
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            recorder = _RecordingWriter(handle)
+            try:
+                write(recorder)
+                recorder.flush()
+                os.fsync(handle.fileno())
+            except Exception:
+                if recorder.error is not None:
+                    raise recorder.error from None
+                raise
+
+    target = Path(path)
+    return _write_beside(target, f".{target.stem}.", "".join(target.suffixes) or ".tmp", save)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -109,7 +203,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_save(path: str | os.PathLike, save: Callable[[str], object]) -> Path:
-    """Call `save(tmp_path)` (e.g. torch.save, fig.savefig, np.savez) then rename into place."""
+    """Call `save(tmp_path)` (e.g. fig.savefig, np.savez) then rename into place. For torch.save use
+    `atomic_write_stream`: given a path, torch reports a full disk as a RuntimeError without the reason."""
     target = Path(path)
     # the temporary name keeps the suffixes: savefig picks the format from it, np.savez would
     # otherwise append .npz

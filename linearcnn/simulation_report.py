@@ -55,13 +55,28 @@ def theory_profile(eigenvalues: ArrayLike, *, lr_patch: float, step: float) -> N
     `lr_patch` is the step on the patch eigenvalues (eta / J for the linear CNN, module docstring).
     The discrete formula (Thm 4.2) while it is stable, lr_patch * max(mu) < 2; beyond, the
     gradient-flow profile at tau = lr_patch * step (the formula has no stable meaning there).
+    A zero eigenvalue (rank-deficient statistics: fewer patches than patch dimensions) gets the
+    formula's limit mu -> 0, which is 0 (both profiles go as lr t sqrt(mu)): no data moves the
+    filters along a direction in which no patch varies.
+
+    >>> theory_profile(np.array([4.0, 1.0, 0.0]), lr_patch=0.01, step=10).round(4).tolist()
+    [0.1676, 0.0956, 0.0]
     """
     from linearcnn import theory
 
     mu = np.asarray(eigenvalues, dtype=np.float64)
+    if mu.ndim != 1 or not np.all(np.isfinite(mu)) or not np.any(mu > 0):
+        raise LinearCNNInputError(
+            f"patch eigenvalues {np.array2string(mu, threshold=6)}: expected finite values, at least one positive "
+            "(the data set's patches do not vary)"
+        )
+    moving = mu > 0
+    profile = np.zeros_like(mu)  # (d,) the mu -> 0 limit where mu == 0
     if lr_patch * float(mu.max()) < 2:
-        return np.asarray(theory.formula_profile(mu, lr_patch, step), dtype=np.float64)
-    return np.asarray(theory.gradient_flow_profile(mu, lr_patch * step), dtype=np.float64)
+        profile[moving] = theory.formula_profile(mu[moving], lr_patch, step)
+    else:
+        profile[moving] = theory.gradient_flow_profile(mu[moving], lr_patch * step)
+    return profile
 
 
 @dataclass
@@ -188,6 +203,22 @@ def _initial_filters(config: TrainConfig, channels: int) -> NDArray[np.float64]:
     return first_layer(model).weight.detach().to(torch.float64).numpy()  # (K, C, k, k)
 
 
+def _check_rank(stats: PatchStats, data: str) -> None:
+    """Refuse patch statistics with fewer than 2 positive eigenvalues (the rule of
+    `linearcnn.energy.whitening_indicators`): nothing in them to fit a profile to. Fewer patches
+    than dimensions is otherwise fine: the zero eigenvalues get the formula's mu -> 0 limit."""
+    mu = np.asarray(stats.eigenvalues, dtype=np.float64)
+    positive = int(np.sum(mu > mu.max() * mu.size * np.finfo(np.float64).eps)) if mu.size else 0
+    if positive < 2:
+        d = stats.channels * stats.kernel_size**2
+        raise LinearCNNInputError(
+            f"data set {data!r} has too few patches for a simulation: {stats.num_patches} patch(es) of "
+            f"{stats.channels}x{stats.kernel_size}x{stats.kernel_size} = {d} values span {positive} direction(s); "
+            "expected at least 2 (more or larger images, or a smaller kernel_size)",
+            parameter="kernel_size",
+        )
+
+
 def run_simulation(
     config: TrainConfig, steps: Sequence[int], *, centered: bool = False, device: str = "auto", raw: bool = True
 ) -> SimulationRun:
@@ -217,6 +248,7 @@ def run_simulation(
     initial = _initial_filters(config, channels)  # (K, C, k, k) float64
     sim = simulate(training.images, training.targets, initial, config.lr, list(steps), device=device)
     stats = dataset_patch_stats(dataset, kernel, centered=centered, device=device)
+    _check_rank(stats, config.data)
     diagnostics = assumption_diagnostics(
         sim.A, sim.b, stats.eigenvalues, stats.eigenvectors, num_locations=sim.num_locations,
         num_images=sim.num_images, target_second_moment=sim.target_second_moment,

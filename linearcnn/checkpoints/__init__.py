@@ -66,6 +66,7 @@ from linearcnn.checkpoints._inventory import (
     Inventory,
     canonical_name,
     check_weights,
+    fetch_weights,
     format_shape,
     layer_name,
     select_layer,
@@ -179,13 +180,13 @@ def load_first_layer(
     inv = _read_inventory(path, unsafe_load=unsafe_load)
     candidate, selected_by = select_layer(inv, layer)
     what = f"checkpoint {inv.path!r} layer {candidate.name!r}"
-    weight = _shape_checked(candidate.fetch(), candidate.shape, what)  # (K, C, kh, kw)
+    weight = _shape_checked(fetch_weights(candidate.fetch, candidate.key, what), candidate.shape, what)  # (K, C, kh, kw)
     check_weights(weight, what)
     init_fetch = inv.init_fetch(candidate)
     init_weight = None
     if init_fetch is not None:
         init_what = f"checkpoint {inv.path!r} initial weights of layer {candidate.name!r}"
-        init_weight = _shape_checked(init_fetch(), candidate.shape, init_what)  # (K, C, kh, kw)
+        init_weight = _shape_checked(fetch_weights(init_fetch, "initial_weight", init_what), candidate.shape, init_what)
         check_weights(init_weight, init_what, allow_zero=True)
     return FirstLayer(
         name=candidate.name,
@@ -237,7 +238,7 @@ def load_init_weight(
             parameter="init_checkpoint",
         )
     try:
-        weight = _shape_checked(candidate.fetch(), candidate.shape, what)  # (K, C, kh, kw)
+        weight = _shape_checked(fetch_weights(candidate.fetch, candidate.key, what), candidate.shape, what)  # (K, C, kh, kw)
         return check_weights(weight, what, allow_zero=True)
     except LinearCNNInputError as error:  # the message starts with `what`: name the parameter
         raise LinearCNNInputError(str(error), parameter="init_checkpoint") from None

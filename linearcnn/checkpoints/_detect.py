@@ -45,9 +45,10 @@ def _zip_kind(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except Exception as exc:  # any failure to parse a user's file is bad input (NotImplementedError: "zip file version 20.1")
         raise LinearCNNInputError(
-            f"checkpoint {str(path)!r}: zip archive is truncated or corrupt ({exc}); expected a complete file"
+            f"checkpoint {str(path)!r}: zip archive is truncated or corrupt ({type(exc).__name__}: {str(exc)[:160]}); "
+            "expected a complete file"
         ) from None
     if any(n.endswith("constants.pkl") or n.startswith("code/") or "/code/" in n for n in names):
         return "torchscript"

@@ -65,11 +65,37 @@ def format_shape(shape: Sequence[int]) -> str:
     return str(tuple(int(n) for n in shape))
 
 
+class TensorWithoutValues(LinearCNNInputError):
+    """A stored tensor that cannot become an array of weights; the message is the predicate
+    ("is on the meta device: it holds no values"), completed with the file and tensor by
+    `fetch_weights`."""
+
+
+def _without_values(tensor: Any) -> str | None:
+    """Why the torch tensor `tensor` has no dense values to read, or None when it has them."""
+    import torch
+
+    if tensor.is_meta:
+        return "is on the meta device: it holds no values; expected a tensor with stored weights"
+    if tensor.is_nested:
+        return "is a nested tensor; expected a dense tensor"
+    if tensor.layout != torch.strided:
+        return f"is sparse ({str(tensor.layout).replace('torch.', '')}); expected a dense tensor"
+    if tensor.is_quantized:
+        return "is quantized; expected a dense floating-point tensor"
+    return None
+
+
 def as_float64(tensor: Any) -> np.ndarray:
-    """A torch tensor or array-like as a float64 NumPy array (a copy, on the CPU)."""
+    """A torch tensor or array-like as a float64 NumPy array (a copy, on the CPU).
+
+    Raises TensorWithoutValues for a torch tensor without dense values (meta, sparse, nested)."""
     if hasattr(tensor, "detach"):  # torch.Tensor; keeps this module free of a torch import
         import torch
 
+        reason = _without_values(tensor)
+        if reason is not None:
+            raise TensorWithoutValues(reason)
         return tensor.detach().to(device="cpu", dtype=torch.float64).numpy()
     return np.array(tensor, dtype=np.float64)
 
@@ -87,6 +113,15 @@ class ConvCandidate:
     def names(self) -> set[str]:
         """Every name by which `layer=` may pick this candidate, in canonical form."""
         return {layer_name(alias) for alias in (self.name, self.key, *self.aliases) if alias}
+
+
+def fetch_weights(fetch: Callable[[], np.ndarray], key: str, what: str) -> np.ndarray:
+    """`fetch()`, with a tensor that holds no dense values (`TensorWithoutValues`) reported as one
+    line naming `what` (the file and layer) and the stored tensor `key`."""
+    try:
+        return fetch()
+    except TensorWithoutValues as reason:
+        raise LinearCNNInputError(f"{what}: tensor {key!r} {reason}") from None
 
 
 @dataclass
