@@ -22,6 +22,7 @@ import io
 import math
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Iterable, Mapping
@@ -105,7 +106,11 @@ def _member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, 
         header = io.BytesIO(magic + length_bytes + _read_exactly(stream, length, f"the header of array {name!r}"))
     np.lib.format.read_magic(header)
     read_header = np.lib.format.read_array_header_1_0 if magic[6] == 1 else np.lib.format.read_array_header_2_0
-    shape, fortran_order, dtype = read_header(header)
+    try:
+        shape, fortran_order, dtype = read_header(header)
+    except (ValueError, SyntaxError, tokenize.TokenError, TypeError) as exc:  # numpy parses the header as a literal
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LinearCNNInputError(f"{where}: array {name!r} has a malformed .npy header ({first_line})") from None
     member = NpyMember(name, tuple(int(n) for n in shape), dtype, bool(fortran_order), header.tell(), info)
     if dtype.hasobject:
         raise LinearCNNInputError(f"{where}: array {name!r} holds Python objects; expected numbers")

@@ -146,10 +146,9 @@ def test_mutations_do_what_they_say(tmp_path):
 # --------------------------------------------------------------------------- the fuzzing
 
 
-#: Findings in readers this suite does not fix (reported to their owner), reproduced exactly:
-#: (kind, file index, level, member, ops, reason). Each is a strict xfail: fixing the reader
-#: makes it pass, and the mark must then go.
-KNOWN_FINDINGS = [
+#: What this suite found once, reproduced exactly and kept as regression tests:
+#: (kind, file index, level, member, ops, what it was).
+FOUND = [
     ("torch-legacy", 0, "bytes", 0, [("number", 28, 8, 1 << 30, False)],
      "linearcnn/checkpoints/_torch_load.py re-raises MemoryError: a legacy pickle whose header string length reads 2**30 "
      "makes pickle allocate 1 GiB"),
@@ -168,22 +167,13 @@ KNOWN_FINDINGS = [
 
 @pytest.mark.parametrize(
     ("kind", "file_index", "level", "member", "ops"),
-    [pytest.param(*case[:5], marks=pytest.mark.xfail(strict=True, reason=case[5]), id=f"{case[0]}-{i}")
-     for i, case in enumerate(KNOWN_FINDINGS)],
+    [pytest.param(*case[:5], id=f"{case[0]}-{i}") for i, case in enumerate(FOUND)],
 )
-def test_known_findings(bases, worker, tmp_path, kind, file_index, level, member, ops):
+def test_what_the_fuzzer_found(bases, worker, tmp_path, kind, file_index, level, member, ops):
     fuzz_one(bases, worker, tmp_path, kind, file_index, level, member, ops)
 
 
-#: Kinds whose quick run (its fixed examples) meets a known finding above: strict xfails too. The
-#: quick examples of torchscript and folder-png happen to miss theirs.
-QUICK_KNOWN = {kind: reason for kind, *_, reason in KNOWN_FINDINGS if kind in {"torch-legacy", "npz", "stats", "data-npz"}}
-
-
-@pytest.mark.parametrize(
-    "kind", [pytest.param(kind, marks=[pytest.mark.xfail(strict=True, reason=QUICK_KNOWN[kind])] if kind in QUICK_KNOWN else [])
-             for kind in KINDS],
-)
+@pytest.mark.parametrize("kind", list(KINDS))
 @settings(max_examples=QUICK_EXAMPLES, derandomize=True, database=None, deadline=None, suppress_health_check=SUPPRESSED,
           phases=[Phase.explicit, Phase.generate], print_blob=True)  # no shrinking: the examples are fixed, the message names them
 @given(data=st.data())

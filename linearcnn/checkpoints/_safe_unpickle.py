@@ -30,6 +30,7 @@ import pickle
 import re
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,7 @@ class StoredTensor:
                 if info.file_size != expected:
                     raise ArchiveError(f"storage {self.storage.entry} holds {info.file_size} bytes, expected {expected}")
                 data = archive.read(info)  # the zip module checks the length and CRC
-        except (zipfile.BadZipFile, OSError, KeyError, EOFError, ValueError) as exc:
+        except (zipfile.BadZipFile, OSError, KeyError, EOFError, ValueError, zlib.error) as exc:
             raise ArchiveError(f"cannot read storage {self.storage.entry} ({type(exc).__name__}: {_line(exc)[:160]})") from None
         if len(data) != expected:
             raise ArchiveError(f"storage {self.storage.entry} holds {len(data)} bytes, expected {expected}")
@@ -310,7 +311,7 @@ def read_archive(path: Path, *, code_limit: int = 16 * 2**20) -> Archive:
         raise
     except ArchiveError as exc:
         raise LinearCNNInputError(f"checkpoint {str(path)!r}: TorchScript archive refused, {_line(exc)}; nothing from it was run") from None
-    except (zipfile.BadZipFile, OSError, KeyError, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, KeyError, EOFError, ValueError, zlib.error) as exc:
         raise LinearCNNInputError(
             f"checkpoint {str(path)!r}: cannot read TorchScript archive, truncated or corrupt? ({type(exc).__name__}: {_line(exc)[:160]})"
         ) from None

@@ -135,10 +135,15 @@ def torch_load_raw(path: Path, *, unsafe_load: bool, mmap: bool) -> Any:
     """`torch.load` on the CPU (`weights_only` unless `unsafe_load`), torch's warnings silenced;
     errors as torch raises them, except `check_zip_checkpoint`'s LinearCNNInputError."""
     check_zip_checkpoint(path)
+    source: Path | io.BytesIO = path
+    if not zipfile.is_zipfile(path) and path.stat().st_size <= MAX_PICKLE_BYTES:
+        # A legacy pickle read from a file object lets a damaged length field make the reader
+        # allocate that many bytes before finding the file shorter; from memory it cannot.
+        source = io.BytesIO(path.read_bytes())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.serialization.safe_globals(list(_safe_globals())):
-            return torch.load(path, map_location="cpu", weights_only=not unsafe_load, mmap=mmap)
+            return torch.load(source, map_location="cpu", weights_only=not unsafe_load, mmap=mmap and source is path)
 
 
 def torch_load(path: Path, *, unsafe_load: bool, zip_format: bool) -> Any:
@@ -156,8 +161,12 @@ def torch_load(path: Path, *, unsafe_load: bool, zip_format: bool) -> Any:
             ):  # an unsafe load may have run code: never run it twice
                 raise
             return torch_load_raw(path, unsafe_load=unsafe_load, mmap=False)
-    except (MemoryError, LinearCNNInputError):
+    except LinearCNNInputError:
         raise
+    except MemoryError:
+        raise LinearCNNInputError(
+            f"checkpoint {str(path)!r} declares more data than memory allows; truncated or corrupt?"
+        ) from None
     except MetadataRefused as exc:  # a stand-in's check failed: nothing named by the file was called
         reason = " ".join(str(exc).split())
         raise LinearCNNInputError(

@@ -104,6 +104,8 @@ def open_picture(path: Path, what: str) -> Iterator[Any]:
     except (OSError, SyntaxError, ValueError) as exc:  # how Pillow reports bad files
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise LinearCNNInputError(f"{what} cannot be read ({type(exc).__name__}: {first})") from None
+    except MemoryError:  # a damaged chunk length can make Pillow ask for gigabytes
+        raise LinearCNNInputError(f"{what} declares more data than memory allows; truncated or corrupt?") from None
 
 
 def limited(count: int, limit: int | None) -> int:
