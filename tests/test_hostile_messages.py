@@ -364,3 +364,20 @@ def test_simulate_with_patches_along_one_direction_is_one_line(tmp_path, capsys)
     code = main(["simulate", "--data", data, "--device", "cpu"])
     assert_one_line(code, capsys.readouterr().err, data, "too few patches", "1 patch(es)", "span 1 direction(s)", "expected at least 2",
                     "--kernel")
+
+
+def test_a_nested_tensor_beside_the_weights_is_skipped(tmp_path):
+    import torch
+
+    from linearcnn.checkpoints import load_first_layer
+
+    weight = torch.randn(4, 3, 3, 3)
+    nested = torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)])
+    path = tmp_path / "nested.pt"
+    torch.save({"extra": nested, "conv.weight": weight}, path)
+    np.testing.assert_array_equal(load_first_layer(path).weight, weight.numpy())
+    only = tmp_path / "only_nested.pt"
+    torch.save({"conv.weight": nested}, only)
+    with pytest.raises(LinearCNNInputError) as error:
+        load_first_layer(only)
+    assert "\n" not in str(error.value) and "only_nested.pt" in str(error.value)

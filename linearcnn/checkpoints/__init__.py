@@ -16,7 +16,9 @@ files (zip or legacy pickle) holding a state dict, a nested training checkpoint,
 linearcnn checkpoint, or a tensor; TorchScript archives; safetensors; ONNX; `.npy`; `.npz`.
 
 **Safety.** Nothing is executed by default. PyTorch pickles are read with
-`torch.load(weights_only=True)`, which rebuilds only tensors, containers and primitives and stops
+`torch.load(weights_only=True)`, which rebuilds only tensors, containers and primitives, plus the
+inert metadata real training checkpoints carry (argparse.Namespace, pathlib paths, numpy scalars
+and arrays, datetimes, defaultdicts), rebuilt by checking stand-ins (`_metadata.py`), and stops
 *before* calling any other Python object, so a pickle whose `__reduce__` would run code is refused
 and nothing runs. A whole pickled `nn.Module` (`torch.save(model)`) is refused the same way,
 with a hint to pass `unsafe_load=True` (the CLI's `--unsafe-load`; plain `torch.load(weights_only=False)`;

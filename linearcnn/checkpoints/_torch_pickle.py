@@ -113,6 +113,7 @@ def state_dict_inventory(path: Path, mapping: Any, *, fmt: str) -> Inventory:
     entries = [
         (key, tuple(t.shape), bool(t.is_floating_point()), _fetcher(t))
         for key, t in flatten_tensors(mapping)
+        if not t.is_nested  # a nested tensor has no one shape (and cannot be a convolution's weight)
     ]
     candidates, others = tensor_candidates(entries)
     return Inventory(

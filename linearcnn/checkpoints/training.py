@@ -153,6 +153,8 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     try:
         checkpoint = torch_load_raw(path, unsafe_load=False, mmap=False)  # not mapped: a resumed run rewrites this file
+    except LinearCNNInputError:  # a refusal that already names the file and the reason
+        raise
     except Exception as exc:  # any failure to parse a user's file is bad input
         raise LinearCNNInputError(
             f"checkpoint {str(path)!r} cannot be read as a linearcnn training checkpoint ({type(exc).__name__})"
