@@ -1,11 +1,14 @@
-"""Every figure linearcnn draws. Each function writes one PNG atomically and returns its path."""
+"""Every figure linearcnn draws. Each function writes one PNG atomically and returns its path.
+
+Figures are drawn on `matplotlib.figure.Figure` objects of their own, never through pyplot: the
+global backend and pyplot's figure list stay as the caller (a notebook, say) set them.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,25 +19,19 @@ if TYPE_CHECKING:  # pragma: no cover - typing only; matplotlib loads on the fir
     from matplotlib.figure import Figure
 
 
-def _pyplot() -> ModuleType:
-    """matplotlib.pyplot on the non-interactive Agg backend (files only, no display needed)."""
-    import matplotlib
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], squeeze: bool = True) -> tuple[Figure, Any]:
+    """A new stand-alone Figure and its axes (as `pyplot.subplots` returns them), outside pyplot."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Write `fig` to `path` atomically, then close it: SVG or PDF when the name says so, else PNG."""
-    plt = _pyplot()
+    """Write `fig` to `path` atomically: SVG or PDF when the name says so, else PNG."""
     suffix = Path(path).suffix.lower()
     fmt = suffix[1:] if suffix in (".svg", ".pdf") else "png"
-    try:
-        return atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format=fmt))
-    finally:
-        plt.close(fig)
+    return atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format=fmt))
 
 
 def plot_fit(
@@ -53,8 +50,7 @@ def plot_fit(
     Both curves are max-normalised; the correlation is in the title. With `eigenvalues`, the
     whitening limit 1/sqrt(eigenvalue) is drawn faintly for reference.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = _subplots(figsize=(6.4, 4.0))
     comps = np.arange(len(profile))
     ax.plot(comps, fitted_profile / np.max(fitted_profile), color="tab:blue", label="Formula", lw=1.8)
     ax.plot(comps, profile / np.max(profile), color="tab:orange", label=label, lw=1.5)
@@ -74,10 +70,9 @@ def plot_fit(
 def plot_similarity_heatmap(matrix: np.ndarray, labels: Sequence[str], path: str | os.PathLike,
                             *, title: str = "Energy-profile correlation") -> Path:
     """Correlation matrix of energy profiles with the values written in the cells."""
-    plt = _pyplot()
     n = len(labels)
     size = max(3.5, 0.6 * n + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig, ax = _subplots(figsize=(size + 1, size))
     im = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
     ax.set_xticks(range(n), [str(s) for s in labels], rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), [str(s) for s in labels], fontsize=8)
@@ -95,8 +90,7 @@ def plot_similarity_heatmap(matrix: np.ndarray, labels: Sequence[str], path: str
 def plot_profile_bands(groups: Mapping[str, np.ndarray], path: str | os.PathLike, *, title: str = "",
                        formula: np.ndarray | None = None, formula_label: str = "formula") -> Path:
     """Mean ± std over seeds of max-normalised profiles, one band per group (true vs random labels)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = _subplots(figsize=(6.4, 4.0))
     for name, profiles in groups.items():
         p = np.asarray(profiles, dtype=float)
         p = p / p.max(axis=-1, keepdims=True)  # (S, d)
@@ -118,12 +112,11 @@ def plot_profile_bands(groups: Mapping[str, np.ndarray], path: str | os.PathLike
 def plot_eigenvectors(eigenvectors: np.ndarray, channels: int, kernel_size: int, path: str | os.PathLike,
                       *, eigenvalues: np.ndarray | None = None, max_components: int = 48) -> Path:
     """The patch-PCA eigenvectors drawn as k x k image patches (RGB for 3 channels)."""
-    plt = _pyplot()
     d = eigenvectors.shape[1]
     n = min(d, max_components)
     cols = min(n, 9 if d <= 27 else 12)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.0, rows * 1.15), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(cols * 1.0, rows * 1.15), squeeze=False)
     for i, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if i >= n:
@@ -147,8 +140,7 @@ def plot_trajectories(curves: Mapping[str, Mapping[str, np.ndarray]], path: str 
 
     `curves[name]` holds arrays 'steps', 'correlation', 'tau' (and optionally 'correlation_std').
     """
-    plt = _pyplot()
-    fig, (ax_c, ax_t) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax_c, ax_t) = _subplots(1, 2, figsize=(10, 3.8))
     for name, c in curves.items():
         steps = np.asarray(c["steps"])
         (line,) = ax_c.plot(steps, c["correlation"], marker=".", label=name)
@@ -179,9 +171,8 @@ def plot_curves(panels: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str
     'points' (true: markers only, no connecting line); `ylims`
     fixes the y range of named panels, `logy` names the panels drawn on a log y axis.
     """
-    plt = _pyplot()
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8), squeeze=False)
+    fig, axes = _subplots(1, n, figsize=(4.6 * n, 3.8), squeeze=False)
     for ax, (panel, series) in zip(axes[0], panels.items()):
         for name, s in series.items():
             x, mean = np.asarray(s["x"], dtype=float), np.asarray(s["mean"], dtype=float)
@@ -209,8 +200,7 @@ def plot_curves(panels: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str
 def plot_scatter(groups: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike, *, xlabel: str,
                  ylabel: str, logx: bool = False, logy: bool = False, title: str = "") -> Path:
     """One colour per group of (x, y) points, e.g. fitted tau against first-layer displacement."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    fig, ax = _subplots(figsize=(6.0, 4.2))
     for name, (x, y) in groups.items():
         ax.scatter(np.asarray(x, dtype=float), np.asarray(y, dtype=float), s=12, alpha=0.7, label=name)
     if logx:
