@@ -105,10 +105,43 @@ class FitResult:
         return f"not agreement: {' and '.join(found)}" if found else ""
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, arrays as lists (JSON-ready)."""
         out = asdict(self)
         for key in ("profile", "fitted_profile", "eigenvalues"):
             out[key] = np.asarray(out[key]).tolist()
         return out
+
+    def __repr__(self) -> str:
+        """One line: family, correlation (with its interval), tau, components, and any caveat."""
+        band = self.interval.get("correlation")
+        text = f"FitResult({self.family}: correlation {self.correlation:.3f}"
+        text += f" [{band[0]:.3f}, {band[1]:.3f}]" if band else ""
+        text += f", tau {self.tau:.4g}" + ("" if self.init_ratio is None else f", init ratio {self.init_ratio:.3g}")
+        return text + f", {len(self.profile)} components" + (f"; {self.caveat}" if self.caveat else "") + ")"
+
+    def to_frame(self) -> Any:
+        """One row per patch-PCA component (eigenvalue, measured and fitted profile, max-normalised)
+        as a pandas DataFrame; the scalars are in `.attrs`. Needs pandas (not a dependency)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise LinearCNNInputError("FitResult.to_frame needs pandas: pip install pandas") from None
+        frame = pd.DataFrame({"eigenvalue": self.eigenvalues, "profile": self.profile, "fitted_profile": self.fitted_profile})
+        frame.index.name = "component"
+        frame.attrs = {k: v for k, v in self.to_dict().items() if k not in ("profile", "fitted_profile", "eigenvalues")}
+        return frame
+
+    def plot(self, ax: Any = None, *, label: str = "network") -> Any:
+        """Draw the measured profile against the fitted formula on `ax` (a new stand-alone Figure's
+        Axes when None; pyplot and the backend are left alone) and return the Axes."""
+        from linearcnn.plots import draw_fit
+
+        if ax is None:
+            from matplotlib.figure import Figure
+
+            ax = Figure(figsize=(6.4, 4.0)).subplots()
+        return draw_fit(ax, self.profile, self.fitted_profile, self.correlation, label=label, eigenvalues=self.eigenvalues,
+                        interval=self.interval.get("correlation"))
 
 
 def _normalise(p: NDArray[np.float64]) -> NDArray[np.float64]:

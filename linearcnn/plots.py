@@ -34,6 +34,37 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     return atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format=fmt))
 
 
+def draw_fit(
+    ax: Any,
+    profile: np.ndarray,
+    fitted_profile: np.ndarray,
+    correlation: float,
+    *,
+    label: str = "network",
+    title: str | None = None,
+    eigenvalues: np.ndarray | None = None,
+    interval: Sequence[float] | None = None,
+) -> Any:
+    """Draw a measured profile against the fitted formula on the matplotlib Axes `ax`; returns `ax`.
+
+    Both curves are max-normalised; the correlation is in the title. With `eigenvalues`, the
+    whitening limit 1/sqrt(eigenvalue) is drawn faintly for reference.
+    """
+    comps = np.arange(len(profile))
+    ax.plot(comps, fitted_profile / np.max(fitted_profile), color="tab:blue", label="formula", lw=1.8)
+    ax.plot(comps, profile / np.max(profile), color="tab:orange", label=label, lw=1.5)
+    if eigenvalues is not None:
+        white = 1 / np.sqrt(np.asarray(eigenvalues))
+        ax.plot(comps, white / white.max(), color="0.6", ls=":", lw=1, label="whitening limit")
+    ax.set_xlabel("patch-PCA component (descending eigenvalue)")
+    ax.set_ylabel("energy (max-normalised)")
+    ax.set_ylim(-0.05, 1.1)
+    band = f", 95% interval [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else ""
+    ax.set_title(title or f"{label}: correlation {correlation:.3f}{band}", fontsize=10)
+    ax.legend(loc="upper right", fontsize=8)
+    return ax
+
+
 def plot_fit(
     profile: np.ndarray,
     fitted_profile: np.ndarray,
@@ -45,24 +76,9 @@ def plot_fit(
     eigenvalues: np.ndarray | None = None,
     interval: Sequence[float] | None = None,
 ) -> Path:
-    """Measured profile vs fitted formula over PCA components (like the paper's Fig. 5).
-
-    Both curves are max-normalised; the correlation is in the title. With `eigenvalues`, the
-    whitening limit 1/sqrt(eigenvalue) is drawn faintly for reference.
-    """
+    """`draw_fit` on a figure of its own, written to `path` (like the paper's Fig. 5)."""
     fig, ax = _subplots(figsize=(6.4, 4.0))
-    comps = np.arange(len(profile))
-    ax.plot(comps, fitted_profile / np.max(fitted_profile), color="tab:blue", label="Formula", lw=1.8)
-    ax.plot(comps, profile / np.max(profile), color="tab:orange", label=label, lw=1.5)
-    if eigenvalues is not None:
-        white = 1 / np.sqrt(np.asarray(eigenvalues))
-        ax.plot(comps, white / white.max(), color="0.6", ls=":", lw=1, label="whitening limit")
-    ax.set_xlabel("Component (decreasing patch variance)")
-    ax.set_ylabel("Energy (max-normalised)")
-    ax.set_ylim(-0.05, 1.1)
-    band = f", 95% CI [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else ""
-    ax.set_title(title or f"{label}: correlation {correlation:.3f}{band}", fontsize=10)
-    ax.legend(loc="upper right", fontsize=8)
+    draw_fit(ax, profile, fitted_profile, correlation, label=label, title=title, eigenvalues=eigenvalues, interval=interval)
     fig.tight_layout()
     return _save(fig, path)
 

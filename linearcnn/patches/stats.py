@@ -62,6 +62,15 @@ class PatchStats:
     image_size: tuple[int, int] | None = None  # (H, W) of the images
     extra: dict[str, Any] = field(default_factory=dict)  # JSON-able provenance (versions, ...)
 
+    def __repr__(self) -> str:
+        """One line: patch shape, source, counts, centring and the top eigenvalues (not the arrays)."""
+        top = ", ".join(f"{v:.4g}" for v in np.asarray(self.eigenvalues)[:3])
+        source = f" of {self.data_spec!r}" if self.data_spec else ""
+        images = f"{self.num_images:,} images, " if self.num_images else ""
+        return (f"PatchStats({self.channels}x{self.kernel_size}x{self.kernel_size} patches{source} ({images}"
+                f"{self.num_patches:,} patches), {'centred' if self.centered else 'uncentred'}; top eigenvalues {top}"
+                f"{', ...' if self.dim > 3 else ''})")
+
     @property
     def dim(self) -> int:
         """d = C * k * k, the number of inputs per first-layer filter."""
