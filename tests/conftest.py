@@ -26,3 +26,10 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache_dir(tmp_path_factory, monkeypatch):
+    """Every test gets its own patch-statistics cache (`LINEARCNN_CACHE_DIR`): nothing is written to
+    the real ~/.cache, and no test reads statistics another test left behind."""
+    monkeypatch.setenv("LINEARCNN_CACHE_DIR", str(tmp_path_factory.mktemp("linearcnn-cache")))

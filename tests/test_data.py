@@ -418,10 +418,13 @@ def test_folder_bad_inputs(tmp_path, capsys):
     (tmp_path / "ok" / "b" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     code, _, err = run_cli(["data", f"folder:{tmp_path / 'ok'}"], capsys)
     assert_one_line_error(code, err, "2.png", "cannot be read")
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(["data", f"folder:{tmp_path / 'empty'}"], capsys)
+    assert_one_line_error(code, err, "no sub-folders and no images")
     (tmp_path / "flat").mkdir()
     write_png(tmp_path / "flat" / "loose.png", random_uint8(8, 8, 3))
-    code, _, err = run_cli(["data", f"folder:{tmp_path / 'flat'}"], capsys)
-    assert_one_line_error(code, err, "no sub-folders")
+    flat = load_dataset(f"folder:{tmp_path / 'flat'}")  # images without class folders: unlabelled
+    assert len(flat) == 1 and flat.labels is None
     (tmp_path / "hollow" / "empty_class").mkdir(parents=True)
     code, _, err = run_cli(["data", f"folder:{tmp_path / 'hollow'}"], capsys)
     assert_one_line_error(code, err, "empty_class", "holds no images")

@@ -8,7 +8,7 @@ parsed by `linearcnn.data.parse_data_spec` inside `load_dataset`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -20,6 +20,17 @@ from linearcnn.errors import LinearCNNInputError
 
 #: `--data SPEC` for any command: `def cmd(data: DataOption = "builtin")`.
 DataOption = Annotated[str, typer.Option("--data", "-d", help=DATA_SPEC_HELP, show_default=True)]
+#: `--data SPEC` where no spec means "the data the checkpoint recorded, else builtin".
+CheckpointDataOption = Annotated[Optional[str], typer.Option(
+    "--data", "-d", help=DATA_SPEC_HELP + ". Default: the data a `linearcnn train` checkpoint recorded, else builtin.",
+    show_default=False,
+)]
+#: The reshaping options every command that reads a data set shares.
+ImageSizeOption = Annotated[Optional[int], typer.Option(
+    "--image-size", help="Resize each image's short side to N and centre-crop N x N (ImageNet evaluation); "
+    "mixed-size folders need it.",
+)]
+ChannelsOption = Annotated[Optional[int], typer.Option("--channels", help="Convert the images to 1 (grey) or 3 (RGB) channels.")]
 
 
 def _format_numbers(values: list[float]) -> str:
@@ -75,13 +86,15 @@ def data_command(
         bool, typer.Option("--spectrum", help="fit the power-spectrum exponent")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
 ) -> None:
     """Load a data set and print its summary (count, shape, classes, channel mean/std)."""
     if grid is not None:
         check_outputs({"--grid": (grid, (".png",))})  # the grid is written as PNG pixels
     if grid_size <= 0:
         raise LinearCNNInputError(f"--grid-size {grid_size}: expected a positive number of images")
-    dataset = load_dataset(spec, limit=limit, seed=seed, train=not test)
+    dataset = load_dataset(spec, limit=limit, seed=seed, train=not test, image_size=image_size, channels=channels)
     summary = dataset.summary()
     if spectrum:
         fit = spectrum_exponent(dataset.images)

@@ -1,4 +1,8 @@
-"""`linearcnn stats | profile | fit | compare`: measure first layers against patch statistics."""
+"""`linearcnn stats | profile | fit | compare`: measure first layers against patch statistics.
+
+Every output names its data (and whether the checkpoint recorded it), the image size, padding
+and normalisation, the kind of weights (init-subtracted or raw, and why), and whether the patch
+statistics came from the on-disk cache."""
 
 from __future__ import annotations
 
@@ -12,9 +16,18 @@ import typer
 from linearcnn._files import FIGURE_SUFFIXES, atomic_write_text, check_outputs
 from linearcnn.cli._app import app
 from linearcnn.cli._format import console, echo_warnings, options_named, print_json, print_written
-from linearcnn.cli.data_commands import DataOption
+from linearcnn.cli.data_commands import ChannelsOption, CheckpointDataOption, DataOption, ImageSizeOption
 from linearcnn.errors import LinearCNNInputError
-from linearcnn.measurement import Measurement, compare_measurements, fit_measurement, measure_checkpoint
+from linearcnn.measurement import (
+    DataOptions,
+    Measurement,
+    compare_measurements,
+    data_record,
+    data_title,
+    fit_measurement,
+    load_patch_stats_with_source,
+    measure_checkpoint,
+)
 from linearcnn.records import to_json
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -25,7 +38,10 @@ CheckpointOption = Annotated[
     Path, typer.Option("--checkpoint", "-c", help="Checkpoint file (torch, TorchScript, safetensors, ONNX, npy/npz).")
 ]
 LayerOption = Annotated[Optional[str], typer.Option("--layer", help="First-layer name (default: found automatically).")]
-InitOption = Annotated[bool, typer.Option("--init", help="Subtract the initial weights stored in the checkpoint.")]
+InitOption = Annotated[Optional[bool], typer.Option(
+    "--init/--no-init", help="Subtract the initial weights stored in the checkpoint (default: when it stores them).",
+    show_default=False,
+)]
 InitCheckpointOption = Annotated[
     Optional[Path], typer.Option("--init-checkpoint", help="Subtract this checkpoint's weights of the same layer.")
 ]
@@ -35,6 +51,13 @@ StatsOption = Annotated[
 CenteredOption = Annotated[bool, typer.Option("--centered/--uncentered", help="Subtract the mean patch (covariance).")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
 LimitOption = Annotated[Optional[int], typer.Option("--limit", help="Use only the first N images.")]
+PadOption = Annotated[int, typer.Option("--pad", help="Zero-pad every image by N px on each side after normalisation.")]
+NormOption = Annotated[Optional[str], typer.Option(
+    "--norm", help="Normalisation: data (the set's own channel mean/std; default, or the checkpoint's recorded one) "
+    "| imagenet (mean 0.485,0.456,0.406, std 0.229,0.224,0.225).", show_default=False,
+)]
+CacheOption = Annotated[bool, typer.Option("--cache/--no-cache", help="Read and write patch statistics in the on-disk cache "
+                                           "($LINEARCNN_CACHE_DIR, else ~/.cache/linearcnn).")]
 UnsafeLoadOption = Annotated[
     bool, typer.Option("--unsafe-load", help="Allow loading a pickled nn.Module (runs code from the file).")
 ]
@@ -45,9 +68,23 @@ _FLAGS = {"stats_file": "--stats"}
 
 
 def _measure(checkpoint: Path, **options: Any) -> Measurement:
-    """`measure_checkpoint` with progress shown, its errors under this command's flags."""
-    with options_named(_FLAGS):
-        return measure_checkpoint(checkpoint, progress=True, **options)
+    """`measure_checkpoint` with progress shown, its errors under this command's flags and its
+    warnings (e.g. a kernel large for the images) echoed to stderr as `warning: ...`."""
+    with options_named(_FLAGS), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        measured = measure_checkpoint(checkpoint, progress=True, **options)
+    echo_warnings(w.message for w in caught)
+    return measured
+
+
+def _options(image_size: Optional[int], channels: Optional[int], pad: int) -> DataOptions:
+    return DataOptions(image_size=image_size, channels=channels, pad=pad)
+
+
+def _say(m: Measurement, as_json: bool) -> None:
+    """The two defaults a reader must know, on stderr before a table: which data, which weights."""
+    if not as_json:
+        console().print(f"data: {m.data_note}\nweights: {m.init_note}", highlight=False, soft_wrap=True)
 
 
 
@@ -59,23 +96,28 @@ def stats(
     centered: CenteredOption = False,
     device: DeviceOption = "auto",
     limit: LimitOption = None,
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
+    pad: PadOption = 0,
+    norm: NormOption = None,
+    cache: CacheOption = True,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Save the statistics (.npz) for --stats."),
     plot_eigenvectors: Optional[Path] = typer.Option(None, "--plot-eigenvectors", help="Draw eigenvectors as patches (PNG)."),
     top: int = typer.Option(10, "--top", help="Eigenvalues to show in the table."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Exact second moments of all stride-1 patches of a data set, and their eigen-decomposition."""
-    from linearcnn.data import load_dataset
-    from linearcnn.patches import dataset_patch_stats
-
     if kernel < 1:
         raise LinearCNNInputError(f"--kernel must be >= 1, got {kernel}")
     check_outputs({"--out": (out, (".npz",)), "--plot-eigenvectors": (plot_eigenvectors, FIGURE_SUFFIXES)})
-    dataset = load_dataset(data, limit=limit)
-    h, w = dataset.images.shape[-2:]
-    if kernel > min(h, w):
-        raise LinearCNNInputError(f"--kernel {kernel} is larger than the {h}x{w} images of {data!r}")
-    result = dataset_patch_stats(dataset, kernel, centered=centered, device=device, progress=not as_json)
+    options = DataOptions(image_size=image_size, channels=channels, pad=pad, norm=norm or "data")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result, source = load_patch_stats_with_source(data, None, kernel, centered=centered, device=device, limit=limit,
+                                                      what=f"--kernel {kernel}", progress=not as_json, options=options,
+                                                      cache=cache)
+    echo_warnings(w.message for w in caught)
+    record = data_record(result, options, data=data, note=data, cache=source)
     if out is not None:
         result.save(out)
     if plot_eigenvectors is not None:
@@ -83,7 +125,7 @@ def stats(
 
         draw(result.eigenvectors, result.channels, kernel, plot_eigenvectors, eigenvalues=result.eigenvalues)
     payload = {
-        "data": data, "images": int(dataset.images.shape[0]), "patch_shape": [result.channels, kernel, kernel],
+        **record, "images": int(result.num_images), "patch_shape": [result.channels, kernel, kernel],
         "num_patches": int(result.num_patches), "centered": centered, "eigenvalues": result.eigenvalues,
         "channel_mean": result.channel_mean, "channel_std": result.channel_std,
         "saved": str(out) if out else None,
@@ -93,7 +135,7 @@ def stats(
         return
     from rich.table import Table
 
-    table = Table(title=f"patch statistics: {data}, {result.channels}x{kernel}x{kernel}, "
+    table = Table(title=f"patch statistics: {data_title(record)}, {result.channels}x{kernel}x{kernel}, "
                         f"{result.num_patches:,} patches, {'centred' if centered else 'uncentred'}")
     table.add_column("component", justify="right")
     table.add_column("eigenvalue", justify="right")
@@ -108,30 +150,36 @@ def stats(
 @app.command()
 def profile(
     checkpoint: CheckpointOption,
-    data: DataOption = "builtin",
+    data: CheckpointDataOption = None,
     layer: LayerOption = None,
-    init: InitOption = False,
+    init: InitOption = None,
     init_checkpoint: InitCheckpointOption = None,
     stats_file: StatsOption = None,
     centered: CenteredOption = False,
     device: DeviceOption = "auto",
     limit: LimitOption = None,
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
+    pad: PadOption = 0,
+    norm: NormOption = None,
+    cache: CacheOption = True,
     unsafe_load: UnsafeLoadOption = False,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """The energy profile of a checkpoint's first layer (PAPER Sec. 1), and its best formula fit
     (gradient flow, as `linearcnn fit` without options), flagged when that fit is no fit."""
     from linearcnn.energy import energy_profile, whitening_indicators
 
     m = _measure(checkpoint, data=data, layer=layer, init=init, init_checkpoint=init_checkpoint, unsafe_load=unsafe_load,
-                 centered=centered, device=device, limit=limit, stats_file=stats_file)
+                 centered=centered, device=device, limit=limit, stats_file=stats_file,
+                 options=_options(image_size, channels, pad), norm=norm, cache=cache)
     energy = energy_profile(m.weights, m.stats.eigenvectors)
     indicators = whitening_indicators(m.weights, m.stats)
     result = _fit_with_warnings(m) if energy.size >= 3 and np.ptp(energy) > 0 else None  # else nothing to fit
     payload = {
         "layer": m.layer.name, "format": m.layer.format, "filters": int(m.weights.shape[0]),
-        "patch_shape": list(m.weights.shape[1:]), "data": data, "init_subtracted": m.init_subtracted,
-        "eigenvalues": m.stats.eigenvalues, "profile": energy, "whitening": indicators,
+        "patch_shape": list(m.weights.shape[1:]), **m.data_record(), "init_subtracted": m.init_subtracted,
+        "weights_note": m.init_note, "eigenvalues": m.stats.eigenvalues, "profile": energy, "whitening": indicators,
         "fit_family": result.family if result else None, "fit_correlation": result.correlation if result else None,
         "fit_tau": result.tau if result else None, "at_bound": bool(result and result.at_bound),
         "degenerate": bool(result and result.degenerate), "warnings": result.warnings if result else [],
@@ -141,8 +189,9 @@ def profile(
         return
     from rich.table import Table
 
+    _say(m, as_json)
     table = Table(title=f"energy profile of {m.layer.name} ({m.weights.shape[0]} filters, "
-                        f"{'init subtracted' if m.init_subtracted else 'raw weights'}) on {data}")
+                        f"{'init subtracted' if m.init_subtracted else 'raw weights'}) on {data_title(m.data_record())}")
     for col in ("component", "eigenvalue", "energy", "energy / max"):
         table.add_column(col, justify="right")
     peak = energy.max()
@@ -171,9 +220,9 @@ def _flag_text(correlation: float, caveat: str) -> str:
 @app.command()
 def fit(
     checkpoint: CheckpointOption,
-    data: DataOption = "builtin",
+    data: CheckpointDataOption = None,
     layer: LayerOption = None,
-    init: InitOption = False,
+    init: InitOption = None,
     init_checkpoint: InitCheckpointOption = None,
     raw: bool = typer.Option(False, "--raw", help="Fit the two-parameter raw-weights family (init term)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Fit steps of the discrete formula at this lr (default: gradient-flow tau)."),
@@ -182,6 +231,11 @@ def fit(
     centered: CenteredOption = False,
     device: DeviceOption = "auto",
     limit: LimitOption = None,
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
+    pad: PadOption = 0,
+    norm: NormOption = None,
+    cache: CacheOption = True,
     unsafe_load: UnsafeLoadOption = False,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw profile vs formula to this PNG."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the JSON result to this file."),
@@ -199,14 +253,16 @@ def fit(
         raise LinearCNNInputError(f"--bootstrap must be >= 0, got {bootstrap}")
     check_outputs({"--plot": (plot, FIGURE_SUFFIXES), "--out": (out, ())})
     m = _measure(checkpoint, data=data, layer=layer, init=init, init_checkpoint=init_checkpoint, unsafe_load=unsafe_load,
-                 centered=centered, device=device, limit=limit, stats_file=stats_file)
+                 centered=centered, device=device, limit=limit, stats_file=stats_file,
+                 options=_options(image_size, channels, pad), norm=norm, cache=cache, prefer_raw=raw)
     result = _fit_with_warnings(m, lr=lr, raw=raw, bootstrap=bootstrap)
     indicators = whitening_indicators(m.weights, m.stats)
     payload = {
         "checkpoint": str(checkpoint), "layer": m.layer.name, "format": m.layer.format,
         "selected_by": getattr(m.layer, "selected_by", ""),
-        "filters": int(m.weights.shape[0]), "patch_shape": list(m.weights.shape[1:]), "data": data,
-        "init_subtracted": m.init_subtracted, "family": result.family,
+        "filters": int(m.weights.shape[0]), "patch_shape": list(m.weights.shape[1:]), **m.data_record(),
+        "init_subtracted": m.init_subtracted, "weights_note": m.init_note, "family": result.family,
+        "bootstrap": bootstrap,
         "correlation": result.correlation, "correlation_ci95": result.interval.get("correlation"),
         "spearman": result.spearman, "tau": result.tau, "tau_ci95": result.interval.get("tau"),
         "steps": result.steps, "lr": result.lr, "init_ratio": result.init_ratio,
@@ -226,6 +282,7 @@ def fit(
     if as_json:
         print_json(payload)
         return
+    _say(m, as_json)
     _print_fit_table(payload, plot, out)
 
 
@@ -240,8 +297,8 @@ def _print_fit_table(p: dict, plot: Optional[Path], out: Optional[Path]) -> None
     rows = [
         ("layer", f"{p['layer']} ({p['format']}; {p['selected_by']})" if p.get("selected_by") else f"{p['layer']} ({p['format']})"),
         ("filters x patch", f"{p['filters']} x {'x'.join(map(str, p['patch_shape']))}"),
-        ("data", p["data"]),
-        ("weights", "init subtracted" if p["init_subtracted"] else "raw"),
+        ("data", data_title(p)),
+        ("weights", p["weights_note"]),
         ("family", p["family"]),
         ("correlation (Pearson)", _flag_text(p["correlation"], p["caveat"])
          + (f"  [95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")),
@@ -262,40 +319,75 @@ def _print_fit_table(p: dict, plot: Optional[Path], out: Optional[Path]) -> None
     for k, v in rows:
         table.add_row(k, str(v))
     console().print(table)
+    console().print(_fit_legend(p), highlight=False, soft_wrap=False)
     print_written(plot, out)
+
+
+def _fit_legend(p: dict) -> str:
+    """What the fit table's quantities are, under it (PAPER.md sections 1-3, `linearcnn.fit`)."""
+    lines = [
+        "tau: the formula's gradient-flow time lr x steps (PAPER.md sec. 3, e_i ~ (1 - exp(-tau mu_i)) / sqrt(mu_i)), "
+        "in units of 1/eigenvalue mu of the normalised patches; tau x max(mu) << 1: early training, the profile "
+        "follows sqrt(mu); tau x min(mu) >> 1: whitened, 1/sqrt(mu)."
+        + (" 'steps at lr' = tau / lr, for the discrete formula at that lr." if p["steps"] is not None else ""),
+        (f"95% CI: bootstrap over the layer's filters ({p['bootstrap']} resamples of the filters, drawn with "
+         "replacement, each refitted)." if p["bootstrap"] else "no intervals: --bootstrap 0."),
+    ]
+    if p["init_ratio"] is not None:
+        lines.append("init ratio r: the raw-weights family sqrt(g_i^2 + r^2): the flat floor the random initial filters "
+                     "add to every component, as a fraction of the largest init-free component.")
+    lines.append("spectral flatness: geometric / arithmetic mean of the variances of the filter outputs (eigenvalues of "
+                 "W C W^T); 1: the outputs are white. corr (inv) sqrt eigenvalues: correlation of the profile with "
+                 "1/sqrt(mu) (a whitening bank) / sqrt(mu) (early training).")
+    return "\n".join(lines)
 
 
 @app.command()
 def compare(
     checkpoints: List[Path] = typer.Argument(..., help="Two or more checkpoints whose first layers to compare."),
-    data: DataOption = "builtin",
+    data: CheckpointDataOption = None,
     layer: LayerOption = None,
-    init: InitOption = False,
+    init: InitOption = None,
     stats_file: StatsOption = None,
     centered: CenteredOption = False,
     device: DeviceOption = "auto",
     limit: LimitOption = None,
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
+    pad: PadOption = 0,
+    norm: NormOption = None,
+    cache: CacheOption = True,
     unsafe_load: UnsafeLoadOption = False,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Heatmap PNG of the correlation matrix."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON result to this file."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Correlation matrix of the energy profiles of several first layers (PAPER Sec. 1 similarity)."""
     if len(checkpoints) < 2:
         raise LinearCNNInputError(f"compare needs at least 2 checkpoints, got {len(checkpoints)}")
     check_outputs({"--plot": (plot, FIGURE_SUFFIXES), "--out": (out, ())})
-    cache: dict[tuple[int, int], Any] = {}
+    shared: dict[Any, Any] = {}
     measurements = [
         _measure(c, data=data, layer=layer, init=init, init_checkpoint=None, unsafe_load=unsafe_load, centered=centered,
-                 device=device, limit=limit, stats_file=stats_file, stats_cache=cache)
+                 device=device, limit=limit, stats_file=stats_file, stats_cache=shared,
+                 options=_options(image_size, channels, pad), norm=norm, cache=cache)
         for c in checkpoints
     ]
+    records = [m.data_record() for m in measurements]
+    kinds = {m.init_subtracted for m in measurements}
+    if len({r["data"] for r in records}) > 1:
+        echo_warnings(["the checkpoints were measured on different data (" + ", ".join(r["data_source"] for r in records)
+                       + "); pass --data to measure them all on one set"])
+    if len(kinds) > 1:
+        echo_warnings(["some profiles are init-subtracted and some raw (see weights); pass --init or --no-init for one kind"])
     profiles, matrix = compare_measurements(measurements, [str(c) for c in checkpoints])
     labels = _short_labels(checkpoints)
     payload = {
         "checkpoints": [str(c) for c in checkpoints], "labels": labels,
-        "layers": [m.layer.name for m in measurements], "data": data,
-        "init_subtracted": init, "correlation_matrix": matrix, "profiles": profiles,
+        "layers": [m.layer.name for m in measurements], **records[0],
+        "data_per_checkpoint": [r["data_source"] for r in records],
+        "init_subtracted": [m.init_subtracted for m in measurements], "weights": [m.init_note for m in measurements],
+        "correlation_matrix": matrix, "profiles": profiles,
     }
     if plot is not None:
         from linearcnn.plots import plot_similarity_heatmap
@@ -308,7 +400,8 @@ def compare(
         return
     from rich.table import Table
 
-    table = Table(title=f"energy-profile correlation on {data}{' (init subtracted)' if init else ''}")
+    weights = "init subtracted" if kinds == {True} else "raw weights" if kinds == {False} else "mixed weights"
+    table = Table(title=f"energy-profile correlation on {data_title(records[0])} ({weights})")
     table.add_column("")
     for lab in labels:
         table.add_column(lab, justify="right")

@@ -28,7 +28,13 @@ dropped). The common size is the most frequent width x height among the images r
 first seen); other images are centre-cropped to its aspect ratio and shrunk to it with Pillow's
 antialiasing Lanczos filter; an image smaller than the common size is an error (never enlarged).
 If DIR holds `train/` and `test/` (or `val/`) sub-folders they are the splits, and each split's
-images get their own common size and channel count.
+images get their own common size and channel count. A folder with no sub-folders but images
+directly in it is one unlabelled set (fine for patch statistics, profiles and fits).
+
+Reshaping options (any format): `image_size=N` resizes each image's short side to N (Pillow
+bilinear, antialiased when shrinking, in float) and takes the centre N x N crop, as ImageNet
+evaluation does (for a folder this replaces the common-size rule, so mixed sizes are fine);
+`channels=1` converts colour to grey (ITU-R 601-2 luma), `channels=3` repeats a grey plane.
 
 The built-in set (`builtin`)
 ----------------------------
@@ -74,10 +80,10 @@ import numpy as np
 from linearcnn.data._builtin import CLASSES as BUILTIN_CLASSES
 from linearcnn.data._builtin import DEFAULT_SIZE as BUILTIN_DEFAULT_SIZE
 from linearcnn.data._builtin import builtin_crops, builtin_description, builtin_layout
-from linearcnn.data._dataset import ImageDataset, normalize_images, to_unit_float
+from linearcnn.data._dataset import ImageDataset, convert_channels, normalize_images, resize_center_crop, to_unit_float
 from linearcnn.data._spec import DATA_KINDS, DATA_SPEC_HELP, DataSpec, parse_data_spec
 from linearcnn.data._spectrum import SpectrumFit, radial_power_spectrum, spectrum_exponent
-from linearcnn.data.formats import LOADERS, has_test_files, read_idx
+from linearcnn.data.formats import LOADERS, has_test_files, load_folder, read_idx
 from linearcnn.errors import LinearCNNInputError
 
 __all__ = [
@@ -88,12 +94,14 @@ __all__ = [
     "ImageDataset",
     "SpectrumFit",
     "builtin_layout",
+    "convert_channels",
     "has_test_split",
     "load_dataset",
     "normalize_images",
     "parse_data_spec",
     "radial_power_spectrum",
     "read_idx",
+    "resize_center_crop",
     "spectrum_exponent",
     "to_unit_float",
 ]
@@ -112,19 +120,26 @@ def load_dataset(
     seed: int = 0,
     train: bool = True,
     min_size: int = 1,
+    image_size: int | None = None,
+    channels: int | None = None,
 ) -> ImageDataset:
     """Load the data set named by `spec` (see the module docstring).
 
     limit: keep the first `limit` images (None: all); seed: the builtin set's seed (other formats
     are fixed files and ignore it); train: the train split (False: the test split) where the
     format has one; min_size: the smallest image height and width the caller can use (e.g. the
-    kernel size, or 32 for a network): smaller images are an error. Raises LinearCNNInputError
-    with one line naming the problem for every kind of bad input.
+    kernel size, or 32 for a network): smaller images are an error; image_size: resize the short
+    side to N and centre-crop N x N (None: as stored); channels: convert to 1 (grey) or 3 (RGB)
+    channels (None: as stored). Raises LinearCNNInputError with one line naming the problem for
+    every kind of bad input.
     """
     parsed = parse_data_spec(spec)
     limit = None if limit is None else _check_count(limit, "limit", 1)
     seed = _check_count(seed, "seed", 0)
     min_size = _check_count(min_size, "min_size", 1)
+    image_size = None if image_size is None else _check_count(image_size, "image_size", 1)
+    if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
+        raise LinearCNNInputError(f"channels {channels!r}: expected 1 or 3", parameter="channels")
     if parsed.kind == "builtin":
         size = parsed.size if parsed.size is not None else BUILTIN_DEFAULT_SIZE[bool(train)]
         count = size if limit is None else min(size, limit)
@@ -137,11 +152,19 @@ def load_dataset(
             parsed.text,
             builtin_description(count, seed, bool(train)),
         )
+    elif parsed.kind == "folder":  # reshaped image by image (a folder's sizes may differ)
+        assert parsed.path is not None
+        loaded_images, loaded_labels, classes, description = load_folder(
+            parsed.path, train=bool(train), limit=limit, image_size=image_size, channels=channels
+        )
+        result = ImageDataset(loaded_images, loaded_labels, classes, parsed.text, description)
     else:
         loaded_images, loaded_labels, classes, description = LOADERS[parsed.kind](
             parsed.path, train=bool(train), limit=limit
         )
         result = ImageDataset(loaded_images, loaded_labels, classes, parsed.text, description)
+    if parsed.kind != "folder":
+        result = _reshaped(result, image_size, channels)
     if len(result) == 0:
         raise LinearCNNInputError(f"data set {parsed.text!r} is empty; expected at least one image")
     height, width = result.images.shape[2:]
@@ -150,6 +173,20 @@ def load_dataset(
             f"data set {parsed.text!r} has {height}x{width} images; at least {min_size}x{min_size} needed"
         )
     return result
+
+
+def _reshaped(dataset: ImageDataset, image_size: int | None, channels: int | None) -> ImageDataset:
+    """`dataset` with its images converted to `channels` and resized/centre-cropped to `image_size`."""
+    images, notes = dataset.images, []
+    if channels is not None and images.shape[1] != channels:
+        images = convert_channels(images, channels, f"data set {dataset.spec!r}")
+        notes.append(f"converted to {channels} channel{'s' if channels > 1 else ''}")
+    if image_size is not None and images.shape[2:] != (image_size, image_size):
+        images = np.stack([resize_center_crop(image, image_size) for image in images])  # (N, C, N', N')
+        notes.append(f"resized to {image_size}x{image_size} (short side, centre crop)")
+    if not notes:
+        return dataset
+    return ImageDataset(images, dataset.labels, dataset.classes, dataset.spec, f"{dataset.description} ({'; '.join(notes)})")
 
 
 def has_test_split(spec: str) -> bool:

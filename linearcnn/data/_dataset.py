@@ -1,4 +1,6 @@
-"""The `ImageDataset` container, the pixel-scale rule and per-channel normalisation."""
+"""The `ImageDataset` container, the pixel-scale rule, per-channel normalisation, and the two
+reshapings every format shares: `resize_center_crop` (short side to N, centre crop N x N, as
+ImageNet evaluation does) and `convert_channels` (grey <-> RGB)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ import numpy as np
 
 from linearcnn._files import atomic_save, check_writable_file
 from linearcnn.errors import LinearCNNInputError
+
+#: ITU-R 601-2 luma weights (Pillow's "L" conversion): RGB -> grey.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 #: How many images one chunk of the float64 channel statistics covers (bounds temporary memory).
 _STATS_CHUNK = 2048
@@ -96,6 +101,44 @@ def normalize_images(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> n
     return (array.astype(np.float32, copy=False) - mean32) / std32  # (N, C, H, W) float32
 
 
+def convert_channels(images: np.ndarray, channels: int, what: str = "images") -> np.ndarray:
+    """(N, C, H, W) float images with `channels` channels: 3 -> 1 by ITU-R 601-2 luma (`LUMA_WEIGHTS`),
+    1 -> 3 by repeating the grey plane; the same count returns `images`. Other conversions are an error."""
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise LinearCNNInputError(f"channels {channels!r}: expected 1 or 3", parameter="channels")
+    have = int(images.shape[1])
+    if have == channels:
+        return images
+    if have == 3 and channels == 1:
+        weights = np.asarray(LUMA_WEIGHTS, dtype=np.float32).reshape(1, 3, 1, 1)
+        return np.clip((images * weights).sum(axis=1, keepdims=True, dtype=np.float32), 0.0, 1.0)  # (N, 1, H, W)
+    if have == 1 and channels == 3:
+        return np.repeat(images, 3, axis=1)  # (N, 3, H, W)
+    raise LinearCNNInputError(f"{what} have {have} channels; only 1 <-> 3 can be converted", parameter="channels")
+
+
+def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """One float image (C, H, W) in [0, 1] as (C, size, size): the short side resized to `size`
+    (Pillow bilinear, antialiased when shrinking, per channel in float), then the centre crop
+    `size` x `size` (the evaluation transform of ImageNet models). Returned unchanged when it is
+    already size x size."""
+    from PIL import Image
+
+    channels, height, width = image.shape
+    if height == size and width == size:
+        return image
+    scale = size / min(height, width)
+    new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
+    planes = np.ascontiguousarray(image, dtype=np.float32)
+    if (new_h, new_w) != (height, width):
+        planes = np.stack([  # float32 planes become Pillow "F" images: no 8-bit rounding
+            np.asarray(Image.fromarray(planes[c]).resize((new_w, new_h), Image.Resampling.BILINEAR))
+            for c in range(channels)
+        ])  # (C, new_h, new_w)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return np.clip(planes[:, top : top + size, left : left + size], 0.0, 1.0).astype(np.float32)  # (C, size, size)
+
+
 @dataclass
 class ImageDataset:
     """Images and labels from one data-set spec.
@@ -111,6 +154,9 @@ class ImageDataset:
     spec: str
     description: str
     _stats: tuple[np.ndarray, np.ndarray] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _normalization: tuple[np.ndarray, np.ndarray] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -178,6 +224,8 @@ class ImageDataset:
     def normalization_stats(self) -> tuple[np.ndarray, np.ndarray]:
         """`channel_stats()` for normalising by them: a channel with one value everywhere is a
         one-line LinearCNNInputError naming this data set (its std is 0)."""
+        if self._normalization is not None:
+            return self._normalization[0].copy(), self._normalization[1].copy()
         mean, std = self.channel_stats()
         constant = [c for c, s in enumerate(np.asarray(std).reshape(-1)) if not s > 0]
         if constant:
@@ -197,6 +245,27 @@ class ImageDataset:
             mean = own_mean if mean is None else mean
             std = own_std if std is None else std
         return normalize_images(self.images, mean, std)
+
+    def with_normalization(self, mean: np.ndarray, std: np.ndarray) -> ImageDataset:
+        """A view of this set (same image array) normalised by the given per-channel `mean` and `std`
+        instead of its own statistics: its `normalization_stats()` and `normalized()` use them, so
+        `dataset_patch_stats` measures what a network trained with that normalisation sees (e.g.
+        ImageNet's constants, or a checkpoint's recorded training statistics)."""
+        channels = self.images.shape[1]
+        mean_c = np.asarray(mean, dtype=np.float64).reshape(-1)
+        std_c = np.asarray(std, dtype=np.float64).reshape(-1)
+        if mean_c.size != channels or std_c.size != channels:
+            raise LinearCNNInputError(
+                f"normalisation of {mean_c.size} mean / {std_c.size} std values for data {self.spec!r}: expected one per "
+                f"channel ({channels})", parameter="norm",
+            )
+        if not np.all(np.isfinite(mean_c)) or not np.all(np.isfinite(std_c)) or np.any(std_c <= 0):
+            raise LinearCNNInputError(f"normalisation mean {mean_c.tolist()} / std {std_c.tolist()}: expected finite "
+                                      "values and std > 0", parameter="norm")
+        view = ImageDataset(self.images, self.labels, list(self.classes), self.spec, self.description)
+        view._stats = self._stats
+        view._normalization = (mean_c.copy(), std_c.copy())
+        return view
 
     def padded(self, pixels: int, fill: np.ndarray | None = None) -> ImageDataset:
         """A copy with `pixels` extra pixels on each side of every image, e.g. 28x28 -> 32x32 with 2.

@@ -8,7 +8,8 @@ A spec is `KIND` or `KIND:ARGUMENT`:
     svhn:DIR           train_32x32.mat / test_32x32.mat
     mnist:DIR          IDX files (raw or .gz) of MNIST or an MNIST-like set (Fashion-MNIST, KMNIST);
                        DIR or DIR/raw
-    folder:DIR         one sub-folder per class (optionally DIR/train and DIR/test splits)
+    folder:DIR         one sub-folder per class (optionally DIR/train and DIR/test splits), or
+                       images directly in DIR (a flat folder: unlabelled)
     npz:FILE           `images` (NxHxWxC or NxCxHxW), optional `labels` and `classes`, and an
                        optional test split `test_images` / `test_labels`
 """
@@ -37,7 +38,7 @@ DATA_KINDS: dict[str, str] = {
 #: Help text for every command's `--data SPEC` option.
 DATA_SPEC_HELP = (
     "data set: builtin (offline photo crops; builtin:N for N images), cifar10:DIR, cifar100:DIR, "
-    "svhn:DIR, mnist:DIR (MNIST-like IDX files), folder:DIR (one sub-folder per class), npz:FILE"
+    "svhn:DIR, mnist:DIR (MNIST-like IDX files), folder:DIR (one sub-folder per class, or a flat folder of images), npz:FILE"
 )
 
 _EXPECTED = ", ".join(DATA_KINDS.values())

@@ -1,6 +1,8 @@
 """A folder of images (`folder:DIR`): one sub-folder per class, optional train/ and test/ (or val/)
-splits; images centre-cropped and shrunk to the most common size, never enlarged. Only the first
-`limit` files are opened, each by `open_picture` (sizes checked from the headers first)."""
+splits, or a flat folder of images (unlabelled); images centre-cropped and shrunk to the most
+common size, never enlarged, or with `image_size` N each resized (short side N) and centre-cropped
+to N x N; `channels` 1 or 3 converts them. Only the first `limit` files are opened, each by
+`open_picture` (sizes checked from the headers first)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from linearcnn.data._dataset import to_unit_float
+from linearcnn.data._dataset import LUMA_WEIGHTS, resize_center_crop, to_unit_float
 from linearcnn.data.formats._common import Loaded, check_dir, limited, open_picture
 from linearcnn.errors import LinearCNNInputError
 
@@ -49,6 +51,13 @@ def _picture_array(picture: Any, gray: bool, what: str) -> np.ndarray:
     return to_unit_float(np.asarray(picture.convert("L" if gray else "RGB")), what)
 
 
+def _as_gray(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> (H, W) by `LUMA_WEIGHTS`; (H, W) unchanged."""
+    if image.ndim == 2:
+        return image
+    return np.clip(image @ np.asarray(LUMA_WEIGHTS, dtype=np.float32), 0.0, 1.0).astype(np.float32)
+
+
 def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Centre-crop float (H, W[, C]) to the aspect ratio of `size` (width, height), then shrink it
     to `size` with Pillow's antialiasing Lanczos filter, per channel in float, clipped to [0, 1]."""
@@ -72,18 +81,24 @@ def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return result[..., 0] if image.ndim == 2 else result
 
 
-def _read_picture(path: Path, size: tuple[int, int], gray: bool) -> np.ndarray:
-    """One image file as float32 (C, H, W) in [0, 1] at `size` (width, height)."""
+def _read_picture(path: Path, size: tuple[int, int] | int, gray: bool) -> np.ndarray:
+    """One image file as float32 (C, H, W) in [0, 1] at `size`: (width, height) for the folder's
+    common size, or an int N for `resize_center_crop` to N x N."""
     what = f"image file {str(path)!r}"
     with open_picture(path, what) as picture:  # its size checked before it is decoded
         picture.load()
         image = _picture_array(picture, gray, what)  # (h, w) or (h, w, 3)
+    if gray:
+        image = _as_gray(image)  # a 16-bit grey plane read in colour mode stays (h, w)
+    if isinstance(size, int):
+        planes = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)  # (C, h, w)
+        return resize_center_crop(planes, size)
     if image.shape[1::-1] != size:
         image = _shrink(image, size)
     return image[None] if image.ndim == 2 else image.transpose(2, 0, 1)  # (C, H, W)
 
 
-_FOLDER_EXPECTED = "one sub-folder of images per class"
+_FOLDER_EXPECTED = "one sub-folder of images per class, or images directly in it"
 
 
 def _folder_splits(root: Path) -> tuple[str, str] | None:
@@ -98,7 +113,9 @@ def _folder_splits(root: Path) -> tuple[str, str] | None:
     return None
 
 
-def load_folder(root: Path, *, train: bool, limit: int | None) -> Loaded:
+def load_folder(
+    root: Path, *, train: bool, limit: int | None, image_size: int | None = None, channels: int | None = None
+) -> Loaded:
     check_dir(root, "folder", _FOLDER_EXPECTED)
     split_note = ""
     splits = _folder_splits(root)
@@ -114,10 +131,16 @@ def load_folder(root: Path, *, train: bool, limit: int | None) -> Loaded:
             f"sub-folders, each with {_FOLDER_EXPECTED}"
         )
     class_dirs = _class_folders(root)
+    files: list[tuple[Path, int]] = []
     if not class_dirs:
-        raise LinearCNNInputError(
-            f"folder {str(root)!r} has no sub-folders; expected {_FOLDER_EXPECTED}"
-        )
+        found = _image_files(root)
+        if not found:
+            raise LinearCNNInputError(
+                f"folder {str(root)!r} has no sub-folders and no images; expected {_FOLDER_EXPECTED} "
+                f"(files ending in {', '.join(IMAGE_SUFFIXES)})"
+            )
+        files = [(path, -1) for path in found]  # a flat folder: unlabelled
+        class_names = []
     if class_names is None:
         class_names = [path.name for path in class_dirs]
     unknown = [path.name for path in class_dirs if path.name not in class_names]
@@ -126,7 +149,6 @@ def load_folder(root: Path, *, train: bool, limit: int | None) -> Loaded:
             f"folder {str(root)!r} has class folders {unknown} that the train split lacks; "
             f"expected the test classes to be among {class_names}"
         )
-    files: list[tuple[Path, int]] = []
     for class_dir in class_dirs:
         label = class_names.index(class_dir.name)
         found = _image_files(class_dir)
@@ -142,6 +164,15 @@ def load_folder(root: Path, *, train: bool, limit: int | None) -> Loaded:
         with open_picture(path, f"image file {str(path)!r}") as picture:  # headers only
             sizes.append(picture.size)
             gray = gray and picture.mode in _GRAY_MODES
+    if channels is not None:
+        gray = channels == 1
+    labels = None if not class_dirs else np.asarray([label for _, label in files], dtype=np.int64)
+    kind = "" if class_dirs else " (flat: unlabelled)"
+    if image_size is not None:
+        images = np.stack([_read_picture(path, image_size, gray) for path, _ in files])  # (N, C, N', N')
+        resized = sum(size != (image_size, image_size) for size in sizes)
+        note = f", {resized} resized (short side {image_size}, centre crop)" if resized else ""
+        return images, labels, class_names, f"image folder {root}{split_note}{kind}{note}"
     counts = Counter(sizes)
     # the most common size; ties go to the size seen first
     common = max(counts, key=lambda size: (counts[size], -sizes.index(size)))
@@ -149,19 +180,13 @@ def load_folder(root: Path, *, train: bool, limit: int | None) -> Loaded:
         if width < common[0] or height < common[1]:
             raise LinearCNNInputError(
                 f"image file {str(path)!r} is {width}x{height}, smaller than the folder's common size "
-                f"{common[0]}x{common[1]}; images are only ever shrunk, never enlarged"
+                f"{common[0]}x{common[1]}; images are only ever shrunk, never enlarged (pass an image size, "
+                "--image-size N, to resize every image to N x N)"
             )
     images = np.stack([_read_picture(path, common, gray) for path, _ in files])  # (N, C, H, W)
-    labels = np.asarray([label for _, label in files], dtype=np.int64)
     resized = sum(size != common for size in sizes)
     note = f", {resized} resized" if resized else ""
-    return (
-        images,
-        labels,
-        class_names,
-        f"image folder {root}{split_note}{note}",
-    )
-
+    return images, labels, class_names, f"image folder {root}{split_note}{kind}{note}"
 
 
 def has_test_split(root: Path) -> bool:
