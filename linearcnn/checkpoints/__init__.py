@@ -2,7 +2,8 @@
 
 Public API::
 
-    load_first_layer(path, *, layer=None, unsafe_load=False) -> FirstLayer
+    load_first_layer(path, *, layer=None, unsafe_load=False, fold_bn=False) -> FirstLayer
+    stem_error(first, data_channels) -> LinearCNNInputError | None   # a suspected stem, named
     list_conv_layers(path, *, unsafe_load=False) -> list[(name, shape)]
     load_init_weight(path, layer=None, *, expected_shape=None, unsafe_load=False) -> ndarray
     with_init_from(first, path, *, layer=None, unsafe_load=False) -> FirstLayer
@@ -13,7 +14,23 @@ Public API::
 
 **Formats** are recognised from content, not the suffix (see `_detect`): PyTorch `torch.save`
 files (zip or legacy pickle) holding a state dict, a nested training checkpoint, our own
-linearcnn checkpoint, or a tensor; TorchScript archives; safetensors; ONNX; `.npy`; `.npz`.
+linearcnn checkpoint, or a tensor; TorchScript archives; safetensors; ONNX, float or quantized
+(`QLinearConv`, `ConvInteger`, `DequantizeLinear` before a `Conv`: weights dequantized as
+(q - zero_point) * scale, `_onnx_quant`); `.npy`; `.npz`; Hugging Face `save_pretrained` folders
+(`model.safetensors`, a sharded `model.safetensors.index.json`, or `pytorch_model.bin`;
+`_huggingface`); Keras `.keras`, `.weights.h5` and legacy `.h5` (kernels HWIO, returned as
+(K, C, kh, kw); needs the optional h5py, `pip install 'linearcnn[keras]'`; `_keras`).
+
+**BatchNorm.** `fold_bn=True` multiplies each filter by gamma / sqrt(running_var + eps) of the
+BatchNorm that follows the layer (`_batchnorm`: by stored order or sibling name in state dicts,
+a `BatchNormalization` node in ONNX, the next layer in a Keras config); `FirstLayer.bn_folded`
+says whether the weights are as stored or folded. An ONNX first Conv that looks as if the export
+folded a BatchNorm into it gets a note (`_onnx_graph.FOLDED_BN_NOTE`), a heuristic.
+
+**Space-to-depth stems.** An ONNX first Conv fed by YOLOv5's Focus (Slice+Concat), SpaceToDepth
+or pixel_unshuffle (Reshape+Transpose+Reshape) is refused with a line naming the stem: its input
+channels are pixel blocks, so its patches are not image patches. Without a graph, a stem is only
+suspected from the layer's name and 12 or 48 input channels (`FirstLayer.stem`, `stem_error`).
 
 **Safety.** Nothing is executed by default. PyTorch pickles are read with
 `torch.load(weights_only=True)`, which rebuilds only tensors, containers and primitives, plus the
@@ -27,7 +44,8 @@ only for trusted files). TorchScript archives are read as data: an allow-list un
 stand-ins for scripted objects, and the archive's code is parsed as text (`_script_code.py`) for
 the order of the convolutions; nothing from the file runs. `torch.jit.load`, which runs the
 archive's `__setstate__`, is used only with `unsafe_load=True` (`_torchscript_jit.py`).
-NumPy uses `allow_pickle=False`; safetensors and ONNX hold no code.
+NumPy uses `allow_pickle=False`; safetensors, ONNX and HDF5 hold no code; JSON configs
+(Hugging Face `config.json`, Keras model configs) are parsed as data, never executed.
 
 **Nested checkpoints.** A mapping that has one of `CONTAINER_KEYS` (`model_state_dict`,
 `state_dict`, `model`, `net`, `network`, `module`, `params`, `model_ema`, `ema`, ...) whose value
@@ -43,9 +61,12 @@ optimizer/scheduler entries. Keys are made canonical by `canonical_name` (`modul
    `initial_weight` is returned as `init_weight`).
 3. Files with a graph (TorchScript, ONNX): the first convolution in execution order whose input is
    derived from the graph input. This is the true first layer, whatever the names.
+3b. Hugging Face folders whose `config.json` names a known `model_type`: that architecture's stem
+   (`resnet.embedder.embedder.convolution`, `...patch_embeddings.projection`, ...).
 4. Otherwise (state dicts, safetensors, modules loaded with `unsafe_load`): among floating-point
    4-D weights (keys ending in `weight`; any 4-D tensor if no key does), in stored order (state
-   dicts keep module registration order; safetensors sorts names), the first with 3 input
+   dicts keep module registration order; safetensors sorts names; Keras files follow the model
+   config's layer list), the first with 3 input
    channels (RGB), else the first with 1 or 4 (grey, RGBA), else the first. Preferring image-like
    input channels skips heads registered before the stem and depthwise convolutions (1 input
    channel) that sort before a 3-channel stem. `.npz`: simply the first 4-D array.
@@ -63,6 +84,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from linearcnn.checkpoints._batchnorm import fold_batchnorm
 from linearcnn.checkpoints._detect import check_checkpoint_path, sniff_format
 from linearcnn.checkpoints._inventory import (
     Inventory,
@@ -97,6 +119,8 @@ __all__ = [
     "load_init_weight",
     "load_training_checkpoint",
     "model_from_checkpoint",
+    "stem_error",
+    "suspected_stem",
     "with_init_from",
 ]
 
@@ -112,15 +136,39 @@ class FirstLayer:
     init_weight: np.ndarray | None  # (K, C, kh, kw) float64 initial weights, when known
     path: str
     # "torch-state-dict", "linearcnn", "torchscript", "safetensors", "onnx", "npy", "npz",
+    # "huggingface" (a save_pretrained folder), "keras" (.keras), "keras-h5" (.h5),
     # or "torch-module" (a whole module, read with unsafe_load)
     format: str
     selected_by: str = ""  # how the layer was chosen, in words (for reports)
+    #: False: the weights as stored; True: multiplied per filter by the following BatchNorm's
+    #: gamma / sqrt(running_var + eps) (`fold_bn=True` and a BatchNorm was found)
+    bn_folded: bool = False
+    batchnorm: str | None = None  # name of the BatchNorm found after the layer (fold_bn=True only)
+    quantization: str | None = None  # how stored integer weights were dequantized (quantized ONNX)
+    #: a space-to-depth stem (Focus, pixel_unshuffle) that seems to feed the layer, in words; set for
+    #: files without a graph from the layer's name and channels (graph formats refuse such a layer)
+    stem: str | None = None
+    notes: tuple[str, ...] = ()  # what a report should say about the weights, one sentence each
+
+    @property
+    def weights_as(self) -> str:
+        """"stored", "dequantized", "BatchNorm-folded" or "dequantized, BatchNorm-folded"."""
+        parts = (["dequantized"] if self.quantization else []) + (["BatchNorm-folded"] if self.bn_folded else [])
+        return ", ".join(parts) or "stored"
 
 
 def _read_inventory(path: PathLike, *, unsafe_load: bool) -> Inventory:
     """Everything the first-layer rules need from the file at `path`."""
     target = check_checkpoint_path(path)
     kind = sniff_format(target)
+    if kind == "huggingface":
+        from linearcnn.checkpoints._huggingface import huggingface_inventory
+
+        return huggingface_inventory(target)
+    if kind in ("keras", "keras-h5"):
+        from linearcnn.checkpoints._keras import keras_inventory
+
+        return keras_inventory(target, zipped=kind == "keras")
     if kind in ("torch-zip", "torch-legacy"):
         from linearcnn.checkpoints._torch_pickle import torch_pickle_inventory
 
@@ -147,7 +195,8 @@ def _read_inventory(path: PathLike, *, unsafe_load: bool) -> Inventory:
 
 def detect_format(path: PathLike) -> str:
     """The container kind of `path` from its content: "torch-zip", "torch-legacy", "torchscript",
-    "safetensors", "onnx", "npy" or "npz" (see `linearcnn.checkpoints._detect`)."""
+    "safetensors", "onnx", "npy", "npz", "keras", "keras-h5" or "huggingface" (a folder) (see
+    `linearcnn.checkpoints._detect`)."""
     return sniff_format(check_checkpoint_path(path))
 
 
@@ -160,16 +209,19 @@ def _shape_checked(weights: np.ndarray, shape: tuple[int, ...], what: str) -> np
 
 
 def load_first_layer(
-    path: PathLike, *, layer: str | None = None, unsafe_load: bool = False
+    path: PathLike, *, layer: str | None = None, unsafe_load: bool = False, fold_bn: bool = False
 ) -> FirstLayer:
     """Load the first convolution layer of the checkpoint at `path` (rules in the module docstring).
 
     Args:
-        path: checkpoint file of any supported format.
+        path: checkpoint file of any supported format, or a Hugging Face model folder.
         layer: name of the layer to use instead of the automatic choice (with or without
             `.weight` and `module.`/`_orig_mod.` prefixes).
         unsafe_load: allow full unpickling (`torch.load(weights_only=False)`), which can run code
             from the file; needed for whole pickled models. Only for trusted files.
+        fold_bn: multiply each filter by gamma / sqrt(running_var + eps) of the BatchNorm that
+            follows the layer (`FirstLayer.bn_folded` says whether one was found; when none is,
+            the weights are returned as stored with a note). `init_weight` is never folded.
 
     Returns:
         `FirstLayer` with float64 weights (K, C, kh, kw) and, when the file stores them
@@ -177,13 +229,29 @@ def load_first_layer(
 
     Raises:
         LinearCNNInputError: missing/unreadable/unsafe file, no convolution, unknown `layer`,
-            NaN/Inf or all-zero weights.
+            NaN/Inf or all-zero weights, a graph whose first convolution follows a
+            space-to-depth stem (its patches are not image patches).
     """
     inv = _read_inventory(path, unsafe_load=unsafe_load)
     candidate, selected_by = select_layer(inv, layer)
     what = f"checkpoint {inv.path!r} layer {candidate.name!r}"
+    if candidate.stem is not None and inv.graph_ordered:
+        raise LinearCNNInputError(f"{what}: {candidate.stem}")
     weight = _shape_checked(fetch_weights(candidate.fetch, candidate.key, what), candidate.shape, what)  # (K, C, kh, kw)
     check_weights(weight, what)
+    notes = list(candidate.notes)
+    if candidate.quantization:
+        notes.append(f"weights: {candidate.quantization}")
+    bn_name = None
+    if fold_bn:
+        bn = candidate.batchnorm() if candidate.batchnorm is not None else None
+        if bn is None:
+            notes.append("fold_bn: no BatchNorm found after this layer; the weights are as stored")
+        else:
+            weight = check_weights(fold_batchnorm(weight, bn, what), what)
+            bn_name = bn.name
+            notes.append(f"fold_bn: multiplied by gamma / sqrt(running_var + eps) of BatchNorm {bn.name!r} "
+                         f"(eps {bn.eps:g}, {bn.eps_source})")
     init_fetch = inv.init_fetch(candidate)
     init_weight = None
     if init_fetch is not None:
@@ -197,7 +265,39 @@ def load_first_layer(
         path=inv.path,
         format=inv.format,
         selected_by=selected_by,
+        bn_folded=bn_name is not None,
+        batchnorm=bn_name,
+        quantization=candidate.quantization,
+        stem=candidate.stem if candidate.stem is not None else suspected_stem(candidate.name, candidate.shape[1]),
+        notes=tuple(notes),
     )
+
+
+#: Name parts of a stem convolution that may sit behind a space-to-depth rearrangement.
+_STEM_WORDS = ("focus", "stem", "space_to_depth", "spacetodepth", "unshuffle")
+
+
+def suspected_stem(name: str, channels: int) -> str | None:
+    """For a layer known only by name (no graph): the space-to-depth stem it seems to follow, in
+    words, when it has 4*3 = 12 or 16*3 = 48 input channels and its name has one of `_STEM_WORDS`."""
+    lowered = name.lower()
+    blocks = {12: 2, 48: 4}.get(channels)
+    if blocks is None or not any(word in lowered for word in _STEM_WORDS):
+        return None
+    kind = "Focus" if "focus" in lowered else "space-to-depth"
+    return (
+        f"layer {name!r} looks like it follows a space-to-depth stem ({kind}, guessed from its name), so its "
+        f"{channels} input channels would be {blocks}x{blocks} pixel blocks of 3-channel images; patches of such "
+        "a layer are not image patches"
+    )
+
+
+def stem_error(first: FirstLayer, data_channels: int) -> LinearCNNInputError | None:
+    """The error to raise, instead of a bare channel mismatch, when `first` carries a `stem` and is
+    measured on images of `data_channels` channels that are not its input channels."""
+    if first.stem is None or first.weight.shape[1] == data_channels:
+        return None
+    return LinearCNNInputError(f"{first.stem} (the data have {data_channels} channel(s))", parameter="data")
 
 
 def list_conv_layers(

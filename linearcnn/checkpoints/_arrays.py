@@ -117,9 +117,9 @@ def npz_inventory(path: Path) -> Inventory:
 _SAFETENSORS_FLOAT = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 
 
-def safetensors_inventory(path: Path) -> Inventory:
-    """Inventory of a safetensors file. Its tensors are stored sorted (by dtype, then name), not
-    in module order, so candidates are listed in natural name order and the shape rule decides."""
+def safetensors_entries(path: Path) -> list[tuple[str, tuple[int, ...], bool, Callable[[], np.ndarray]]]:
+    """(key, shape, is_floating, fetch) of every tensor of a safetensors file, in natural name
+    order; only the header is read here, each tensor when its `fetch` is called."""
     from safetensors import safe_open
 
     try:
@@ -141,11 +141,14 @@ def safetensors_inventory(path: Path) -> Inventory:
 
         return fetch
 
-    entries = [
-        (key, shape, dtype in _SAFETENSORS_FLOAT, fetcher(key))
-        for key, (shape, dtype) in meta.items()
-    ]
-    candidates, others = tensor_candidates(entries)
+    return [(key, shape, dtype in _SAFETENSORS_FLOAT, fetcher(key)) for key, (shape, dtype) in meta.items()]
+
+
+def safetensors_inventory(path: Path) -> Inventory:
+    """Inventory of a safetensors file. Its tensors are stored sorted (by dtype, then name), not
+    in module order, so candidates are listed in natural name order and the shape rule decides
+    (a following BatchNorm is found by name, not by position)."""
+    candidates, others = tensor_candidates(safetensors_entries(path), stored_order=False)
     return Inventory(
         path=str(path),
         format="safetensors",

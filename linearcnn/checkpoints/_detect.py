@@ -9,6 +9,9 @@
 | pickle protocol 2-5 opcode (`\\x80\\x02`..`\\x80\\x05`) | `torch-legacy` |
 | 8-byte little-endian length n, then `{` (JSON header)   | `safetensors`  |
 | protobuf field 1 varint (`\\x08`, ONNX `ir_version`), or suffix `.onnx` | `onnx` |
+| zip with `model.weights.h5` (Keras 3 `.keras`)          | `keras`        |
+| `\\x89HDF\\r\\n\\x1a\\n` (HDF5: Keras `.h5` / `.weights.h5`)     | `keras-h5`     |
+| a folder holding one of `HF_WEIGHT_FILES`               | `huggingface`  |
 """
 
 from __future__ import annotations
@@ -21,17 +24,32 @@ from pathlib import Path
 from linearcnn._files import check_regular_file
 from linearcnn.errors import LinearCNNInputError
 
+#: The weights files of a Hugging Face `save_pretrained` folder, in order of preference.
+HF_WEIGHT_FILES: tuple[str, ...] = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+#: The first bytes of an HDF5 file (at offset 0: no user block).
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
 
 def check_checkpoint_path(path: str | os.PathLike[str]) -> Path:
-    """The path as a `Path`, after checking it names an existing, non-empty file."""
+    """The path as a `Path`, after checking it names an existing, non-empty file or a Hugging Face
+    model folder (one holding one of `HF_WEIGHT_FILES`)."""
     target = Path(path)
     if not target.exists():
         raise LinearCNNInputError(
             f"checkpoint {str(target)!r} does not exist; expected a checkpoint file"
         )
     if target.is_dir():
+        if any((target / name).is_file() for name in HF_WEIGHT_FILES):
+            return target
         raise LinearCNNInputError(
-            f"checkpoint {str(target)!r} is a directory; expected a checkpoint file"
+            f"checkpoint {str(target)!r} is a directory without model.safetensors, model.safetensors.index.json "
+            "or pytorch_model.bin; expected a checkpoint file or a Hugging Face model folder"
         )
     check_regular_file(target, "checkpoint", "a checkpoint file")
     if target.stat().st_size == 0:
@@ -56,10 +74,12 @@ def _zip_kind(path: Path) -> str:
         return "torch-zip"
     if names and all(n.endswith(".npy") for n in names):
         return "npz"
+    if "model.weights.h5" in names:
+        return "keras"
     shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
     raise LinearCNNInputError(
         f"checkpoint {str(path)!r}: zip archive with entries [{shown}] is not a PyTorch checkpoint "
-        "(data.pkl), TorchScript archive (constants.pkl, code/) or .npz"
+        "(data.pkl), TorchScript archive (constants.pkl, code/), .npz or .keras (model.weights.h5)"
     )
 
 
@@ -72,6 +92,8 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
 
 def sniff_format(path: Path) -> str:
     """The kind of file at `path` (see the module table); raises for unknown content."""
+    if path.is_dir():
+        return "huggingface"
     size = path.stat().st_size
     with open(path, "rb") as handle:
         head = handle.read(16)
@@ -79,6 +101,8 @@ def sniff_format(path: Path) -> str:
         return _zip_kind(path)
     if head.startswith(b"\x93NUMPY"):
         return "npy"
+    if head.startswith(HDF5_MAGIC):
+        return "keras-h5"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "torch-legacy"
     if _looks_like_safetensors(head, size):
@@ -92,5 +116,5 @@ def sniff_format(path: Path) -> str:
         )
     raise LinearCNNInputError(
         f"checkpoint {str(path)!r}: unknown format (first bytes {head[:8].hex(' ')}); expected a PyTorch "
-        "checkpoint, TorchScript archive, safetensors, ONNX, .npy or .npz file"
+        "checkpoint, TorchScript archive, safetensors, ONNX, .npy, .npz, .keras or Keras .h5 file"
     )

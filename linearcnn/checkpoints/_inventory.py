@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from linearcnn.checkpoints._batchnorm import BatchNormRef, following_batchnorm
 from linearcnn.errors import LinearCNNInputError
 
 Shape = tuple[int, ...]
@@ -109,6 +110,11 @@ class ConvCandidate:
     shape: Shape  # (K, C, kh, kw)
     fetch: Callable[[], np.ndarray]  # reads the weights as float64 (K, C, kh, kw)
     aliases: tuple[str, ...] = ()  # further names `layer=` may use (ONNX node names, raw keys)
+    #: finds the BatchNorm that follows this convolution (None: the format cannot tell)
+    batchnorm: Callable[[], BatchNormRef | None] | None = None
+    stem: str | None = None  # a pixel-rearranging stem feeds this convolution (graph formats: certain)
+    quantization: str | None = None  # how `fetch` dequantizes stored integer weights
+    notes: tuple[str, ...] = ()  # what a report should say about these weights
 
     def names(self) -> set[str]:
         """Every name by which `layer=` may pick this candidate, in canonical form."""
@@ -135,6 +141,7 @@ class Inventory:
     graph_ordered: bool = False
     graph_first: str | None = None  # name of the first convolution applied to the input
     recorded_first: str | None = None  # first layer named by the file itself (linearcnn format)
+    preferred_first: tuple[str, str] | None = None  # (name, why): the stem its architecture names
     rule: str = "shape"  # "shape": prefer image-like input channels; "first": first in order
     init_weights: dict[str, Callable[[], np.ndarray]] = field(default_factory=dict)
     shared_init: Callable[[], np.ndarray] | None = (
@@ -176,13 +183,16 @@ def tensor_candidates(
     entries: Iterable[tuple[str, Shape, bool, Callable[[], np.ndarray]]],
     *,
     any_name: bool = False,
+    stored_order: bool = True,
 ) -> tuple[list[ConvCandidate], list[tuple[str, Shape]]]:
     """Split (key, shape, is_floating, fetch) entries into convolution candidates and the rest.
 
     A candidate is a floating-point 4-D tensor whose key's last component ends in `weight`
     (`conv1.weight`, `stem.0.weight`); when no key looks like that (arrays named freely), every
     floating-point 4-D tensor is a candidate, as it always is with `any_name`. Names are canonical
-    (`module.`/`_orig_mod.` stripped); a name seen twice keeps its first tensor.
+    (`module.`/`_orig_mod.` stripped); a name seen twice keeps its first tensor. Each candidate
+    can find the BatchNorm following it (`_batchnorm.following_batchnorm`; `stored_order` says
+    whether `entries` are in module order, as state dicts are, or sorted by name).
     """
     listed = list(entries)
     four_d = [entry for entry in listed if len(entry[1]) == 4 and entry[2]]
@@ -193,12 +203,22 @@ def tensor_candidates(
     chosen_keys = {entry[0] for entry in chosen}
     candidates: list[ConvCandidate] = []
     seen: set[str] = set()
+    canonical = [(canonical_name(key), tuple(shape), fetch) for key, shape, _, fetch in listed]
+    index_of = {key: i for i, (key, _, _, _) in reversed(list(enumerate(listed)))}
+
+    def bn_finder(index: int, filters: int) -> Callable[[], BatchNormRef | None]:
+        return lambda: following_batchnorm(canonical, index, filters, stored_order=stored_order)
+
     for key, shape, _, fetch in chosen:
         name = layer_name(key) or key
         if name in seen:
             continue
         seen.add(name)
-        candidates.append(ConvCandidate(name=name, key=key, shape=tuple(shape), fetch=fetch))
+        candidates.append(
+            ConvCandidate(
+                name=name, key=key, shape=tuple(shape), fetch=fetch, batchnorm=bn_finder(index_of[key], int(shape[0]))
+            )
+        )
     others = [(key, tuple(shape)) for key, shape, _, _ in listed if key not in chosen_keys]
     return candidates, others
 
@@ -299,7 +319,8 @@ def select_layer(inv: Inventory, layer: str | None) -> tuple[ConvCandidate, str]
     """Choose the first layer of `inv`; returns it and how it was chosen, in words.
 
     In order: `layer` when given (see `_find_by_name`); the layer the file names itself
-    (linearcnn checkpoints); the first convolution applied to the input (files with a graph);
+    (linearcnn checkpoints); the first convolution applied to the input (files with a graph); the
+    stem convolution the architecture names (Hugging Face folders with a known `model_type`);
     otherwise, in stored order, the first 4-D weight with 3 input channels, else with 1 or 4,
     else the first 4-D weight (`rule == "first"`: simply the first, for `.npz` files).
     """
@@ -321,6 +342,10 @@ def select_layer(inv: Inventory, layer: str | None) -> tuple[ConvCandidate, str]
     if inv.graph_first is not None:
         found = next(c for c in inv.candidates if c.name == inv.graph_first)
         return found, "first convolution applied to the input (graph order)"
+    if inv.preferred_first is not None:
+        found = _find_by_name(inv, inv.preferred_first[0])
+        if found is not None:
+            return found, inv.preferred_first[1]
     if inv.rule == "first":
         return inv.candidates[0], f"first 4-D array ({inv.order})"
     return _by_shape_rule(inv.candidates), f"shape rule ({inv.order})"
