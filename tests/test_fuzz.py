@@ -160,6 +160,8 @@ FOUND = [
      "linearcnn/_npz.py:108: a .npy header with an unclosed bracket raises tokenize.TokenError"),
     ("data-npz", 0, "member", 0, [("overwrite", 8, b" ")],
      "linearcnn/_npz.py:108 (via data/formats/npz.py): a .npy header with an unclosed bracket raises tokenize.TokenError"),
+    ("svhn", 1, "bytes", 0, [("number", 262165, 4, 0, False)],
+     "scipy.io.loadmat crashed the interpreter (segmentation fault) on a damaged train_32x32.mat; now data/formats/_mat5.py"),
     ("folder-png", 1, "bytes", 0, [("flip", 33, 180)],
      "linearcnn/data/formats/folder.py:79: a PNG chunk length of 3 GB (the chunk after IHDR) makes Pillow's load raise MemoryError"),
 ]

@@ -381,3 +381,53 @@ def test_a_nested_tensor_beside_the_weights_is_skipped(tmp_path):
     with pytest.raises(LinearCNNInputError) as error:
         load_first_layer(only)
     assert "\n" not in str(error.value) and "only_nested.pt" in str(error.value)
+
+
+def test_npz_class_names_beyond_unicode_are_one_line(tmp_path):
+    from linearcnn.data import load_dataset
+
+    names = np.frombuffer(b"\x00\x00\x11\x00" * 2, dtype="<U1")  # code point 0x110000: not Unicode
+    path = tmp_path / "d.npz"
+    np.savez(path, images=np.zeros((2, 4, 4, 3), np.uint8) + np.arange(2)[:, None, None, None], labels=[0, 1], classes=names)
+    with pytest.raises(LinearCNNInputError) as error:
+        load_dataset(f"npz:{path}")
+    assert "\n" not in str(error.value) and "classes" in str(error.value)
+
+
+def test_cifar_label_names_that_are_not_utf8_are_one_line(tmp_path):
+    import pickle
+
+    from linearcnn.data import load_dataset
+
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (root / name).write_bytes(pickle.dumps(batch))
+    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"\x86cat", b"dog"] + [b"x"] * 8}))
+    with pytest.raises(LinearCNNInputError) as error:
+        load_dataset(f"cifar10:{tmp_path}")
+    assert "\n" not in str(error.value) and "UTF-8" in str(error.value)
+
+
+def test_mat5_reader_reads_compressed_and_refuses_lying_sizes(tmp_path):
+    import scipy.io
+
+    from linearcnn.data.formats._mat5 import read_mat5
+
+    x = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    y = np.array([[1.5], [2.0]])
+    for compress in (False, True):
+        path = tmp_path / f"m{compress}.mat"
+        scipy.io.savemat(path, {"X": x, "y": y, "other": np.ones(3)}, do_compression=compress)
+        found = read_mat5(path, ["X", "y"], max_values=100, where="m")
+        assert set(found) == {"X", "y"} and found["X"].dtype == np.uint8 and found["y"].dtype == np.float64
+        np.testing.assert_array_equal(found["X"], x)
+        np.testing.assert_array_equal(found["y"], y)
+    with pytest.raises(LinearCNNInputError, match="at most 10 values"):
+        read_mat5(tmp_path / "mFalse.mat", ["X"], max_values=10, where="m")
+    raw = bytearray((tmp_path / "mFalse.mat").read_bytes())
+    raw[132:136] = (10**9).to_bytes(4, "little")  # the first element's byte count: far beyond the file
+    (tmp_path / "bad.mat").write_bytes(bytes(raw))
+    with pytest.raises(LinearCNNInputError, match="truncated or corrupt"):
+        read_mat5(tmp_path / "bad.mat", ["X"], max_values=100, where="m")

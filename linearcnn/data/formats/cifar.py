@@ -104,7 +104,10 @@ def _names(value: Any, path: Path, kind: str, key: str) -> list[str]:
         raise LinearCNNInputError(
             f"{kind} file {str(path)!r}: {key!r} is a {type(value).__name__}; expected a list of names"
         )
-    return [item.decode("utf-8") if isinstance(item, bytes) else str(item) for item in value]
+    try:
+        return [item.decode("utf-8") if isinstance(item, bytes) else str(item) for item in value]
+    except UnicodeDecodeError as exc:
+        raise LinearCNNInputError(f"{kind} file {str(path)!r}: a name in {key!r} is not UTF-8 text ({exc.reason})") from None
 
 
 def _cifar_batch(

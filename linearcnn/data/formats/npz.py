@@ -139,7 +139,10 @@ def load_npz(path: Path, *, train: bool, limit: int | None) -> Loaded:
     if labels is not None:
         num_classes = check_num_classes(max((int(v.max()) + 1 for v in checked.values() if v.size), default=0), f"npz file {str(path)!r}")
         if names is not None:
-            classes = [str(name) for name in np.asarray(names).reshape(-1)]
+            try:
+                classes = [str(name) for name in np.asarray(names).reshape(-1)]
+            except (SystemError, ValueError, UnicodeError):  # numpy rejects code points beyond Unicode
+                raise LinearCNNInputError(f"npz file {str(path)!r}: 'classes' holds invalid text; expected class names") from None
             if len(classes) < num_classes:
                 raise LinearCNNInputError(
                     f"npz file {str(path)!r}: {len(classes)} 'classes' names for labels up to {num_classes - 1}"
