@@ -135,6 +135,13 @@ class Measurement:
         """What every output states about the data: spec, its source, image size, padding and normalisation."""
         return data_record(self.stats, self.options, data=self.data, note=self.data_note, cache=self.cache)
 
+    def layer_record(self) -> dict[str, Any]:
+        """What every output states about the weights as read: as stored, dequantized or
+        BatchNorm-folded, the BatchNorm folded, and the loader's notes (one sentence each)."""
+        first = self.layer
+        return {"weights_as": first.weights_as, "batchnorm": first.batchnorm, "quantization": first.quantization,
+                "layer_notes": list(first.notes) + ([first.stem] if first.stem else [])}
+
 
 def data_record(stats: PatchStats, options: DataOptions, *, data: str, note: str, cache: str) -> dict[str, Any]:
     """JSON-able account of the data behind `stats`: image_size [H, W] is the size the patches were
@@ -277,6 +284,11 @@ def _subtract_init(checkpoint: str | Path, first: FirstLayer, weights: NDArray[n
 
     if init is False and init_checkpoint is None:
         return weights, False, "raw weights: --no-init"
+    if first.bn_folded:  # the initial layer is stored unfolded: W - W0 would mix two scalings
+        if init or init_checkpoint is not None:
+            raise LinearCNNInputError("fold_bn: the initial weights are not folded, so they cannot be subtracted from "
+                                      "folded weights; drop fold_bn or init", parameter="fold_bn")
+        return weights, False, "raw weights, BatchNorm-folded: --fold-bn (the initial layer is stored unfolded)"
     if init is None and init_checkpoint is None:
         if prefer_raw:
             return weights, False, "raw weights: --raw fits the two-parameter raw-weights family; --init to subtract the initial layer"
@@ -313,6 +325,7 @@ def measure_checkpoint(
     limit: int | None = None, stats_file: str | Path | None = None,
     stats_cache: MutableMapping[Hashable, tuple[PatchStats, str]] | None = None, progress: bool = False,
     options: DataOptions | None = None, norm: str | None = None, cache: bool = True, prefer_raw: bool = False,
+    fold_bn: bool = False,
 ) -> Measurement:
     """The first layer of `checkpoint` and the patch statistics to measure it against.
 
@@ -323,11 +336,13 @@ def measure_checkpoint(
     fit); init_checkpoint: subtract this checkpoint's weights of the same layer instead.
     options: image reshaping (`DataOptions`); norm: "data" or "imagenet" (overrides options.norm).
     stats_cache: patch statistics shared between calls in memory (several checkpoints on one data
-    set); cache: the on-disk cache. The other arguments go to `load_first_layer` and `load_patch_stats`.
+    set); cache: the on-disk cache. fold_bn: fold the following BatchNorm into the filters
+    (`load_first_layer`; then raw weights: the stored initial layer is unfolded). The other
+    arguments go to `load_first_layer` and `load_patch_stats`.
     """
     from linearcnn.checkpoints import load_first_layer
 
-    first = load_first_layer(checkpoint, layer=layer, unsafe_load=unsafe_load)
+    first = load_first_layer(checkpoint, layer=layer, unsafe_load=unsafe_load, fold_bn=fold_bn)
     weights = np.asarray(first.weight, dtype=np.float64)  # (K, C, kh, kw)
     _, channels, kh, kw = weights.shape
     if kh != kw:
@@ -360,6 +375,8 @@ def measure_checkpoint(
                                                stats_file=stats_file, what=f"layer {first.name!r}", progress=progress,
                                                options=options, cache=cache)
         except LinearCNNInputError as exc:
+            if first.stem is not None and exc.parameter == "data":  # a channel mismatch with a known cause
+                raise LinearCNNInputError(f"{first.stem}; {exc}", parameter="data") from None
             if recorded is None:
                 raise
             raise LinearCNNInputError(f"data {spec!r} recorded in the checkpoint: {exc}; pass --data to choose the data",

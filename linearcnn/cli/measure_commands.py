@@ -58,13 +58,16 @@ NormOption = Annotated[Optional[str], typer.Option(
 )]
 CacheOption = Annotated[bool, typer.Option("--cache/--no-cache", help="Read and write patch statistics in the on-disk cache "
                                            "($LINEARCNN_CACHE_DIR, else ~/.cache/linearcnn).")]
+FoldBnOption = Annotated[bool, typer.Option(
+    "--fold-bn", help="Multiply each filter by the following BatchNorm's gamma / sqrt(running_var + eps) (state dicts, "
+    "ONNX, Keras); the output says whether one was found. Measures raw weights (the stored initial layer is unfolded).")]
 UnsafeLoadOption = Annotated[
     bool, typer.Option("--unsafe-load", help="Allow loading a pickled nn.Module (runs code from the file).")
 ]
 
 
 #: The library's parameters that these commands spell differently.
-_FLAGS = {"stats_file": "--stats"}
+_FLAGS = {"stats_file": "--stats", "fold_bn": "--fold-bn"}
 
 
 def _measure(checkpoint: Path, **options: Any) -> Measurement:
@@ -84,7 +87,8 @@ def _options(image_size: Optional[int], channels: Optional[int], pad: int) -> Da
 def _say(m: Measurement, as_json: bool) -> None:
     """The two defaults a reader must know, on stderr before a table: which data, which weights."""
     if not as_json:
-        console().print(f"data: {m.data_note}\nweights: {m.init_note}", highlight=False, soft_wrap=True)
+        notes = "".join(f"\nnote: {n}" for n in m.layer_record()["layer_notes"])
+        console().print(f"data: {m.data_note}\nweights: {m.init_note}{notes}", highlight=False, soft_wrap=True)
 
 
 
@@ -164,6 +168,7 @@ def profile(
     norm: NormOption = None,
     cache: CacheOption = True,
     unsafe_load: UnsafeLoadOption = False,
+    fold_bn: FoldBnOption = False,
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """The energy profile of a checkpoint's first layer (PAPER Sec. 1), and its best formula fit
@@ -171,13 +176,14 @@ def profile(
     from linearcnn.energy import energy_profile, whitening_indicators
 
     m = _measure(checkpoint, data=data, layer=layer, init=init, init_checkpoint=init_checkpoint, unsafe_load=unsafe_load,
+                 fold_bn=fold_bn,
                  centered=centered, device=device, limit=limit, stats_file=stats_file,
                  options=_options(image_size, channels, pad), norm=norm, cache=cache)
     energy = energy_profile(m.weights, m.stats.eigenvectors)
     indicators = whitening_indicators(m.weights, m.stats)
     result = _fit_with_warnings(m) if energy.size >= 3 and np.ptp(energy) > 0 else None  # else nothing to fit
     payload = {
-        "layer": m.layer.name, "format": m.layer.format, "filters": int(m.weights.shape[0]),
+        "layer": m.layer.name, "format": m.layer.format, **m.layer_record(), "filters": int(m.weights.shape[0]),
         "patch_shape": list(m.weights.shape[1:]), **m.data_record(), "init_subtracted": m.init_subtracted,
         "weights_note": m.init_note, "eigenvalues": m.stats.eigenvalues, "profile": energy, "whitening": indicators,
         "fit_family": result.family if result else None, "fit_correlation": result.correlation if result else None,
@@ -237,6 +243,7 @@ def fit(
     norm: NormOption = None,
     cache: CacheOption = True,
     unsafe_load: UnsafeLoadOption = False,
+    fold_bn: FoldBnOption = False,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw profile vs formula to this PNG."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the JSON result to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
@@ -253,13 +260,14 @@ def fit(
         raise LinearCNNInputError(f"--bootstrap must be >= 0, got {bootstrap}")
     check_outputs({"--plot": (plot, FIGURE_SUFFIXES), "--out": (out, ())})
     m = _measure(checkpoint, data=data, layer=layer, init=init, init_checkpoint=init_checkpoint, unsafe_load=unsafe_load,
+                 fold_bn=fold_bn,
                  centered=centered, device=device, limit=limit, stats_file=stats_file,
                  options=_options(image_size, channels, pad), norm=norm, cache=cache, prefer_raw=raw)
     result = _fit_with_warnings(m, lr=lr, raw=raw, bootstrap=bootstrap)
     indicators = whitening_indicators(m.weights, m.stats)
     payload = {
         "checkpoint": str(checkpoint), "layer": m.layer.name, "format": m.layer.format,
-        "selected_by": getattr(m.layer, "selected_by", ""),
+        "selected_by": getattr(m.layer, "selected_by", ""), **m.layer_record(),
         "filters": int(m.weights.shape[0]), "patch_shape": list(m.weights.shape[1:]), **m.data_record(),
         "init_subtracted": m.init_subtracted, "weights_note": m.init_note, "family": result.family,
         "bootstrap": bootstrap,
@@ -298,7 +306,7 @@ def _print_fit_table(p: dict, plot: Optional[Path], out: Optional[Path]) -> None
         ("layer", f"{p['layer']} ({p['format']}; {p['selected_by']})" if p.get("selected_by") else f"{p['layer']} ({p['format']})"),
         ("filters x patch", f"{p['filters']} x {'x'.join(map(str, p['patch_shape']))}"),
         ("data", data_title(p)),
-        ("weights", p["weights_note"]),
+        ("weights", p["weights_note"] + ("" if p["weights_as"] == "stored" else f" ({p['weights_as']})")),
         ("family", p["family"]),
         ("correlation (Pearson)", _flag_text(p["correlation"], p["caveat"])
          + (f"  [95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")),
@@ -358,6 +366,7 @@ def compare(
     norm: NormOption = None,
     cache: CacheOption = True,
     unsafe_load: UnsafeLoadOption = False,
+    fold_bn: FoldBnOption = False,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Heatmap PNG of the correlation matrix."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON result to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
@@ -368,7 +377,8 @@ def compare(
     check_outputs({"--plot": (plot, FIGURE_SUFFIXES), "--out": (out, ())})
     shared: dict[Any, Any] = {}
     measurements = [
-        _measure(c, data=data, layer=layer, init=init, init_checkpoint=None, unsafe_load=unsafe_load, centered=centered,
+        _measure(c, data=data, layer=layer, init=init, init_checkpoint=None, unsafe_load=unsafe_load, fold_bn=fold_bn,
+                 centered=centered,
                  device=device, limit=limit, stats_file=stats_file, stats_cache=shared,
                  options=_options(image_size, channels, pad), norm=norm, cache=cache)
         for c in checkpoints
@@ -385,6 +395,7 @@ def compare(
     payload = {
         "checkpoints": [str(c) for c in checkpoints], "labels": labels,
         "layers": [m.layer.name for m in measurements], **records[0],
+        "weights_as": [m.layer.weights_as for m in measurements],
         "data_per_checkpoint": [r["data_source"] for r in records],
         "init_subtracted": [m.init_subtracted for m in measurements], "weights": [m.init_note for m in measurements],
         "correlation_matrix": matrix, "profiles": profiles,
