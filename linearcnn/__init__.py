@@ -6,8 +6,9 @@ The public API, a thin facade over the rooms named in the README's module map:
   `raw_gradient_flow_profile`, `whitening_profile`
 * data and patches: `load_dataset`, `has_test_split`, `ImageDataset`, `patch_stats`,
   `dataset_patch_stats`, `PatchStats`
-* measuring: `load_first_layer`, `FirstLayer`, `energy_profile`, `profile_similarity`,
-  `whitening_indicators`, `fit_formula`, `FitResult`
+* measuring: `measure` (one call: a checkpoint or a model in memory -> `MeasureResult`),
+  `load_first_layer`, `FirstLayer`, `energy_profile`, `profile_similarity`,
+  `whitening_indicators`, `fit_formula`, `fit_filters`, `FitResult`
 * training and dynamics: `build_model`, `TrainConfig`, `train_seeds`, `simulate` (one run:
   `linearcnn.train.train`; the name `linearcnn.train` is the training package)
 
@@ -35,7 +36,8 @@ if TYPE_CHECKING:  # what static tools see; at run time the same names load lazi
     from linearcnn.data import ImageDataset, has_test_split, load_dataset
     from linearcnn.dynamics import simulate
     from linearcnn.energy import energy_profile, profile_similarity, whitening_indicators
-    from linearcnn.fit import FitResult, fit_formula
+    from linearcnn.fit import FitResult, fit_filters, fit_formula
+    from linearcnn.measurement import MeasureResult, measure
     from linearcnn.models import build_model
     from linearcnn.patches import PatchStats, dataset_patch_stats, patch_stats
     from linearcnn.theory import (
@@ -67,6 +69,9 @@ _LAZY = {
     "load_first_layer": "linearcnn.checkpoints",
     "FirstLayer": "linearcnn.checkpoints",
     "fit_formula": "linearcnn.fit",
+    "fit_filters": "linearcnn.fit",
+    "measure": "linearcnn.measurement",
+    "MeasureResult": "linearcnn.measurement",
     "FitResult": "linearcnn.fit",
     "build_model": "linearcnn.models",
     "TrainConfig": "linearcnn.train",
@@ -79,6 +84,7 @@ __all__ = [
     "FitResult",
     "ImageDataset",
     "LinearCNNInputError",
+    "MeasureResult",
     "PatchStats",
     "TrainConfig",
     "__version__",
@@ -86,12 +92,14 @@ __all__ = [
     "dataset_patch_stats",
     "derive",
     "energy_profile",
+    "fit_filters",
     "fit_formula",
     "formula_profile",
     "gradient_flow_profile",
     "has_test_split",
     "load_dataset",
     "load_first_layer",
+    "measure",
     "patch_stats",
     "profile_similarity",
     "raw_formula_profile",

@@ -29,14 +29,16 @@ from numpy.typing import NDArray
 from linearcnn.errors import LinearCNNInputError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from torch import nn
+
     from linearcnn.checkpoints import FirstLayer
     from linearcnn.fit import FitResult
     from linearcnn.patches import PatchStats
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "NORM_PRESETS", "DataOptions", "Measurement", "RecordedData",
+    "IMAGENET_MEAN", "IMAGENET_STD", "NORM_PRESETS", "DataOptions", "MeasureResult", "Measurement", "RecordedData",
     "compare_measurements", "data_record", "data_title", "fit_measurement", "load_patch_stats",
-    "load_patch_stats_with_source", "measure_checkpoint", "recorded_data",
+    "load_patch_stats_with_source", "measure", "measure_checkpoint", "recorded_data",
 ]
 
 
@@ -277,8 +279,9 @@ def load_patch_stats(
                               stats_file=stats_file, what=what, progress=progress, options=options, cache=cache)[0]
 
 
-def _subtract_init(checkpoint: str | Path, first: FirstLayer, weights: NDArray[np.float64], init: bool | None,
-                   init_checkpoint: str | Path | None, unsafe_load: bool, prefer_raw: bool) -> tuple[NDArray[np.float64], bool, str]:
+def _subtract_init(checkpoint: str | Path | nn.Module, first: FirstLayer, weights: NDArray[np.float64], init: bool | None,
+                   init_checkpoint: str | Path | nn.Module | None, unsafe_load: bool,
+                   prefer_raw: bool) -> tuple[NDArray[np.float64], bool, str]:
     """The weights to measure, whether the initial layer was subtracted, and why (in words)."""
     from linearcnn.checkpoints import load_init_weight
 
@@ -297,14 +300,14 @@ def _subtract_init(checkpoint: str | Path, first: FirstLayer, weights: NDArray[n
                                     "(the same network at step 0) for the init-subtracted profile")
     if init_checkpoint is not None:
         initial = load_init_weight(init_checkpoint, first.name, expected_shape=weights.shape, unsafe_load=unsafe_load)
-        note = f"init-subtracted: the initial layer from --init-checkpoint {init_checkpoint}"
+        note = f"init-subtracted: the initial layer from --init-checkpoint {_source_name(init_checkpoint)}"
     elif first.init_weight is not None:
         initial = np.asarray(first.init_weight, dtype=np.float64)
         note = ("init-subtracted: --init (the checkpoint's stored initial layer)" if init else
                 "init-subtracted: the checkpoint stores its initial layer; --no-init for raw weights")
     else:
         raise LinearCNNInputError(
-            f"init: {checkpoint} stores no initial weights for {first.name!r}; give init_checkpoint instead",
+            f"init: {first.path} stores no initial weights for {first.name!r}; give init_checkpoint instead",
             parameter="init",
         )
     if initial.shape != weights.shape:
@@ -319,9 +322,14 @@ def _subtract_init(checkpoint: str | Path, first: FirstLayer, weights: NDArray[n
     return weights, True, note
 
 
+def _source_name(source: object) -> str:
+    """A checkpoint path as given, or '<ClassName in memory>' for a model object."""
+    return str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__} in memory>"
+
+
 def measure_checkpoint(
-    checkpoint: str | Path, *, data: str | None = None, layer: str | None = None, init: bool | None = None,
-    init_checkpoint: str | Path | None = None, unsafe_load: bool = False, centered: bool = False, device: str = "auto",
+    checkpoint: str | Path | nn.Module, *, data: str | None = None, layer: str | None = None, init: bool | None = None,
+    init_checkpoint: str | Path | nn.Module | None = None, unsafe_load: bool = False, centered: bool = False, device: str = "auto",
     limit: int | None = None, stats_file: str | Path | None = None,
     stats_cache: MutableMapping[Hashable, tuple[PatchStats, str]] | None = None, progress: bool = False,
     options: DataOptions | None = None, norm: str | None = None, cache: bool = True, prefer_raw: bool = False,
@@ -352,7 +360,8 @@ def measure_checkpoint(
     options = options or DataOptions()
     if norm is not None:
         options = DataOptions(options.image_size, options.channels, options.pad, norm)
-    recorded = None if data is not None or stats_file is not None else recorded_data(checkpoint, first.format)
+    recorded = (None if data is not None or stats_file is not None or not isinstance(checkpoint, (str, Path))
+                else recorded_data(checkpoint, first.format))
     if recorded is not None:
         spec, note = recorded.spec, f"{recorded.spec} (recorded in the checkpoint)"
         if limit is None:
@@ -415,3 +424,76 @@ def fit_measurement(
     stats = measurement.stats
     return fit_filters(measurement.weights, stats.eigenvalues, stats.eigenvectors, lr=lr, raw=raw,
                        bootstrap=bootstrap, seed=seed)
+
+
+@dataclass
+class MeasureResult:
+    """What `measure` found: the measurement (layer, weights, statistics, data), the energy
+    profile, the whitening indicators and the formula fit (None when not asked)."""
+
+    measurement: Measurement
+    profile: NDArray[np.float64]  # (d,) energy per patch-PCA component
+    whitening: dict[str, float]
+    fit: FitResult | None
+
+    def __repr__(self) -> str:
+        m = self.measurement
+        k, c, kh, _ = m.weights.shape
+        text = (f"MeasureResult(layer {m.layer.name!r} ({k} filters, {c}x{kh}x{kh}, "
+                f"{'init-subtracted' if m.init_subtracted else 'raw'}) on {m.data!r}")
+        return text + (f"; {self.fit!r})" if self.fit is not None else ")")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: layer, weights kind, data record, profile, whitening and the fit's fields."""
+        m = self.measurement
+        return {"layer": m.layer.name, "format": m.layer.format, **m.layer_record(), "filters": int(m.weights.shape[0]),
+                "patch_shape": list(m.weights.shape[1:]), "init_subtracted": m.init_subtracted, "weights_note": m.init_note,
+                **m.data_record(), "eigenvalues": m.stats.eigenvalues.tolist(), "profile": self.profile.tolist(),
+                "whitening": dict(self.whitening), "fit": None if self.fit is None else self.fit.to_dict()}
+
+    def to_frame(self) -> Any:
+        """One row per component: eigenvalue, energy, and the fit's profiles when fitted (pandas)."""
+        if self.fit is not None:
+            frame = self.fit.to_frame()
+            frame.insert(1, "energy", self.profile)
+            return frame
+        try:
+            import pandas as pd
+        except ImportError:
+            raise LinearCNNInputError("MeasureResult.to_frame needs pandas: pip install pandas") from None
+        frame = pd.DataFrame({"eigenvalue": self.measurement.stats.eigenvalues, "energy": self.profile})
+        frame.index.name = "component"
+        return frame
+
+    def plot(self, ax: Any = None) -> Any:
+        """The profile against the fitted formula (`FitResult.plot`); returns the Axes."""
+        if self.fit is None:
+            raise LinearCNNInputError("nothing to plot: measure(..., fit=False) made no fit")
+        return self.fit.plot(ax, label=self.measurement.layer.name)
+
+
+def measure(
+    model_or_path: str | Path | nn.Module, data: str | None = None, *, layer: str | None = None,
+    init: bool | None = None, init_from: str | Path | nn.Module | None = None, fold_bn: bool = False, fit: bool = True,
+    raw: bool = False, lr: float | None = None, bootstrap: int = 200, seed: int = 0, device: str = "auto",
+    limit: int | None = None, image_size: int | None = None, channels: int | None = None, pad: int = 0,
+    norm: str | None = None, cache: bool = True, unsafe_load: bool = False,
+) -> MeasureResult:
+    """Measure a first layer in one call: a checkpoint path (any supported format) or a
+    `torch.nn.Module` in memory, against the patch statistics of `data` (None: the data a
+    linearcnn checkpoint recorded, else builtin), as `linearcnn fit` does.
+
+    init / init_from: the initial layer to subtract (None: the stored one when there is one);
+    `init_from` may be a path or a module (the same network at step 0). fit: fit the formula
+    (raw: the two-parameter raw family; lr: the discrete-steps family at this lr; bootstrap
+    resamples over filters for 95% intervals). The data options are those of the CLI.
+    """
+    from linearcnn.energy import energy_profile, whitening_indicators
+
+    options = DataOptions(image_size, channels, int(pad))
+    m = measure_checkpoint(model_or_path, data=data, layer=layer, init=init, init_checkpoint=init_from, fold_bn=fold_bn,
+                           unsafe_load=unsafe_load, device=device, limit=limit, options=options, norm=norm, cache=cache,
+                           prefer_raw=raw)
+    result = fit_measurement(m, lr=lr, raw=raw, bootstrap=bootstrap, seed=seed) if fit else None
+    return MeasureResult(measurement=m, profile=energy_profile(m.weights, m.stats.eigenvectors),
+                         whitening=dict(whitening_indicators(m.weights, m.stats)), fit=result)

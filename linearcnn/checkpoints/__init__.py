@@ -81,6 +81,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -104,6 +105,9 @@ from linearcnn.checkpoints.training import (
     model_from_checkpoint,
 )
 from linearcnn.errors import LinearCNNInputError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from torch import nn
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -137,7 +141,7 @@ class FirstLayer:
     path: str
     # "torch-state-dict", "linearcnn", "torchscript", "safetensors", "onnx", "npy", "npz",
     # "huggingface" (a save_pretrained folder), "keras" (.keras), "keras-h5" (.h5),
-    # or "torch-module" (a whole module, read with unsafe_load)
+    # "torch-module" (a whole module, read with unsafe_load) or "module" (a module in memory)
     format: str
     selected_by: str = ""  # how the layer was chosen, in words (for reports)
     #: False: the weights as stored; True: multiplied per filter by the following BatchNorm's
@@ -157,8 +161,16 @@ class FirstLayer:
         return ", ".join(parts) or "stored"
 
 
-def _read_inventory(path: PathLike, *, unsafe_load: bool) -> Inventory:
-    """Everything the first-layer rules need from the file at `path`."""
+def _read_inventory(path: PathLike | nn.Module, *, unsafe_load: bool) -> Inventory:
+    """Everything the first-layer rules need from the file at `path`, or from a module in memory."""
+    if not isinstance(path, (str, os.PathLike)):
+        import torch
+
+        if not isinstance(path, torch.nn.Module):
+            raise LinearCNNInputError(f"expected a checkpoint path or a torch.nn.Module, got a {type(path).__name__}")
+        from linearcnn.checkpoints._torch_pickle import module_inventory
+
+        return module_inventory(f"<{type(path).__name__} in memory>", path, fmt="module")
     target = check_checkpoint_path(path)
     kind = sniff_format(target)
     if kind == "huggingface":
@@ -209,12 +221,13 @@ def _shape_checked(weights: np.ndarray, shape: tuple[int, ...], what: str) -> np
 
 
 def load_first_layer(
-    path: PathLike, *, layer: str | None = None, unsafe_load: bool = False, fold_bn: bool = False
+    path: PathLike | nn.Module, *, layer: str | None = None, unsafe_load: bool = False, fold_bn: bool = False
 ) -> FirstLayer:
     """Load the first convolution layer of the checkpoint at `path` (rules in the module docstring).
 
     Args:
-        path: checkpoint file of any supported format, or a Hugging Face model folder.
+        path: checkpoint file of any supported format, a Hugging Face model folder, or a
+            `torch.nn.Module` in memory (measured without saving it; format "module").
         layer: name of the layer to use instead of the automatic choice (with or without
             `.weight` and `module.`/`_orig_mod.` prefixes).
         unsafe_load: allow full unpickling (`torch.load(weights_only=False)`), which can run code
@@ -310,7 +323,7 @@ def list_conv_layers(
 
 
 def load_init_weight(
-    path: PathLike,
+    path: PathLike | nn.Module,
     layer: str | None = None,
     *,
     expected_shape: tuple[int, ...] | None = None,

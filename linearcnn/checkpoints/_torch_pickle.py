@@ -125,9 +125,9 @@ def state_dict_inventory(path: Path, mapping: Any, *, fmt: str) -> Inventory:
     )
 
 
-def _module_inventory(path: Path, model: nn.Module) -> Inventory:
-    """Inventory of a whole module: 4-D weights of non-transposed conv-like modules, in
-    `named_modules()` order."""
+def module_inventory(path: Path | str, model: nn.Module, *, fmt: str = "torch-module") -> Inventory:
+    """Inventory of a whole module (unpickled from `path`, or in memory): 4-D weights of
+    non-transposed conv-like modules, in `named_modules()` order."""
     candidates: list[ConvCandidate] = []
     seen: set[str] = set()
     for module_name, module in model.named_modules():
@@ -148,7 +148,7 @@ def _module_inventory(path: Path, model: nn.Module) -> Inventory:
     others = [(k, tuple(t.shape)) for k, t in model.state_dict().items() if k not in chosen]
     return Inventory(
         path=str(path),
-        format="torch-module",
+        format=fmt,
         candidates=candidates,
         order="named_modules() order",
         other_tensors=others,
@@ -174,7 +174,7 @@ def torch_pickle_inventory(path: Path, *, unsafe_load: bool, zip_format: bool) -
         return _linearcnn_inventory(path, obj)
     obj = unwrap(obj)
     if isinstance(obj, nn.Module):
-        return _module_inventory(path, obj)
+        return module_inventory(path, obj)
     if isinstance(obj, torch.Tensor):
         return single_array_inventory(
             path,
