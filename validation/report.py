@@ -19,7 +19,7 @@ from typing import Any
 
 from linearcnn._files import atomic_write_text
 from validation import tables
-from validation.cells import Cell, Records, claim_cells, claims_table, format_stat, ok, tally, tally_line
+from validation.cells import Cell, Records, claim_cells, claims_table, format_stat, ok, runs_of, tally, tally_line
 from validation.claims import VERDICTS, Claim, correlation_band
 from validation.deviations import explained
 
@@ -78,6 +78,17 @@ def _deviations(rows: list[tuple[Claim, dict[str, Cell]]], results: dict[str, Re
     return lines
 
 
+def _training_time(results: dict[str, Records]) -> str:
+    """'; training epochs of the N runs used: M min, ...' from the run records (runs trained by an
+    earlier invocation are reused, so the invocation's own wall time leaves them out)."""
+    runs = [r for records in results.values() for r in runs_of(ok(records))]
+    seconds = sum(float(r.get("train_seconds") or 0.0) for r in runs)
+    if not seconds:
+        return ""
+    return (f"; training epochs of the {len(runs)} deep-network runs it used: {seconds / 60:.0f} min, summed as each "
+            "run was trained, runs already in the run folder being reused")
+
+
 def _relative(figures_dir: str | Path, report_dir: str | Path) -> Path:
     """The figures folder as seen from the report's folder."""
     return Path(os.path.relpath(Path(figures_dir).resolve(), Path(report_dir).resolve()))
@@ -119,7 +130,7 @@ def render_report(results: dict[str, Records], *, figures_dir: str | Path = "fig
         "- **Data**: " + "; ".join(f"`{slug}`: {tables.data_line(records)}" for slug, records in results.items()),
         f"- **Device**: {', '.join(devices)}; torch {first['versions'].get('torch')}, linearcnn {first['versions'].get('linearcnn')}",
         f"- **Seeds**: {', '.join(map(str, first['seeds']))}; every number is mean +- std over seeds (or seed pairs).",
-        f"- **Reproduce**: `{command}` (wall time of the experiments: {wall / 60:.1f} min)",
+        f"- **Reproduce**: `{command}` (this invocation: {wall / 60:.1f} min{_training_time(results)})",
         *(["- **Failed experiments**: " + "; ".join(failed)] if failed else []),
         "",
         "## Claims of PAPER.md section 4",
@@ -190,7 +201,8 @@ def render_readme_results(results: dict[str, Records], *, figures_dir: str = "fi
         f"Configuration `{first['config']['name']}`" + (" (CPU, scaled down; the GPU run is pending)" if on_cpu else "")
         + "; data " + "; ".join(f"`{slug}`: {tables.data_line(records)}" for slug, records in results.items())
         + f"; seeds {', '.join(map(str, first['seeds']))}. Reproduce: "
-        f"`{first.get('command') or 'linearcnn validate'}` ({wall / 60:.1f} min). Every row, the per-arm tables, the "
+        f"`{first.get('command') or 'linearcnn validate'}` (this invocation {wall / 60:.1f} min{_training_time(results)}). "
+        "Every row, the per-arm tables, the "
         "rules and the deviations: [`validation/REPORT.md`](validation/REPORT.md).",
         "",
         *claims_table(rows, list(results)),

@@ -81,7 +81,8 @@ class Trained:
         """One row of the per-arm table (JSON)."""
         return {"arm": self.arm.key, **self.arm.describe(), "seed": self.seed, "steps": self.steps, "epochs": self.epochs,
                 "train_accuracy": self.train_accuracy, "test_accuracy": self.test_accuracy,
-                "displacement": self.displacement, "target": self.target, "converged": self.converged, "stop": self.stop}
+                "displacement": self.displacement, "target": self.target, "converged": self.converged, "stop": self.stop,
+                "train_seconds": float(sum(self.metrics.get("seconds", [])))}  # the training epochs, when it was trained
 
 
 def data_slug(spec: str, pad: int = 0) -> str:
