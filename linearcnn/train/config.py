@@ -207,11 +207,10 @@ def check_together(configs: Sequence[TrainConfig]) -> None:
 
 def channels_last_for(config: TrainConfig, device: torch.device) -> bool:
     """Whether one model (not a vmapped stack) trains in channels_last: the deep nets on CUDA and on
-    the CPU. Measured on the 2-core CPU (one SGD step, batch 256, float32, 2 threads; ratio of the
-    medians of 3 alternating runs, `python benchmarks/bench_memory_format.py`), twice, both times
-    with a validation run training beside it (load average 4-5): VGG11-bn width 32 1.12x / 1.15x,
-    ResNet20 width 16 1.30x / 1.20x, ResNet20 width 32 1.6x / 0.96x the images/s of the default
-    layout (benchmarks/results/memory_format.json holds the second)."""
+    the CPU. Measured on the 2-core CPU, quiet (one SGD step, batch 256, float32, 2 threads; ratio
+    of the medians of 3 alternating runs, `python benchmarks/bench_memory_format.py`, in
+    benchmarks/results/memory_format.json): VGG11-bn width 32 1.12x, ResNet20 width 16 1.35x,
+    width 32 1.39x the images/s of the default layout."""
     return config.arch not in LINEAR_ARCHS and device.type in ("cuda", "cpu")
 
 
