@@ -824,33 +824,34 @@ def test_builtin_splits_come_from_disjoint_halves():
     assert not any(image.tobytes() in train_rows for image in (test.images * 255).astype(np.uint8))
 
 
-@pytest.mark.parametrize("train", [True, False])
-def test_builtin_crops_match_their_source_boxes(train):
+@pytest.mark.parametrize(("train", "crop"), [(True, 32), (False, 32), (True, 64)])
+def test_builtin_crops_match_their_source_boxes(train, crop):
     """Independent reconstruction: shrink the recorded source box of the photo with Pillow and
     compare after a per-channel gain (the photometric jitter); a box two output pixels off
-    must fit far worse."""
-    data = load_dataset("builtin", seed=3, limit=60, train=train)
-    layout = builtin_layout(60, 3, train)
+    must fit far worse. Larger crops (`builtin:N@64`) too."""
+    data = load_dataset("builtin" if crop == 32 else f"builtin:60@{crop}", seed=3, limit=60, train=train)
+    assert data.images.shape == (60, 3, crop, crop)
+    layout = builtin_layout(60, 3, train, crop)
     photos = [Image.open(photo_path(package, path)).convert("RGB") for _, package, path in PHOTOS]
 
     def misfit(index: int, box: np.ndarray) -> float:
         reference = np.asarray(
-            photos[data.labels[index]].resize((32, 32), Image.Resampling.LANCZOS, box=tuple(box))
+            photos[data.labels[index]].resize((crop, crop), Image.Resampling.LANCZOS, box=tuple(box))
         )
-        reference = reference.astype(np.float64).transpose(2, 0, 1) / 255  # (3, 32, 32)
+        reference = reference.astype(np.float64).transpose(2, 0, 1) / 255  # (3, crop, crop)
         if layout.flip[index]:
             reference = reference[..., ::-1]
-        crop = data.images[index].astype(np.float64)
-        gain = (reference * crop).sum(axis=(1, 2)) / np.maximum(
+        image = data.images[index].astype(np.float64)
+        gain = (reference * image).sum(axis=(1, 2)) / np.maximum(
             (reference**2).sum(axis=(1, 2)), 1e-12
         )
-        return float(np.abs(crop - gain[:, None, None] * reference).mean())
+        return float(np.abs(image - gain[:, None, None] * reference).mean())
 
     right, wrong = [], []
     for index in range(60):
         box = layout.box[index]
         right.append(misfit(index, box))
-        step = 2 * (box[2] - box[0]) / 32
+        step = 2 * (box[2] - box[0]) / crop
         shifted = box + (
             np.array([step, 0, step, 0]) if box[0] >= step else np.array([-step, 0, -step, 0])
         )

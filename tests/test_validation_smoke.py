@@ -246,6 +246,7 @@ def test_report_has_a_row_for_every_claim(smoke_run):
                                                   if all(r["converged"] for (arm, _), r in runs.items() if arm == a)]},
                   "binary_pairs": {"fit": ["vgg11-bn-w4-true-lr0.01-pair-0-1", "vgg11-bn-w4-true-lr0.01-pair-3-5"]},
                   "pca_labels": {"pca_vs_random": ["vgg11-bn-w4-true-lr0.01-pca-1", "vgg11-bn-w4-random-lr0.01"]},
+                  "large_kernel": {"fit": ["resnet18-w4-true-lr0.01-m0.9-crop-16-k7"]},
                   "frozen": {"test_accuracy_difference": ["vgg11-bn-w4-true-lr0.01", "vgg11-bn-w4-true-lr0.01-frozen"]},
                   "linear_cnn": {"random": []}, **arms}[experiment][key]
         missed = [r for (arm, _), r in runs.items() if arm in behind and not r["converged"]]

@@ -57,6 +57,11 @@ class ValidationConfig:
     resnet_momentum_width: int = 32
     binary_pairs: tuple[tuple[int, int], ...] = ((0, 1), (3, 5))  # class pairs trained as two-class tasks
     pca_label_component: int = 1         # labels from the energy of this patch-PCA component (0 = largest)
+    # A large first layer on larger crops (the built-in photos only: `builtin:N@C`): ResNet18's 7x7
+    # stride-2 stem at this width, trained with momentum (a labelled arm, as the ResNet20 one).
+    large_kernel_crop: int = 64
+    large_kernel_width: int = 32
+    large_kernel_momentum: float = 0.9
     snapshots_per_epoch: int = 2         # first-layer snapshots per epoch (trajectories)
     lr_factors: tuple[float, ...] = (0.5,)  # extra learning rates (x lr) for the tau investigation
     bootstrap: int = 200                 # resamples over filters for the fits' 95% intervals (0: none)
@@ -86,7 +91,8 @@ class ValidationConfig:
 CONFIGS: dict[str, ValidationConfig] = {
     "smoke": ValidationConfig(
         name="smoke", train_limit=40, test_limit=20, true_target_acc=0.01, random_target_acc=1.0, max_epochs=2,
-        batch_size=40, vgg_width=4, vgg_wide_width=6, resnet_width=4, resnet_momentum_width=4, snapshots_per_epoch=1, bootstrap=5,
+        batch_size=40, vgg_width=4, vgg_wide_width=6, resnet_width=4, resnet_momentum_width=4, large_kernel_crop=16, large_kernel_width=4,
+        snapshots_per_epoch=1, bootstrap=5,
         linear_images=24, linear_filters=8, linear_train_steps=4, linear_trajectory_points=5, autocorr_images=8,
     ),
     "cpu": ValidationConfig(

@@ -28,7 +28,7 @@ from linearcnn.fit import fit_filters, fit_formula
 from validation.linear_cnn import linear_cnn
 from validation.measures import arms_of, both_views, fit_stats, loglog_slope, mean_std, profiles, series
 from validation.runs import Context, Trained
-from validation.tasks import binary_pairs, pca_labels
+from validation.tasks import binary_pairs, large_kernel, pca_labels
 
 # -------------------------------------------------------------------------------------------------
 # 2. consistency (Table 1)
@@ -391,6 +391,7 @@ EXPERIMENTS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "formula_fit": formula_fit,
     "binary_pairs": binary_pairs,
     "pca_labels": pca_labels,
+    "large_kernel": large_kernel,
     "frozen": frozen,
     "trajectories": trajectories,
     "external": external,

@@ -37,6 +37,7 @@ class Arm:
     frozen: bool = False
     momentum: float = 0.0
     task: str = ""          # a derived task of `validation.task_data` ("pair-3-5", "pca-1"); "" the data set itself
+    kernel_size: int | None = None  # the first layer's kernel (None: the configuration's)
 
     @property
     def key(self) -> str:
@@ -48,7 +49,7 @@ class Arm:
         """The arm's settings, for the per-arm table (optimiser spelled out)."""
         optimiser = "SGD" + (f", momentum {self.momentum:g}" if self.momentum else " (plain)")
         return {"arch": self.arch, "width": self.width, "labels": self.labels, "lr": self.lr, "optimiser": optimiser,
-                "frozen": self.frozen, "task": self.task}
+                "frozen": self.frozen, "task": self.task, "kernel_size": self.kernel_size}
 
 
 @dataclass
@@ -180,12 +181,21 @@ class Context:
         images of its two classes from the whole training split; PCA-component labels relabel the
         run's training images."""
         if task not in self._tasks:
+            from linearcnn.data import load_dataset
             from linearcnn.patches import dataset_patch_stats
             from validation.task_data import class_pair, parse_task, pca_component_labels
 
             kind, args = parse_task(task)
             c = self.config
-            if kind == "pair":
+            test: Any
+            if kind == "crop":
+                spec = f"builtin:{c.train_limit or 10_000}@{args[0]}"
+                train = load_dataset(spec, min_size=args[1])
+                test = load_dataset(f"builtin:{c.test_limit or 2_000}@{args[0]}", train=False, min_size=args[1])
+                stats = dataset_patch_stats(train, args[1], device=self.device)
+                info = {"spec": spec, "crop": args[0], "kernel_size": args[1], "train_images": len(train),
+                        "test_images": len(test)}
+            elif kind == "pair":
                 whole = self.train_set if c.train_limit is None else self.load(None)
                 a, b = args
                 train = class_pair(whole, a, b, limit=c.train_limit)
@@ -223,7 +233,7 @@ class Context:
     # -- networks -----------------------------------------------------------------------------
 
     def arm(self, arch: str = "vgg11", *, width: int | None = None, labels: str = "true", lr_factor: float = 1.0,
-            frozen: bool = False, momentum: float | None = None, task: str = "") -> Arm:
+            frozen: bool = False, momentum: float | None = None, task: str = "", kernel_size: int | None = None) -> Arm:
         """The arm of `arch` at the configured width, lr (times `lr_factor`) and momentum.
 
         "vgg11" names the VGG family in the results; the network trained is `config.vgg_arch`
@@ -236,7 +246,7 @@ class Context:
         if width is None:
             width = c.resnet_width if arch.startswith("resnet") else c.vgg_width
         return Arm(arch=arch, width=width, labels=labels, lr=c.lr * lr_factor, frozen=frozen,
-                   momentum=c.momentum if momentum is None else momentum, task=task)
+                   momentum=c.momentum if momentum is None else momentum, task=task, kernel_size=kernel_size)
 
     def trained(self, arm: Arm, seed: int) -> Trained:
         """Train (or resume from this run folder) `arm` with `seed`, once per run."""
@@ -269,7 +279,7 @@ class Context:
         rule: dict[str, Any] = {"until_train_acc": target, "max_epochs": c.max_epochs} if "until_train_acc" in known else {}
         config = TrainConfig(
             arch=arm.arch, data=self.data, labels=arm.labels, epochs=c.max_epochs, lr=arm.lr, batch_size=c.batch_size,
-            momentum=arm.momentum, seed=seed, width=arm.width, kernel_size=c.kernel_size,
+            momentum=arm.momentum, seed=seed, width=arm.width, kernel_size=arm.kernel_size or c.kernel_size,
             freeze_first_layer=arm.frozen, limit=c.train_limit,
             snapshot_every=max(1, steps_per_epoch // max(1, c.snapshots_per_epoch)),
             device=c.device, out=str(out), resume=True, checkpoint_seconds=1e9, test_every=0, **rule,

@@ -8,8 +8,11 @@
   breaks assumption (b) of the theory (PAPER.md section 2); the paper reports that the
   true-vs-random similarity then falls to about 0.
 
-A task is named by a string (`Arm.task`): "pair-A-B" (class indices A and B of the data set) or
-"pca-K" (component K, 0 = largest eigenvalue). `task_datasets` builds the training and test sets of
+* **larger crops** ("crop-C-kK"): the built-in photos as C x C crops (`builtin:N@C`), for a
+  network with a K x K first layer (ResNet18's 7x7 stem: 147 components for RGB).
+
+A task is named by a string (`Arm.task`): "pair-A-B" (class indices A and B of the data set),
+"pca-K" (component K, 0 = largest eigenvalue) or "crop-C-kK". `task_datasets` builds the training and test sets of
 a task; they are ordinary `ImageDataset`s, trained by the one training loop like any other data.
 """
 
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 from linearcnn.data import ImageDataset
 from linearcnn.errors import LinearCNNInputError
 
-_TASK = re.compile(r"^(?:pair-(\d+)-(\d+)|pca-(\d+))$")
+_TASK = re.compile(r"^(?:pair-(\d+)-(\d+)|pca-(\d+)|crop-(\d+)-k(\d+))$")
 
 
 def pair_task(a: int, b: int) -> str:
@@ -36,13 +39,20 @@ def pca_task(component: int) -> str:
     return f"pca-{int(component)}"
 
 
+def crop_task(crop: int, kernel: int) -> str:
+    return f"crop-{int(crop)}-k{int(kernel)}"
+
+
 def parse_task(task: str) -> tuple[str, tuple[int, ...]]:
-    """("pair", (a, b)) or ("pca", (k,)); LinearCNNInputError for anything else."""
+    """("pair", (a, b)), ("pca", (k,)) or ("crop", (crop side, kernel)); LinearCNNInputError for anything else."""
     match = _TASK.match(task)
     if match is None:
-        raise LinearCNNInputError(f"task {task!r} is not known; expected 'pair-A-B' or 'pca-K'", parameter="task")
+        raise LinearCNNInputError(f"task {task!r} is not known; expected 'pair-A-B', 'pca-K' or 'crop-C-kK'",
+                                  parameter="task")
     if match.group(3) is not None:
         return "pca", (int(match.group(3)),)
+    if match.group(4) is not None:
+        return "crop", (int(match.group(4)), int(match.group(5)))
     a, b = int(match.group(1)), int(match.group(2))
     if a == b:
         raise LinearCNNInputError(f"task {task!r} pairs a class with itself; expected two different classes", parameter="task")

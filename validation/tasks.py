@@ -1,6 +1,6 @@
 """Experiments on the derived tasks of `validation.task_data` (PAPER.md section 4, the rows the
-core tables leave out): the formula fit on two-class class pairs, and labels made from the energy
-of one patch-PCA component.
+core tables leave out): the formula fit on two-class class pairs, labels made from the energy of
+one patch-PCA component, and a large (7x7) first layer on larger crops of the built-in photos.
 
 Each network of a task is profiled in the patch-PCA basis of the images it trained on
 (`Context.stats_for`): a class pair's own images, or the data set's for PCA-component labels.
@@ -16,7 +16,7 @@ from linearcnn import plots
 from linearcnn.fit import fit_filters
 from validation.measures import arms_of, both_views, fit_stats, mean_std, profiles
 from validation.runs import Context
-from validation.task_data import pair_task, pca_task
+from validation.task_data import crop_task, pair_task, pca_task
 
 
 def binary_pairs(ctx: Context) -> dict[str, Any]:
@@ -85,4 +85,37 @@ def pca_labels(ctx: Context) -> dict[str, Any]:
     return out
 
 
-__all__ = ["binary_pairs", "pca_labels"]
+def large_kernel(ctx: Context) -> dict[str, Any]:
+    """ResNet18 (7x7 stride-2 stem, as the paper's ImageNet figure) on `config.large_kernel_crop`
+    pixel crops of the built-in photos, true labels, the labelled momentum arm; the formula fitted
+    to its init-subtracted first layer over all 3 x 7 x 7 = 147 components. Only for `builtin`."""
+    from linearcnn.data import parse_data_spec
+
+    c = ctx.config
+    if parse_data_spec(ctx.data).kind != "builtin":
+        return {"skipped": True, "note": "needs the built-in photos at larger crops (builtin:N@C)", "figures": []}
+    kernel = 7
+    task = crop_task(c.large_kernel_crop, kernel)
+    _, _, stats, info = ctx.task(task)
+    arm = ctx.arm("resnet18", width=c.large_kernel_width, momentum=c.large_kernel_momentum, task=task, kernel_size=kernel)
+    runs = ctx.trained_all(arm)
+    fits = [fit_filters(r.final - r.initial, stats.eigenvalues, stats.eigenvectors, bootstrap=c.bootstrap, seed=r.seed)
+            for r in runs]
+    out: dict[str, Any] = {
+        **info, "components": int(stats.eigenvalues.size), "arms": arms_of(runs),
+        "fit": {"init_subtracted": {**fit_stats(fits), "arms": arms_of(runs)}},
+        "train_accuracy": mean_std([r.train_accuracy for r in runs]),
+        "test_accuracy": mean_std([r.test_accuracy for r in runs]),
+        "displacement": mean_std([r.displacement for r in runs]),
+    }
+    first = fits[0]
+    plots.plot_fit(first.profile, first.fitted_profile, first.correlation, ctx.figure("large_kernel_fit.png"),
+                   label=f"ResNet18 7x7 stem, {c.large_kernel_crop}px crops, seed {runs[0].seed} (init-subtracted)",
+                   eigenvalues=stats.eigenvalues, interval=first.interval.get("correlation"))
+    plots.plot_eigenvectors(stats.eigenvectors, stats.channels, kernel, ctx.figure("large_kernel_eigenvectors.png"),
+                            eigenvalues=stats.eigenvalues)
+    out["figures"] = ["large_kernel_fit.png", "large_kernel_eigenvectors.png"]
+    return out
+
+
+__all__ = ["binary_pairs", "large_kernel", "pca_labels"]

@@ -143,14 +143,15 @@ def load_dataset(
     if parsed.kind == "builtin":
         size = parsed.size if parsed.size is not None else BUILTIN_DEFAULT_SIZE[bool(train)]
         count = size if limit is None else min(size, limit)
-        crops, labels = builtin_crops(count, seed, bool(train))  # cached, read-only uint8
-        images = crops.astype(np.float32) / np.float32(255)  # (N, 3, 32, 32), a fresh array
+        crop = parsed.crop or 32
+        crops, labels = builtin_crops(count, seed, bool(train), crop)  # cached, read-only uint8
+        images = crops.astype(np.float32) / np.float32(255)  # (N, 3, crop, crop), a fresh array
         result = ImageDataset(
             images,
             labels.copy(),
             list(BUILTIN_CLASSES),
             parsed.text,
-            builtin_description(count, seed, bool(train)),
+            builtin_description(count, seed, bool(train), crop),
         )
     elif parsed.kind == "folder":  # reshaped image by image (a folder's sizes may differ)
         assert parsed.path is not None

@@ -34,9 +34,15 @@ import numpy as np
 
 from linearcnn.errors import LinearCNNInputError
 
-CROP = 32
-#: Short side (pixels) of the shrunk photo for each scale level: 64 * 4**(j/11), j = 0..11.
+CROP = 32  # the default crop side; `builtin:N@C` asks for C x C crops (8 <= C <= 128, `linearcnn.data._spec`)
+#: Short side (pixels) of the shrunk photo for each scale level at the default crop: 64 * 4**(j/11),
+#: j = 0..11; a C-pixel crop uses the levels scaled by C / 32, so it spans the same share of the photo.
 LEVELS = tuple(round(64 * 4 ** (j / 11)) for j in range(12))
+
+
+def levels(crop: int) -> tuple[int, ...]:
+    """The scale levels (photo short sides) of `crop`-pixel crops."""
+    return LEVELS if crop == CROP else tuple(round(level * crop / CROP) for level in LEVELS)
 #: Default number of images per split.
 DEFAULT_SIZE = {True: 10_000, False: 2_000}
 #: Photometric jitter per crop: exposure gain log-uniform in [1/EXPOSURE, EXPOSURE] times a
@@ -106,21 +112,21 @@ class _View:
     positions: np.ndarray  # (P, 2) int64 (y, x) top-left corners of allowed crops
 
 
-def _allowed_positions(view: np.ndarray) -> np.ndarray:
-    """(P, 2) top-left corners of CROP x CROP windows at most MAX_BLACK_FRACTION pure black."""
+def _allowed_positions(view: np.ndarray, crop: int) -> np.ndarray:
+    """(P, 2) top-left corners of crop x crop windows at most MAX_BLACK_FRACTION pure black."""
     black = np.all(view <= BLACK_LEVEL, axis=2).astype(np.int64)  # (h, w)
     table = np.pad(black.cumsum(0).cumsum(1), ((1, 0), (1, 0)))  # (h+1, w+1) summed-area table
     window = (
-        table[CROP:, CROP:] - table[:-CROP, CROP:] - table[CROP:, :-CROP] + table[:-CROP, :-CROP]
+        table[crop:, crop:] - table[:-crop, crop:] - table[crop:, :-crop] + table[:-crop, :-crop]
     )
-    ys, xs = np.nonzero(window <= MAX_BLACK_FRACTION * CROP * CROP)  # window: (h-31, w-31)
+    ys, xs = np.nonzero(window <= MAX_BLACK_FRACTION * crop * crop)  # window: (h-crop+1, w-crop+1)
     if ys.size == 0:  # never happens for the shipped photos; fall back to every position
         ys, xs = np.indices(window.shape).reshape(2, -1)
     return np.stack([ys, xs], axis=1).astype(np.int64)
 
 
 @lru_cache(maxsize=2)
-def _views(train: bool) -> tuple[tuple[_View, ...], ...]:
+def _views(train: bool, crop: int = CROP) -> tuple[tuple[_View, ...], ...]:
     """views[photo][level] for the split's half of every photo."""
     from PIL import Image
 
@@ -131,16 +137,17 @@ def _views(train: bool) -> tuple[tuple[_View, ...], ...]:
         half = Image.fromarray(np.ascontiguousarray(photo[:, start:stop]))
         short = min(height, width)
         views = []
-        for level in LEVELS:
+        for level in levels(crop):
+            level = min(level, short)  # larger crops: never enlarge a photo (its finest levels repeat)
             size = (
-                max(CROP, round((stop - start) * level / short)),
-                max(CROP, round(height * level / short)),
+                max(crop, round((stop - start) * level / short)),
+                max(crop, round(height * level / short)),
             )
             shrunk = half.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
             pixels = np.asarray(shrunk)  # (h, w, 3) uint8
             pixels.setflags(write=False)
             scale_x, scale_y = size[0] / (stop - start), size[1] / height
-            views.append(_View(pixels, scale_x, scale_y, _allowed_positions(pixels)))
+            views.append(_View(pixels, scale_x, scale_y, _allowed_positions(pixels, crop)))
         result.append(tuple(views))
     return tuple(result)
 
@@ -164,9 +171,9 @@ class BuiltinLayout:
     box: np.ndarray
 
 
-def builtin_layout(count: int, seed: int, train: bool) -> BuiltinLayout:
+def builtin_layout(count: int, seed: int, train: bool, crop: int = CROP) -> BuiltinLayout:
     """The draws behind the first `count` images of a split (prefix-stable: see module doc)."""
-    views = _views(train)
+    views = _views(train, crop)
     split = 0 if train else 1
     draws = np.random.default_rng([seed, split, 0]).random((count, 7))  # row i belongs to image i
     blocks = -(-count // len(PHOTOS))
@@ -196,45 +203,45 @@ def builtin_layout(count: int, seed: int, train: bool) -> BuiltinLayout:
             y[chosen], x[chosen] = view.positions[pick, 0], view.positions[pick, 1]
             box[chosen, 0] = start + x[chosen] / view.scale_x
             box[chosen, 1] = y[chosen] / view.scale_y
-            box[chosen, 2] = start + (x[chosen] + CROP) / view.scale_x
-            box[chosen, 3] = (y[chosen] + CROP) / view.scale_y
+            box[chosen, 2] = start + (x[chosen] + crop) / view.scale_x
+            box[chosen, 3] = (y[chosen] + crop) / view.scale_y
     return BuiltinLayout(label, level, y, x, flip, gain, box)
 
 
 @lru_cache(maxsize=4)
-def builtin_crops(count: int, seed: int, train: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The first `count` images of a split: read-only uint8 (N, 3, 32, 32) and int64 labels (N,)."""
+def builtin_crops(count: int, seed: int, train: bool, crop: int = CROP) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` images of a split: read-only uint8 (N, 3, crop, crop) and int64 labels (N,)."""
     if count <= 0:
         raise LinearCNNInputError(
             f"builtin data set size {count}: expected a positive number of images"
         )
-    layout = builtin_layout(count, seed, train)
-    views = _views(train)
-    crops = np.empty((count, 3, CROP, CROP), dtype=np.uint8)
+    layout = builtin_layout(count, seed, train, crop)
+    views = _views(train, crop)
+    crops = np.empty((count, 3, crop, crop), dtype=np.uint8)
     for photo_index in range(len(PHOTOS)):
         for level_index in range(len(LEVELS)):
             chosen = np.nonzero((layout.label == photo_index) & (layout.level == level_index))[0]
             if chosen.size == 0:
                 continue
             windows = np.lib.stride_tricks.sliding_window_view(
-                views[photo_index][level_index].pixels, (CROP, CROP), axis=(0, 1)
-            )  # (h-31, w-31, 3, 32, 32)
-            crops[chosen] = windows[layout.y[chosen], layout.x[chosen]]  # (k, 3, 32, 32)
+                views[photo_index][level_index].pixels, (crop, crop), axis=(0, 1)
+            )  # (h-crop+1, w-crop+1, 3, crop, crop)
+            crops[chosen] = windows[layout.y[chosen], layout.x[chosen]]  # (k, 3, crop, crop)
     crops[layout.flip] = crops[layout.flip][..., ::-1]
     brightest = np.maximum(crops.max(axis=(2, 3)), 1).astype(np.float64)  # (N, 3)
     gain = np.minimum(layout.gain, 255.0 / brightest)  # (N, 3) capped: nothing clips
     scale = gain[:, :, None, None].astype(np.float32)  # (N, 3, 1, 1)
-    crops = np.rint(crops * scale).astype(np.uint8)  # (N, 3, 32, 32)
+    crops = np.rint(crops * scale).astype(np.uint8)  # (N, 3, crop, crop)
     crops.setflags(write=False)
     labels = layout.label.copy()
     labels.setflags(write=False)
     return crops, labels
 
 
-def builtin_description(count: int, seed: int, train: bool) -> str:
+def builtin_description(count: int, seed: int, train: bool, crop: int = CROP) -> str:
     split, half = ("train", "left") if train else ("test", "right")
     return (
-        f"builtin: {count} 32x32 RGB crops of {len(PHOTOS)} natural photos (one class per photo), "
+        f"builtin: {count} {crop}x{crop} RGB crops of {len(PHOTOS)} natural photos (one class per photo), "
         f"{split} split from the {half} half of each photo, {len(LEVELS)} scales, random "
         f"left-right flips and exposure/white-balance jitter, seed {seed}"
     )

@@ -3,6 +3,7 @@
 A spec is `KIND` or `KIND:ARGUMENT`:
 
     builtin            the offline photo set (10,000 train / 2,000 test crops); `builtin:N` for N
+                       (`builtin:N@C`: N crops of C x C pixels, 8 <= C <= 128; default 32)
     cifar10:DIR        torchvision's python-pickle batches (DIR = cifar-10-batches-py or its parent)
     cifar100:DIR       torchvision's cifar-100-python (DIR = that folder or its parent)
     svhn:DIR           train_32x32.mat / test_32x32.mat
@@ -37,7 +38,7 @@ DATA_KINDS: dict[str, str] = {
 
 #: Help text for every command's `--data SPEC` option.
 DATA_SPEC_HELP = (
-    "data set: builtin (offline photo crops; builtin:N for N images), cifar10:DIR, cifar100:DIR, "
+    "data set: builtin (offline photo crops; builtin:N for N images, builtin:N@C for C x C crops), cifar10:DIR, cifar100:DIR, "
     "svhn:DIR, mnist:DIR (MNIST-like IDX files), folder:DIR (one sub-folder per class, or a flat folder of images), npz:FILE"
 )
 
@@ -49,20 +50,24 @@ class DataSpec:
     """A parsed data-set spec.
 
     kind: one of `DATA_KINDS`; path: the folder or file (None for builtin); size: the number of
-    images `builtin:N` asks for (None: the default); text: the spec as written.
+    images `builtin:N` asks for (None: the default); text: the spec as written; crop: the crop
+    side `builtin:N@C` asks for (None: 32).
     """
 
     kind: str
     path: Path | None
     size: int | None
     text: str
+    crop: int | None = None  # builtin:N@C: C x C crops (None: the default 32)
 
 
 def parse_data_spec(spec: str) -> DataSpec:
     """Parse `spec` (see the module docstring); raises LinearCNNInputError naming what is wrong.
 
     >>> parse_data_spec("builtin")
-    DataSpec(kind='builtin', path=None, size=None, text='builtin')
+    DataSpec(kind='builtin', path=None, size=None, text='builtin', crop=None)
+    >>> parse_data_spec("builtin:500@64").crop
+    64
     >>> parse_data_spec("npz:/tmp/x.npz").path
     PosixPath('/tmp/x.npz')
     """
@@ -79,16 +84,18 @@ def parse_data_spec(spec: str) -> DataSpec:
     if kind == "builtin":
         if not sep:
             return DataSpec("builtin", None, None, text)
+        count_text, at, crop_text = argument.partition("@")
         try:
-            size = int(argument)
+            size = int(count_text)
+            crop = int(crop_text) if at else 32
         except ValueError:
-            size = 0
-        if size <= 0 or size > MAX_BUILTIN_IMAGES:
+            size = crop = 0
+        if size <= 0 or size > MAX_BUILTIN_IMAGES or not 8 <= crop <= 128:
             raise LinearCNNInputError(
-                f"data spec {spec!r}: builtin takes an optional positive image count "
-                f"(builtin:N, N <= {MAX_BUILTIN_IMAGES:,}); found {argument!r}"
+                f"data spec {spec!r}: builtin takes an optional positive image count and crop side "
+                f"(builtin:N or builtin:N@C, N <= {MAX_BUILTIN_IMAGES:,}, 8 <= C <= 128); found {argument!r}"
             )
-        return DataSpec("builtin", None, size, text)
+        return DataSpec("builtin", None, size, text, crop if at else None)
     if not argument:
         raise LinearCNNInputError(
             f"data spec {spec!r}: {kind} needs a path, written {DATA_KINDS[kind]}"
