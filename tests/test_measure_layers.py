@@ -56,3 +56,14 @@ def test_a_focus_stem_is_named_instead_of_a_channel_mismatch(tmp_path, capsys):
     code, _, err = _run(["profile", "-c", str(path), "--data", "builtin:100"], capsys)
     assert code == 2 and err.count("\n") == 1
     assert "space-to-depth" in err and "Focus" in err and "12 input channels" in err
+
+
+def test_profile_top_shows_the_leading_components(tmp_path, capsys):
+    path = tmp_path / "w.pt"
+    torch.save({"conv.weight": torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(1))}, path)
+    code, out, err = _run(["profile", "-c", str(path), "--data", "builtin:100", "--top", "2"], capsys)
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["0", "1"] and "2 of 27 components" in out
+    code, _, err = _run(["profile", "-c", str(path), "--data", "builtin:100", "--top", "0"], capsys)
+    assert code == 2 and "--top" in err

@@ -748,3 +748,18 @@ def test_sigterm_ends_the_step_saves_and_the_resumed_run_equals_an_uninterrupted
     train(TrainConfig(**base, out=str(tmp_path / "stopped"), resume=True), dataset=data)
     whole = _comparable(load_training_checkpoint(tmp_path / "whole" / "checkpoint.pt"))
     _assert_equal_nested(whole, _comparable(load_training_checkpoint(tmp_path / "stopped" / "checkpoint.pt")), "stopped")
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    from linearcnn.cli import main
+
+    code = main(["train", "--arch", "vgg11-bn", "--width", "4", "--epochs", "2", "--limit", "40", "--batch-size", "20",
+                 "--no-test", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "step" in line]
+    assert code == 0 and lines, err
+    assert lines[-1].split(": step ")[1].startswith("4/4 ")  # the final state, as plain text (no bar codes)
+    assert "\x1b[" not in err
+    code = main(["train", "--arch", "vgg11-bn", "--width", "4", "--epochs", "1", "--limit", "40", "--no-test", "--quiet",
+                 "--out", str(tmp_path / "quiet")])
+    assert code == 0 and ": step " not in capsys.readouterr().err

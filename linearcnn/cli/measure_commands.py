@@ -169,6 +169,7 @@ def profile(
     cache: CacheOption = True,
     unsafe_load: UnsafeLoadOption = False,
     fold_bn: FoldBnOption = False,
+    top: Optional[int] = typer.Option(None, "--top", help="Show only the N leading components in the table (JSON has all)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """The energy profile of a checkpoint's first layer (PAPER Sec. 1), and its best formula fit
@@ -201,8 +202,13 @@ def profile(
     for col in ("component", "eigenvalue", "energy", "energy / max"):
         table.add_column(col, justify="right")
     peak = energy.max()
-    for i, (mu, e) in enumerate(zip(m.stats.eigenvalues, energy)):
+    if top is not None and top < 1:
+        raise LinearCNNInputError(f"--top must be >= 1, got {top}")
+    shown = len(energy) if top is None else min(top, len(energy))
+    for i, (mu, e) in enumerate(zip(m.stats.eigenvalues[:shown], energy[:shown])):
         table.add_row(str(i), f"{mu:.4g}", f"{e:.4g}", f"{e / peak:.3f}")
+    if shown < len(energy):
+        table.caption = f"{shown} of {len(energy)} components (--top); --json has all"
     console().print(table)
     if result is not None:
         console().print(f"best formula fit ({result.family}): correlation {_flag_text(result.correlation, result.caveat)}, "
