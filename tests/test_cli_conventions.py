@@ -44,3 +44,32 @@ def test_root_help(flag, capsys):
     assert main([flag]) == 0
     text = capsys.readouterr().out
     assert re.search(r"--version\s+-V", text) and "<bool>" not in text
+
+
+def _short_options() -> dict[str, set[str]]:
+    group = typer.main.get_command(app)
+    meaning: dict[str, set[str]] = {}
+    for command in group.commands.values():  # type: ignore[attr-defined]
+        for param in command.params:
+            if param.param_type_name != "option":
+                continue
+            longs = [o for o in param.opts + param.secondary_opts if o.startswith("--")]
+            for short in (o for o in param.opts if not o.startswith("--")):
+                meaning.setdefault(short, set()).add(longs[0] if longs else param.name)
+    return meaning
+
+
+def test_a_short_option_means_one_thing_across_commands():
+    meaning = _short_options()
+    assert meaning["-c"] == {"--checkpoint"} and meaning["-d"] == {"--data"}
+    shared = {short: longs for short, longs in meaning.items() if len(longs) > 1}
+    assert not shared, shared
+
+
+def test_validate_help_lists_every_experiment(capsys):
+    from validation.experiments import EXPERIMENTS
+
+    assert main(["validate", "-h"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name in EXPERIMENTS:
+        assert name in text.replace("│", " ").replace(" ", "") or name in text, name

@@ -35,7 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 # The options the measuring commands share.
 CheckpointOption = Annotated[
-    Path, typer.Option("--checkpoint", "-c", help="Checkpoint file (torch, TorchScript, safetensors, ONNX, npy/npz).")
+    Path, typer.Option("--checkpoint", "-c", help="Checkpoint: torch, TorchScript, safetensors, ONNX, npy/npz, "
+                       "Keras .keras/.h5, or a Hugging Face model folder.")
 ]
 LayerOption = Annotated[Optional[str], typer.Option("--layer", help="First-layer name (default: found automatically).")]
 InitOption = Annotated[Optional[bool], typer.Option(

@@ -23,11 +23,12 @@ _FLAGS = {"results_dir": "--results", "figures_dir": "--figures", "report_path":
 @app.command()
 def validate(
     config: str = typer.Option(
-        "cpu", "--config", "-c", help="smoke (seconds; never published), cpu (2 CPU cores) or gpu (one GPU)."
+        "cpu", "--config", help="smoke (seconds; never published), cpu (2 CPU cores) or gpu (one GPU)."
     ),
     only: Optional[str] = typer.Option(
         None, "--only",
-        help="Comma-separated experiments: linear_cnn, consistency, labels, formula_fit, frozen, trajectories, external.",
+        help="Comma-separated experiments: linear_cnn, consistency, labels, formula_fit, binary_pairs, pca_labels, "
+        "large_kernel, frozen, trajectories, external.",
     ),
     data: Optional[List[str]] = typer.Option(
         None, "--data", "-d", help="Data set spec (builtin, cifar10:DIR, mnist:DIR, ...); repeat for several (default builtin)."
