@@ -94,8 +94,9 @@ def evaluate(claim: Claim, slug: str, records: Records) -> Cell:
     ours = ours if isinstance(ours, dict) else None
     raw = raw if isinstance(raw, dict) else None
     if ours is None:
-        skipped = records.get(claim.source[0], {}).get("results", {})
-        note = skipped.get("note") if skipped.get("skipped") else "its experiment is not in these results"
+        found = records.get(claim.source[0], {}).get("results", {})
+        note = (found.get("note") if found.get("skipped") else found.get("not_measured", {}).get(claim.source[1])
+                or "its experiment is not in these results")
         return Cell(claim, slug, NOT_MEASURED, None, raw, None, note)
     arms = set(_walk(records, claim.source, "arms") or [])
     used = [r for r in runs_of(records) if r["arm"] in arms]

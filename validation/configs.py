@@ -5,8 +5,8 @@
   0.01), random-label runs never reach theirs (target 1, cap 2 epochs) and are not converged. Its
   numbers mean nothing, and it never writes the committed results.
 * `cpu`   — what two CPU cores afford, scaled down (1,000 training images per data set, VGG11-bn
-  widths 32 and 48, ResNet20 width 16 with plain SGD and width 32 in its momentum arm, every run
-  trained to its target or 150 epochs).
+  widths 32 and 48, ResNet20 width 32 in its momentum arm only (under plain SGD it does not reach
+  its target within the budget), every run trained to its target or 150 epochs).
 * `gpu`   — the full-size run on one GPU: all training images, the paper's widths.
 
 Training follows PAPER.md section 4: plain SGD, lr 0.01, batch 256, no augmentation,
@@ -55,6 +55,8 @@ class ValidationConfig:
     # (cpu config), short of 0.99; with momentum 0.9 it trains about ten times faster per step.
     resnet_momentum: float = 0.9
     resnet_momentum_width: int = 32
+    # Why the plain-SGD ResNet20 arm is not trained ("": it is). Its claims then say so.
+    skip_plain_resnet: str = ""
     binary_pairs: tuple[tuple[int, int], ...] = ((0, 1), (3, 5))  # class pairs trained as two-class tasks
     pca_label_component: int = 1         # labels from the energy of this patch-PCA component (0 = largest)
     # A large first layer on larger crops (the built-in photos only: `builtin:N@C`): ResNet18's 7x7
@@ -101,7 +103,12 @@ CONFIGS: dict[str, ValidationConfig] = {
         # width 64 199, ResNet20 width 32 134 (so ResNet20 keeps 16 filters here). With 1,000
         # images VGG11-bn width 32 memorised random labels to 0.95 in about 80 epochs (builtin).
         # No extra learning-rate arms here: at lr x0.5 every run needs twice the steps.
+        # The plain-SGD ResNet20 arm is left out: at width 16 it reached train accuracy 0.87-0.91 after
+        # 150 epochs (about 14 min per data set, 3 seeds; published results of 2026-12-06), short of
+        # 0.99; ResNet20 is measured by its momentum arm instead.
         name="cpu", train_limit=1000, max_epochs=150, vgg_width=32, vgg_wide_width=48, resnet_width=16,
+        skip_plain_resnet="ResNet20 under plain SGD at lr 0.01 does not reach train accuracy 0.99 within the cpu budget "
+        "(width 16, 1,000 images: 0.87-0.91 after 150 epochs); see the momentum arm",
         lr_factors=(), linear_images=500, linear_filters=16, linear_train_steps=30,
     ),
     "gpu": ValidationConfig(

@@ -39,16 +39,20 @@ def consistency(ctx: Context) -> dict[str, Any]:
     c = ctx.config
     vgg = ctx.trained_all(ctx.arm("vgg11"))
     wide = ctx.trained_all(ctx.arm("vgg11", width=c.vgg_wide_width))
-    resnet = ctx.trained_all(ctx.arm("resnet20"))
-    out = {
+    out: dict[str, Any] = {
         "seed_vs_seed": both_views(ctx, vgg, None),
         "width_vs_width": both_views(ctx, vgg, wide),
         "trained_vs_init": both_views(ctx, vgg, None, against_init=True),
-        "vgg_vs_resnet": both_views(ctx, vgg, resnet),
         "widths": [c.vgg_width, c.vgg_wide_width],
         "resnet_width": c.resnet_width,
     }
-    groups = [(f"VGG11 w{c.vgg_width}", vgg), (f"VGG11 w{c.vgg_wide_width}", wide), (f"ResNet20 w{c.resnet_width}", resnet)]
+    groups = [(f"VGG11 w{c.vgg_width}", vgg), (f"VGG11 w{c.vgg_wide_width}", wide)]
+    if c.skip_plain_resnet:
+        out["not_measured"] = {"vgg_vs_resnet": c.skip_plain_resnet}
+    else:
+        resnet = ctx.trained_all(ctx.arm("resnet20"))
+        out["vgg_vs_resnet"] = both_views(ctx, vgg, resnet)
+        groups.append((f"ResNet20 w{c.resnet_width}", resnet))
     if c.resnet_momentum:  # the labelled momentum arms: VGG11 and ResNet20 with the same optimiser
         m = c.resnet_momentum
         vgg_m = ctx.trained_all(ctx.arm("vgg11", momentum=m))
@@ -127,11 +131,12 @@ def labels(ctx: Context) -> dict[str, Any]:
 
 
 def _fit_models(ctx: Context) -> dict[str, Any]:
-    """The true-label networks the formula is fitted to, by name: VGG11 and ResNet20 (plain SGD),
-    VGG11 at the second width, and the labelled momentum arms of both."""
+    """The true-label networks the formula is fitted to, by name: VGG11 and ResNet20 (plain SGD;
+    ResNet20 unless `skip_plain_resnet`), VGG11 at the second width, and the labelled momentum arms of both."""
     c = ctx.config
-    models = {"vgg11": ctx.arm("vgg11"), "resnet20": ctx.arm("resnet20"),
-              f"vgg11-w{c.vgg_wide_width}": ctx.arm("vgg11", width=c.vgg_wide_width)}
+    models = {"vgg11": ctx.arm("vgg11"), f"vgg11-w{c.vgg_wide_width}": ctx.arm("vgg11", width=c.vgg_wide_width)}
+    if not c.skip_plain_resnet:
+        models["resnet20"] = ctx.arm("resnet20")
     if c.resnet_momentum:
         m = c.resnet_momentum
         models[f"vgg11-m{m:g}"] = ctx.arm("vgg11", momentum=m)

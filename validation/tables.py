@@ -132,10 +132,11 @@ def linear_rows(records: Records) -> list[tuple[str, str, str, str]]:
 
 def _fits(f: dict[str, Any]) -> list[str]:
     lines = ["### Formula fits", "", "| network | init-subtracted fit (tau) | raw two-parameter fit |", "|---|---|---|"]
-    for arch in ("vgg11", "resnet20"):
-        if arch in f:
-            lines.append(f"| {arch} | {format_stat(f[arch]['init_subtracted']['correlation'])} "
-                         f"(tau {_num(f[arch]['init_subtracted']['tau']['mean'])}) | {format_stat(f[arch]['raw']['correlation'])} |")
+    models = [k for k, v in f.items() if isinstance(v, dict) and "raw" in v and "init_subtracted" in v and k != "random_init"]
+    for arch in models:  # every network the experiment fitted (the momentum arms and the second width too)
+        converged = "" if f[arch].get("converged", True) else " (not converged)"
+        lines.append(f"| {arch}{converged} | {format_stat(f[arch]['init_subtracted']['correlation'])} "
+                     f"(tau {_num(f[arch]['init_subtracted']['tau']['mean'])}) | {format_stat(f[arch]['raw']['correlation'])} |")
     ri = f.get("random_init")
     if ri is not None:
         lines.append(f"| random initialisation | {format_stat(ri['one_parameter']['correlation'])} (one parameter) | "
