@@ -85,7 +85,8 @@ def _linear(slug: str, records: Records, link: FigureLink) -> list[str]:
             f"{format_stat(last['corr_inv_sqrt_patch_eigenvalues'])} per label draw and {_num(pooled_last)} with the seeds' "
             f"draws pooled. Label noise alone predicts {format_stat(one)} for one draw and {format_stat(many)} pooled "
             f"({predicted['components']} components, {predicted['draws']} Monte Carlo draws); the components' ratio to "
-            f"whitening e_i sqrt(mu_i) spreads with std/mean {format_stat(limit['ratio_cv'])} (folded normal: 0.756). "
+            f"whitening e_i sqrt(mu_i) spreads with std/mean {format_stat(limit['ratio_cv'])} "
+            f"(folded normal: {limit['folded_normal_cv']:.3f}). "
             f"Averaged over all label draws, in closed form (E[W W^T] = A^+ / N), the limit correlates "
             f"{_num(limit.get('expected_limit_corr'), 3)} with 1/sqrt(mu). ")
     measured, expected, spread = _mean(last["corr_inv_sqrt_patch_eigenvalues"]), _mean(one), one.get("std") or 0.0

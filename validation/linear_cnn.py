@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linearcnn import plots
+from linearcnn.dynamics import FOLDED_NORMAL_CV
 from linearcnn.energy import energy_profile, pearson, whitening_indicators
 from linearcnn.fit import fit_formula
 from linearcnn.simulation_report import simulation_report
@@ -179,10 +180,10 @@ def _whitening_limit(ctx: Context, runs: list[_SeedRun], stats: PatchStats) -> d
         {"last step: e_i sqrt(mu_i), mean 1 (exact whitening: all 1)": {
             **{f"seed {s}": {"x": mu[keep], "mean": r, "points": True} for s, r in zip(ctx.config.seeds, ratios)},
             "label noise, one draw: |g| / E|g|, mean ± std": {"x": np.sort(mu[keep]), "mean": np.ones(int(keep.sum())),
-                                                                "std": np.full(int(keep.sum()), 0.756)}}},
+                                                                "std": np.full(int(keep.sum()), FOLDED_NORMAL_CV)}}},
         ctx.figure("linear_cnn_whitening_limit.png"), xlabel="patch eigenvalue mu_i", logx=True,
         title="Linear CNN, random labels: the whitening limit, component by component")
-    return {"ratio_cv": mean_std(ratio_cv), "folded_normal_cv": 0.756, "predicted": predicted,
+    return {"ratio_cv": mean_std(ratio_cv), "folded_normal_cv": FOLDED_NORMAL_CV, "predicted": predicted,
             "expected_limit_corr": float(pearson(expected, 1.0 / np.sqrt(mu[keep]))),
             "figure": "linear_cnn_whitening_limit.png"}
 
