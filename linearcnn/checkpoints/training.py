@@ -9,7 +9,8 @@ and it carries everything needed to rebuild the model from the file alone (`mode
     format, format_version          "linearcnn-checkpoint", 1
     model_state_dict                the plain model's weights and buffers (CPU)
     optimizer_state_dict            the optimizer's state (CPU)
-    first_layer                     {"name": module name, "initial_weight": (K, C, k, k) at step 0}
+    first_layer                     {"name": module name, "initial_weight": (K, C, k, k) at step 0,
+                                     "init": how it was initialised (`linearcnn.first_layer_init`)}
     snapshots                       {"steps": (S,) int64, "weights": (S, K, C, k, k)}
     config, seed, versions          the run's configuration, its seed, the package versions
     epoch, step, epoch_step         the position reached; partial_epoch: running sums inside an epoch
@@ -88,7 +89,7 @@ def checkpoint_dict(
     initial_first_layer: torch.Tensor, snapshot_steps: Sequence[int], snapshot_weights: Sequence[torch.Tensor],
     epoch: int, step: int, epoch_step: int, metrics: Mapping[str, Sequence[Any]], partial: Mapping[str, Any],
     random_labels: torch.Tensor | None, data_info: Mapping[str, Any], model_spec: Mapping[str, Any],
-    stop: Mapping[str, Any] | None = None,
+    stop: Mapping[str, Any] | None = None, first_layer_init: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint in our format (see the module docstring); everything on the CPU."""
     plain = unwrap_model(model)
@@ -100,7 +101,8 @@ def checkpoint_dict(
         "format_version": CHECKPOINT_VERSION,
         "model_state_dict": {k: v.detach().cpu().contiguous() for k, v in plain.state_dict().items()},
         "optimizer_state_dict": _to_cpu(optimizer_state),
-        "first_layer": {"name": layer_name, "initial_weight": initial_first_layer.detach().cpu().contiguous()},
+        "first_layer": {"name": layer_name, "initial_weight": initial_first_layer.detach().cpu().contiguous(),
+                        "init": dict(first_layer_init or {"name": "default", "value": "default"})},
         "snapshots": {
             "steps": torch.tensor(list(snapshot_steps), dtype=torch.int64),  # (S,)
             "weights": stack_snapshots(snapshot_weights, initial_first_layer.cpu()),  # (S, K, C, k, k)

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from linearcnn.train import TrainResult
 
 # Settings that, in a training error message, always name their option (see the module docstring).
-_FLAG_WORDS = ("resume", "overwrite", "together", "compile", "until_train_acc", "until_loss", "max_epochs")
+_FLAG_WORDS = ("resume", "overwrite", "together", "compile", "until_train_acc", "until_loss", "max_epochs", "first_layer_init",
+               "init_stats", "freeze_first_layer")
 
 
 def _with_flags(error: LinearCNNInputError) -> LinearCNNInputError:
@@ -66,7 +67,16 @@ def train(
     together: bool = typer.Option(False, "--together", help="Train the --seeds models together (torch.func.vmap), not one after another."),
     label_seed: int | None = typer.Option(None, "--label-seed", help="Seed of the random labels (default: --seed)."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Classes of random labels (default: the data's, or 10)."),
-    freeze_first_layer: bool = typer.Option(False, "--freeze-first-layer", help="Keep the first layer at its random initialisation."),
+    freeze_first_layer: bool = typer.Option(False, "--freeze-first-layer", help="Keep the first layer at its initialisation."),
+    first_layer_init: str = typer.Option(
+        "default", "--first-layer-init", metavar="INIT",
+        help="The first layer at step 0: default, whitening (energy profile 1/sqrt(eigenvalue + eps) from the training "
+        "data's patches), formula[:TAU] (the formula's profile at TAU; default: lr x planned steps, printed) or "
+        "frozen-whitening (whitening, not trained); random orientation, the default init's norm.",
+    ),
+    init_stats: str | None = typer.Option(
+        None, "--init-stats", metavar="FILE", help="Build --first-layer-init from this `linearcnn stats` file, not the training data.",
+    ),
     width: int | None = typer.Option(None, "--width", help="First-layer filters (the deeper layers scale with it)."),
     kernel_size: int | None = typer.Option(None, "--kernel-size", help="First-layer kernel size (default 3; 7 for resnet18)."),
     init_std: float = typer.Option(1e-3, "--init-std", help="Initial filter std sigma of the linear models."),
@@ -94,8 +104,9 @@ def train(
             arch=arch, data=data, labels=labels, epochs=epochs, steps=steps, until_train_acc=until_train_acc, until_loss=until_loss,
             max_epochs=max_epochs, lr=lr, batch_size=batch_size,
             optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, seed=seed, label_seed=label_seed,
-            num_classes=num_classes, freeze_first_layer=freeze_first_layer, width=width, kernel_size=kernel_size,
-            init_std=init_std, readout=readout, loss=loss, limit=limit, snapshot_every=snapshot_every,
+            num_classes=num_classes, freeze_first_layer=freeze_first_layer, first_layer_init=first_layer_init,
+            init_stats=init_stats, width=width, kernel_size=kernel_size, init_std=init_std, readout=readout, loss=loss, limit=limit,
+            snapshot_every=snapshot_every,
             precision=precision, compile=compile, device=device, out=out, resume=resume, overwrite=overwrite,
             test=test, test_limit=test_limit, test_every=test_every, sync_bn=sync_bn, seeds=seeds, together=together, quiet=quiet,
         )

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from linearcnn.errors import LinearCNNInputError
+from linearcnn.first_layer_init import parse_first_layer_init
 from linearcnn.models import DEFAULT_LINEAR_INIT_STD, DEFAULT_WIDTH, LINEAR_ARCHS, check_arch, default_kernel_size
 
 LABEL_CHOICES = ("true", "random")
@@ -56,6 +57,10 @@ class TrainConfig:
     split; `sync_bn` "auto" turns the BatchNorm layers into SyncBatchNorm under torchrun on CUDA
     (BatchNorm statistics over the global batch, as in one process), "on" demands it (an error on
     CPU, where torch has no SyncBatchNorm), "off" keeps per-process statistics.
+
+    `first_layer_init` (`linearcnn.first_layer_init`): "default", "whitening", "formula",
+    "formula:TAU" or "frozen-whitening" (which also sets `freeze_first_layer` when resolved), built
+    from the training data's patch statistics, or from `init_stats` (a `linearcnn stats` file).
 
     Stopping rules (`linearcnn.train.stopping`): `until_train_acc` A in (0, 1] stops the run at the
     first epoch end where that epoch's train accuracy is >= A, `until_loss` L > 0 at the first
@@ -99,6 +104,8 @@ class TrainConfig:
     until_train_acc: float | None = None
     until_loss: float | None = None
     max_epochs: int | None = None
+    first_layer_init: str = "default"
+    init_stats: str | None = None
 
     def validate(self) -> TrainConfig:
         """Raise LinearCNNInputError (one line) for a value no run could use; return self."""
@@ -133,15 +140,21 @@ class TrainConfig:
                f"must be a finite number >= 0, got {self.weight_decay}")
         _check(math.isfinite(self.init_std) and self.init_std > 0, "init_std", f"must be a positive number, got {self.init_std}")
         self._validate_stopping()
+        init = parse_first_layer_init(self.first_layer_init)
+        if self.init_stats is not None and init.name == "default":
+            raise LinearCNNInputError("init_stats is read by a whitening or formula first_layer_init; "
+                                      "with the default one it would be ignored", parameter="init_stats")
         if self.arch == "linear" and self.loss == "cross-entropy":
             raise LinearCNNInputError(
                 "loss cross-entropy needs class outputs; arch linear has one scalar output (use mse)", parameter="loss"
             )
-        if self.freeze_first_layer and (self.arch == "linear" or (self.arch == "linear-multi" and self.readout == "fixed")):
+        frozen = self.freeze_first_layer or init.frozen
+        if frozen and (self.arch == "linear" or (self.arch == "linear-multi" and self.readout == "fixed")):
             raise LinearCNNInputError(
-                f"freeze_first_layer with arch {self.arch} leaves nothing to train"
+                f"{'freeze_first_layer' if self.freeze_first_layer else 'first_layer_init frozen-whitening'} "
+                f"with arch {self.arch} leaves nothing to train"
                 + (" (use readout trainable)" if self.arch == "linear-multi" else ""),
-                parameter="freeze_first_layer",
+                parameter="freeze_first_layer" if self.freeze_first_layer else "first_layer_init",
             )
         return self
 
@@ -170,6 +183,8 @@ class TrainConfig:
             kernel_size=default_kernel_size(self.arch) if self.kernel_size is None else int(self.kernel_size),
             loss=("mse" if self.arch in LINEAR_ARCHS else "cross-entropy") if self.loss == "auto" else self.loss,
             label_seed=self.seed if self.label_seed is None else self.label_seed,
+            first_layer_init=str(parse_first_layer_init(self.first_layer_init)),
+            freeze_first_layer=self.freeze_first_layer or parse_first_layer_init(self.first_layer_init).frozen,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -51,7 +52,9 @@ from torch import nn
 from linearcnn.checkpoints.training import stack_snapshots
 from linearcnn.device import resolve_device
 from linearcnn.errors import LinearCNNInputError
+from linearcnn.first_layer_init import check_stats_fit_layer, initialise_first_layer, parse_first_layer_init, plan_first_layer_init
 from linearcnn.models import first_layer, first_layer_name
+from linearcnn.patches import PatchStats, patch_stats
 from linearcnn.train.config import TrainConfig, check_together, precision_for
 from linearcnn.train.device_data import (
     HeldOutData,
@@ -248,6 +251,7 @@ def _run_in(
     if use_sync_bn(first, models[0], device, dist.world_size):
         models = [nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in models]  # same parameters and state-dict keys
     layer_name = first_layer_name(models[0])
+    init_records = _initialise_first_layers(configs, models, data, show_progress)
     initial = [first_layer(m).weight.detach().clone() for m in models]  # S x (K, C, k, k) CPU
     for config, model in zip(configs, models):
         check_linear_lr(config, model, data.images)
@@ -271,7 +275,7 @@ def _run_in(
                     initial_first_layer=initial[s], snapshot_steps=at.snapshot_steps, snapshot_weights=[w[s] for w in at.snapshot_weights],
                     epoch=at.epoch, step=at.step, epoch_step=at.epoch_step, metrics=at.metrics[s], partial=at.partials[s],
                     random_labels=random_labels[s], data=data, device=device, world_size=dist.world_size, final=final,
-                    stop=stop_record(config, at.metrics[s], at.step),
+                    stop=stop_record(config, at.metrics[s], at.step), first_layer_init=init_records[s],
                 )
 
     cudnn_benchmark = torch.backends.cudnn.benchmark
@@ -294,6 +298,38 @@ def _run_in(
         )
         for s, config in enumerate(configs)
     ]
+
+
+def _initialise_first_layers(configs: list[TrainConfig], models: list[nn.Module], data: TrainingData,
+                             show_progress: bool) -> list[dict[str, Any]]:
+    """Apply the runs' `first_layer_init` (shared by the S configs) to each model, from its own seed; one record each.
+
+    The patch statistics are measured once, on the training images as the loop holds them (normalised,
+    on the device), or read from `init_stats`; a formula without tau gets the tau predicted for the
+    planned steps (the cap, for a run with a target).
+    """
+    first = configs[0]
+    spec = parse_first_layer_init(first.first_layer_init)
+    if spec.name == "default":
+        return [plan_first_layer_init(spec, None, lr=first.lr, planned_steps=0).record() for _ in configs]
+    kernel = int(first_layer(models[0]).weight.shape[-1])
+    if first.init_stats is not None:
+        stats = PatchStats.load(first.init_stats)
+        stats.data_spec = stats.data_spec or first.init_stats
+    else:
+        stats = patch_stats(data.images, kernel, centered=False, device=data.images.device)
+        stats.data_spec = first.data
+    check_stats_fit_layer(stats, tuple(first_layer(models[0]).weight.shape), first.init_stats or first.data)
+    num_images = data.images.shape[0]
+    planned = step_bound(first, math.ceil(num_images / min(first.batch_size, num_images)))
+    plan = plan_first_layer_init(spec, stats, lr=first.lr, planned_steps=planned)
+    if show_progress:
+        print(plan.describe(), file=sys.stderr)
+    records = []
+    for config, model in zip(configs, models):
+        residual = initialise_first_layer(model, plan, config.seed)
+        records.append({**plan.record(), "frame_residual": residual})
+    return records
 
 
 def _loop(

@@ -221,7 +221,7 @@ def write_run(
     path: Path, *, config: TrainConfig, model: nn.Module, optimizer_state: dict[str, Any], layer_name: str,
     initial_first_layer: torch.Tensor, snapshot_steps: Sequence[int], snapshot_weights: Sequence[torch.Tensor], epoch: int, step: int,
     epoch_step: int, metrics: Metrics, partial: Partial, random_labels: torch.Tensor | None, data: TrainingData,
-    device: torch.device, world_size: int, final: bool, stop: dict[str, Any],
+    device: torch.device, world_size: int, final: bool, stop: dict[str, Any], first_layer_init: dict[str, Any] | None = None,
 ) -> None:
     """Write `checkpoint.pt` and `metrics.json` of one model, each atomically (`stop`: `linearcnn.train.stopping.stop_record`)."""
     checkpoint = checkpoint_dict(
@@ -229,11 +229,12 @@ def write_run(
         initial_first_layer=initial_first_layer, snapshot_steps=snapshot_steps, snapshot_weights=snapshot_weights,
         epoch=epoch, step=step, epoch_step=epoch_step, metrics=metrics, partial=partial, random_labels=random_labels,
         data_info=data.info, model_spec=model_spec(config, data.images.shape[1], data.num_classes), stop=stop,
+        first_layer_init=first_layer_init,
     )
     # a handle, not a path: torch.save reports a full disk as a RuntimeError about the stream position
     atomic_write_stream(path, lambda handle: torch.save(checkpoint, handle))
     summary = metrics_summary(config, metrics, partial, epoch, step, device, world_size, final, stop,
-                              memory_format=data.info.get("memory_format"))
+                              memory_format=data.info.get("memory_format"), first_layer_init=first_layer_init)
     atomic_write_text(path.parent / METRICS_NAME, json.dumps(summary, indent=2) + "\n")
 
 
