@@ -83,6 +83,8 @@ def smoke_run(tmp_path_factory):
         patch.chdir(work)
         code = main(["validate", "--config", "smoke", "--device", "cpu",
                      "--checkpoints", f"{root / 'ext0' / 'checkpoint.pt'},{root / 'ext1' / 'checkpoint.pt'}"])
+        assert code == 0
+        code = main(["validate", "--config", "smoke", "--device", "cpu", "--only", "init"])  # only when named
     assert code == 0
     after = {"work": file_hashes(work, skip="runs"), "repository": record_hashes(ROOT)}
     (root / "hashes.json").write_text(json.dumps({"before": before, "after": after}))
@@ -125,6 +127,26 @@ def test_every_experiment_writes_a_complete_result(smoke_run):
         assert set(record["versions"]) >= {"linearcnn", "torch", "numpy", "python"}
         for figure in record["results"].get("figures", []):
             assert_is_a_drawn_figure(smoke_run / "figures" / figure)
+
+
+@pytest.mark.slow  # the module's smoke run of every experiment: about 40 s on one core
+def test_init_experiment_starts_each_layer_where_asked(smoke_run):
+    results = json.loads((smoke_run / "results" / "builtin" / "init.json").read_text())["results"]
+    config = json.loads((smoke_run / "results" / "builtin" / "init.json").read_text())["config"]
+    for family in ("vgg11", "resnet20"):
+        arms = results["archs"][family]["per_init"]
+        assert list(arms) == ["default", "whitening", "formula", "frozen-whitening"]
+        for name in ("whitening", "formula", "frozen-whitening"):
+            assert arms[name]["start"]["correlation"]["mean"] > 0.999  # the raw profile at step 0 is the requested one
+        planned = results["archs"][family]["epochs"] * 1  # smoke: one step per epoch (40 images, batch 40)
+        assert arms["formula"]["start"]["tau"]["mean"] == pytest.approx(config["lr"] * planned, rel=1e-3)
+        assert arms["frozen-whitening"]["end"]["displacement"]["mean"] == 0.0
+        assert arms["whitening"]["end"]["displacement"]["mean"] > 0.0
+        assert arms["default"]["start"]["correlation"]["mean"] < 0.9  # a random layer is not on the family
+        for arm in arms.values():
+            assert set(arm["reach"]) == {f"train {t:g}" for t in config["init_train_thresholds"]} | {
+                f"test {t:g}" for t in config["init_test_thresholds"]}
+    assert "init" not in json.loads((smoke_run / "results" / "builtin" / "consistency.json").read_text())["experiment"]
 
 
 @pytest.mark.slow  # the module's smoke run of every experiment: about 40 s on one core

@@ -64,6 +64,14 @@ class ValidationConfig:
     large_kernel_crop: int = 64
     large_kernel_width: int = 32
     large_kernel_momentum: float = 0.9
+    # The experiment `init` (`validation.initialisers`): every first-layer initialiser trains VGG11 and
+    # ResNet20 for a fixed number of epochs with the paper's optimiser, test accuracy every few epochs.
+    init_names: tuple[str, ...] = ("default", "whitening", "formula", "frozen-whitening")
+    init_vgg_epochs: int = 40
+    init_resnet_epochs: int = 25
+    init_test_every: int = 4
+    init_train_thresholds: tuple[float, ...] = (0.3, 0.5, 0.8)
+    init_test_thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
     snapshots_per_epoch: int = 2         # first-layer snapshots per epoch (trajectories)
     lr_factors: tuple[float, ...] = (0.5,)  # extra learning rates (x lr) for the tau investigation
     bootstrap: int = 200                 # resamples over filters for the fits' 95% intervals (0: none)
@@ -94,7 +102,7 @@ CONFIGS: dict[str, ValidationConfig] = {
     "smoke": ValidationConfig(
         name="smoke", train_limit=40, test_limit=20, true_target_acc=0.01, random_target_acc=1.0, max_epochs=2,
         batch_size=40, vgg_width=4, vgg_wide_width=6, resnet_width=4, resnet_momentum_width=4, large_kernel_crop=16, large_kernel_width=4,
-        snapshots_per_epoch=1, bootstrap=5,
+        snapshots_per_epoch=1, bootstrap=5, init_vgg_epochs=2, init_resnet_epochs=2, init_test_every=1,
         linear_images=24, linear_filters=8, linear_train_steps=4, linear_trajectory_points=5, autocorr_images=8,
     ),
     "cpu": ValidationConfig(

@@ -25,6 +25,7 @@ from linearcnn.energy import (
 )
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.fit import fit_filters, fit_formula
+from validation.initialisers import first_layer_inits
 from validation.linear_cnn import linear_cnn
 from validation.measures import arms_of, both_views, fit_stats, loglog_slope, mean_std, profiles, series
 from validation.runs import Context, Trained
@@ -400,4 +401,8 @@ EXPERIMENTS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "frozen": frozen,
     "trajectories": trajectories,
     "external": external,
+    "init": first_layer_inits,
 }
+#: What `validate` runs without `--only`: the paper's claims. `init` (linearcnn's own question, not
+#: a claim of the paper) runs on its own: `--only init`.
+DEFAULT_EXPERIMENTS = tuple(name for name in EXPERIMENTS if name != "init")

@@ -26,7 +26,7 @@ from linearcnn._files import atomic_write_text, check_writable_file
 from linearcnn.errors import LinearCNNInputError, option_name
 from linearcnn.records import to_json, versions
 from validation.configs import get_config
-from validation.experiments import EXPERIMENTS
+from validation.experiments import DEFAULT_EXPERIMENTS, EXPERIMENTS
 from validation.report import readme_results_block, update_readme, write_report
 from validation.runs import Context, data_slug, device_name
 
@@ -36,7 +36,7 @@ RESULTS_FORMAT = "linearcnn-validation-result"
 def parse_only(text: str | None) -> list[str]:
     """'labels,frozen' -> ['labels', 'frozen'] (all experiments for None); one-line error for unknown names."""
     if text is None or text.strip() == "":
-        return list(EXPERIMENTS)
+        return list(DEFAULT_EXPERIMENTS)
     return _check_names([part.strip() for part in text.split(",") if part.strip()])
 
 
@@ -176,8 +176,8 @@ def run_validation(
     command: str | None = None,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> dict[str, dict[str, Any]]:
-    """Run the experiments `only` (default: all) of the configuration `config` on each data set
-    of `data`; returns {data slug: {experiment: record}}.
+    """Run the experiments `only` (default: `DEFAULT_EXPERIMENTS`, every claim of the paper; `init` only
+    when named) of the configuration `config` on each data set of `data`; returns {data slug: {experiment: record}}.
 
     Output locations: `output_paths`. Each data set gets `results/<slug>/<experiment>.json`,
     `figures/<slug>/`, and its own training cache `run_dir/<slug>/`; the report (and, when
@@ -191,7 +191,7 @@ def run_validation(
         settings = dataclasses.replace(settings, device=device)
     if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
         raise LinearCNNInputError(f"pad {pad!r}: expected an integer >= 0", parameter="pad")
-    names = _check_names(only) if only is not None else list(EXPERIMENTS)
+    names = _check_names(only) if only is not None else list(DEFAULT_EXPERIMENTS)
     paths = output_paths(settings.name, publish=publish, results_dir=results_dir, figures_dir=figures_dir,
                          report_path=report_path, run_dir=run_dir, readme=readme)
     datasets = _slugs([data] if isinstance(data, str) else list(data), pad)

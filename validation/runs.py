@@ -38,18 +38,22 @@ class Arm:
     momentum: float = 0.0
     task: str = ""          # a derived task of `validation.task_data` ("pair-3-5", "pca-1"); "" the data set itself
     kernel_size: int | None = None  # the first layer's kernel (None: the configuration's)
+    init: str = "default"   # the first layer's initialiser (`linearcnn.first_layer_init`)
+    epochs: int | None = None  # a fixed number of epochs, no training target (None: trained to its target)
 
     @property
     def key(self) -> str:
-        """Folder name, e.g. 'vgg11-w32-true-lr0.01' (+ '-m0.9' with momentum, + '-frozen', + '-pair-3-5' for a task)."""
+        """Folder name, e.g. 'vgg11-w32-true-lr0.01' (+ '-m0.9' with momentum, + '-frozen', + '-pair-3-5' for a task,
+        + '-e40-init-whitening' for a fixed-epoch run from an initialiser)."""
         return (f"{self.arch}-w{self.width}-{self.labels}-lr{self.lr:g}" + (f"-m{self.momentum:g}" if self.momentum else "")
-                + ("-frozen" if self.frozen else "") + (f"-{self.task}" if self.task else ""))
+                + ("-frozen" if self.frozen else "") + (f"-{self.task}" if self.task else "")
+                + (f"-e{self.epochs}" if self.epochs else "") + (f"-init-{self.init}" if self.init != "default" or self.epochs else ""))
 
     def describe(self) -> dict[str, Any]:
         """The arm's settings, for the per-arm table (optimiser spelled out)."""
         optimiser = "SGD" + (f", momentum {self.momentum:g}" if self.momentum else " (plain)")
         return {"arch": self.arch, "width": self.width, "labels": self.labels, "lr": self.lr, "optimiser": optimiser,
-                "frozen": self.frozen, "task": self.task, "kernel_size": self.kernel_size}
+                "frozen": self.frozen, "task": self.task, "kernel_size": self.kernel_size, "init": self.init, "epochs": self.epochs}
 
 
 @dataclass
@@ -233,7 +237,8 @@ class Context:
     # -- networks -----------------------------------------------------------------------------
 
     def arm(self, arch: str = "vgg11", *, width: int | None = None, labels: str = "true", lr_factor: float = 1.0,
-            frozen: bool = False, momentum: float | None = None, task: str = "", kernel_size: int | None = None) -> Arm:
+            frozen: bool = False, momentum: float | None = None, task: str = "", kernel_size: int | None = None,
+            init: str = "default", epochs: int | None = None) -> Arm:
         """The arm of `arch` at the configured width, lr (times `lr_factor`) and momentum.
 
         "vgg11" names the VGG family in the results; the network trained is `config.vgg_arch`
@@ -246,7 +251,7 @@ class Context:
         if width is None:
             width = c.resnet_width if arch.startswith("resnet") else c.vgg_width
         return Arm(arch=arch, width=width, labels=labels, lr=c.lr * lr_factor, frozen=frozen,
-                   momentum=c.momentum if momentum is None else momentum, task=task, kernel_size=kernel_size)
+                   momentum=c.momentum if momentum is None else momentum, task=task, kernel_size=kernel_size, init=init, epochs=epochs)
 
     def trained(self, arm: Arm, seed: int) -> Trained:
         """Train (or resume from this run folder) `arm` with `seed`, once per run."""
@@ -273,16 +278,19 @@ class Context:
         n = len(train_set.images)
         steps_per_epoch = -(-n // min(c.batch_size, n))
         out = self.run_dir / arm.key / f"seed{seed}"
-        target = c.target_acc(arm.labels)
+        target = c.target_acc(arm.labels) if arm.epochs is None else 0.0
         known = {f.name for f in dataclasses.fields(TrainConfig)}
-        # the stopping rule (train accuracy >= target, or max_epochs); without it the cap alone
-        rule: dict[str, Any] = {"until_train_acc": target, "max_epochs": c.max_epochs} if "until_train_acc" in known else {}
+        # the stopping rule (train accuracy >= target, or max_epochs); without it the cap alone; a fixed-epoch arm: its epochs
+        rule: dict[str, Any] = ({"until_train_acc": target, "max_epochs": c.max_epochs} if "until_train_acc" in known and arm.epochs is None
+                                else {})
+        if arm.init != "default" or arm.epochs is not None:  # the initialiser experiment: test accuracy along training
+            rule.update(first_layer_init=arm.init, test_every=c.init_test_every)
         config = TrainConfig(
-            arch=arm.arch, data=self.data, labels=arm.labels, epochs=c.max_epochs, lr=arm.lr, batch_size=c.batch_size,
+            arch=arm.arch, data=self.data, labels=arm.labels, epochs=arm.epochs or c.max_epochs, lr=arm.lr, batch_size=c.batch_size,
             momentum=arm.momentum, seed=seed, width=arm.width, kernel_size=arm.kernel_size or c.kernel_size,
             freeze_first_layer=arm.frozen, limit=c.train_limit,
             snapshot_every=max(1, steps_per_epoch // max(1, c.snapshots_per_epoch)),
-            device=c.device, out=str(out), resume=True, checkpoint_seconds=1e9, test_every=0, **rule,
+            device=c.device, out=str(out), resume=True, checkpoint_seconds=1e9, **{"test_every": 0, **rule},
         )
         result = train(config, dataset=train_set, test_dataset=test_set, progress=self.progress)
         last = final_metrics(result)

@@ -28,7 +28,8 @@ def validate(
     only: Optional[str] = typer.Option(
         None, "--only",
         help="Comma-separated experiments: linear_cnn, consistency, labels, formula_fit, binary_pairs, pca_labels, "
-        "large_kernel, frozen, trajectories, external.",
+        "large_kernel, frozen, trajectories, external (the default: all of these), and init (first-layer initialisers; "
+        "only when named).",
     ),
     data: Optional[List[str]] = typer.Option(
         None, "--data", "-d", help="Data set spec (builtin, cifar10:DIR, mnist:DIR, ...); repeat for several (default builtin)."
