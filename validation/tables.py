@@ -77,13 +77,15 @@ def arm_table(runs: list[dict[str, Any]]) -> list[str]:
              "‖W-W0‖/‖W0‖ | target | converged |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, group in arms.items():
         a = group[0]
+        target = f"{a['epochs']} epochs" if a.get("epochs") else format(a["target"], "g")
         missed = [r for r in group if not r.get("converged", True)]
         converged = "yes" if not missed else f"no ({len(missed)} of {len(group)} runs)"
         lines.append(
             f"| {key} | {a['arch']}{' (frozen first layer)' if a.get('frozen') else ''} | {a['width']} | {a['labels']} | "
             f"{a['lr']:g} | {a['optimiser']} | {', '.join(str(r['seed']) for r in group)} | "
             f"{', '.join(str(r['steps']) for r in group)} | {stat(group, 'train_accuracy')} | "
-            f"{stat(group, 'test_accuracy')} | {stat(group, 'displacement', '.3g')} | {a['target']:g} | {converged} |")
+            f"{stat(group, 'test_accuracy')} | {stat(group, 'displacement', '.3g')} | "
+            f"{target} | {converged} |")
     return lines
 
 
@@ -168,6 +170,45 @@ def _trajectories(t: dict[str, Any]) -> list[str]:
     ]
 
 
+def _steps_cell(reach: dict[str, Any], ratio: float | None) -> str:
+    """'84 +- 8 (x0.62)' steps to a threshold, with the ratio to the default init; 'not reached' / 'k of n'."""
+    if reach["reached"] == 0:
+        return "not reached"
+    steps = reach["steps"]
+    text = f"{steps['mean']:.0f} +- {steps['std']:.0f}"
+    if reach["reached"] < reach["of"]:
+        text += f" ({reach['reached']} of {reach['of']})"
+    return text + (f" (x{ratio:.2f})" if ratio is not None else "")
+
+
+def _inits(results: dict[str, Any]) -> list[str]:
+    """The experiment `init`: one table per architecture, one row per first-layer initialiser."""
+    lines = ["### First-layer initialisers (experiment `init`)", "",
+             f"Each initialiser trains for a fixed number of epochs (plain SGD, the paper's optimiser; test accuracy every "
+             f"{results['test_every']} epochs). Steps to a threshold: the first epoch end whose train accuracy (over that epoch) "
+             "reaches it, or the first test evaluation that does; mean +- std over seeds, (x r) the ratio to the default "
+             "initialisation. tau and correlation: the formula's one-parameter fit to the *raw* first-layer profile (where "
+             "the layer is), at step 0 and at the end; 'similarity to start': the raw profile at the end against the one "
+             "it started from.", ""]
+    for arm in results["archs"].values():
+        keys = [f"train {t:g}" for t in results["train_thresholds"]] + [f"test {t:g}" for t in results["test_thresholds"]]
+        lines += [f"**{arm['arch']} width {arm['width']}, {arm['epochs']} epochs**", "",
+                  "| initialiser | " + " | ".join(f"steps to {k} acc." for k in keys)
+                  + " | final train acc. | final test acc. | tau: start -> end | fit corr.: start -> end | ‖W-W0‖/‖W0‖ "
+                  "| similarity to start |",
+                  "|---|" + "---|" * (len(keys) + 6)]
+        for name, a in arm["per_init"].items():
+            ratios = a.get("steps_ratio_to_default", {})
+            cells = [_steps_cell(a["reach"][k], None if name == "default" else ratios.get(k)) for k in keys]
+            lines.append(
+                f"| {name} | " + " | ".join(cells) + f" | {format_stat(a['train_accuracy'], 3)} | {format_stat(a['test_accuracy'], 3)} | "
+                f"{_num(a['start']['tau']['mean'])} -> {_num(a['end']['tau']['mean'])} | "
+                f"{_num(a['start']['correlation']['mean'], '.3f')} -> {_num(a['end']['correlation']['mean'], '.3f')} | "
+                f"{_num(a['end']['displacement']['mean'])} | {_num(a['end']['similarity_to_start']['mean'], '.3f')} |")
+        lines.append("")
+    return lines
+
+
 def _external(ext: dict[str, Any]) -> list[str]:
     lines = ["### External checkpoints", ""]
     if ext.get("skipped"):
@@ -203,6 +244,8 @@ def data_set_section(records: Records, cells: list[tuple[Claim, Cell]]) -> list[
         lines += _trajectories(records["trajectories"]["results"])
     if "external" in records:
         lines += _external(records["external"]["results"])
+    if "init" in records:
+        lines += _inits(records["init"]["results"])
     return lines
 
 
