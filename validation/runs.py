@@ -53,7 +53,7 @@ class Arm:
         """The arm's settings, for the per-arm table (optimiser spelled out)."""
         optimiser = "SGD" + (f", momentum {self.momentum:g}" if self.momentum else " (plain)")
         return {"arch": self.arch, "width": self.width, "labels": self.labels, "lr": self.lr, "optimiser": optimiser,
-                "frozen": self.frozen, "task": self.task, "kernel_size": self.kernel_size, "init": self.init, "epochs": self.epochs}
+                "frozen": self.frozen, "task": self.task, "kernel_size": self.kernel_size, "init": self.init, "fixed_epochs": self.epochs}
 
 
 @dataclass

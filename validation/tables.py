@@ -77,7 +77,7 @@ def arm_table(runs: list[dict[str, Any]]) -> list[str]:
              "‖W-W0‖/‖W0‖ | target | converged |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, group in arms.items():
         a = group[0]
-        target = f"{a['epochs']} epochs" if a.get("epochs") else format(a["target"], "g")
+        target = f"{a['fixed_epochs']} epochs" if a.get("fixed_epochs") else format(a["target"], "g")
         missed = [r for r in group if not r.get("converged", True)]
         converged = "yes" if not missed else f"no ({len(missed)} of {len(group)} runs)"
         lines.append(
