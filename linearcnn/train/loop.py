@@ -28,9 +28,10 @@ each filter moves by -lr * (2/K) * (A wbar - b) per full-batch step (A, b as in 
 with the mean-patch vectors of `linearcnn.patches.mean_patches`). `linear-multi` with MSE: the
 mean over classes and images of (out - onehot)^2. Deep nets: cross-entropy (override with `loss`).
 
-Speed (CUDA): data resident on the device, no host sync inside a step (every sync point is
-commented SYNC), bf16 autocast and channels_last for the deep nets, cudnn autotuning, optional
-`torch.compile`. Distributed: see `linearcnn.train.distributed`.
+Speed: data resident on the device, no host sync inside a step (every sync point is commented
+SYNC), channels_last for the deep nets (CUDA and CPU), bf16 autocast and cudnn autotuning on CUDA,
+`torch.compile` when asked, and by default on the CPU for runs long enough to pay for the compile
+(`linearcnn.train.config.compile_for`; the choice is recorded as `compiled`). Distributed: see `linearcnn.train.distributed`.
 """
 
 from __future__ import annotations
@@ -251,13 +252,14 @@ def _run_in(
     if use_sync_bn(first, models[0], device, dist.world_size):
         models = [nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in models]  # same parameters and state-dict keys
     layer_name = first_layer_name(models[0])
-    init_records = _initialise_first_layers(configs, models, data, show_progress)
+    planned_steps = step_bound(first, math.ceil(num_images / min(first.batch_size, num_images)))  # the cap, with a target
+    init_records = _initialise_first_layers(configs, models, data, planned_steps, show_progress)
     initial = [first_layer(m).weight.detach().clone() for m in models]  # S x (K, C, k, k) CPU
     for config, model in zip(configs, models):
         check_linear_lr(config, model, data.images)
     at = _resume(resumes, paths, configs, models, initial, data, random_labels, device, dtype)
     optimizer_states = None if at is None else [r["optimizer_state_dict"] for r in resumes if r is not None]
-    stepper = make_stepper(models, first, data, device, dist, dtype, autocast_dtype, optimizer_states)
+    stepper = make_stepper(models, first, data, device, dist, dtype, autocast_dtype, optimizer_states, planned_steps)
     if at is None:
         at = _Position(metrics=[empty_metrics() for _ in configs], partials=[empty_partial() for _ in configs])
         if first.snapshot_every > 0:
@@ -300,13 +302,13 @@ def _run_in(
     ]
 
 
-def _initialise_first_layers(configs: list[TrainConfig], models: list[nn.Module], data: TrainingData,
+def _initialise_first_layers(configs: list[TrainConfig], models: list[nn.Module], data: TrainingData, planned_steps: int,
                              show_progress: bool) -> list[dict[str, Any]]:
     """Apply the runs' `first_layer_init` (shared by the S configs) to each model, from its own seed; one record each.
 
     The patch statistics are measured once, on the training images as the loop holds them (normalised,
     on the device), or read from `init_stats`; a formula without tau gets the tau predicted for the
-    planned steps (the cap, for a run with a target).
+    planned steps (`planned_steps`: the cap, for a run with a target).
     """
     first = configs[0]
     spec = parse_first_layer_init(first.first_layer_init)
@@ -320,9 +322,7 @@ def _initialise_first_layers(configs: list[TrainConfig], models: list[nn.Module]
         stats = patch_stats(data.images, kernel, centered=False, device=data.images.device)
         stats.data_spec = first.data
     check_stats_fit_layer(stats, tuple(first_layer(models[0]).weight.shape), first.init_stats or first.data)
-    num_images = data.images.shape[0]
-    planned = step_bound(first, math.ceil(num_images / min(first.batch_size, num_images)))
-    plan = plan_first_layer_init(spec, stats, lr=first.lr, planned_steps=planned)
+    plan = plan_first_layer_init(spec, stats, lr=first.lr, planned_steps=planned_steps)
     if show_progress:
         print(plan.describe(), file=sys.stderr)
     records = []

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -36,7 +37,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.models import build_seeded_model, first_layer, first_layer_name
-from linearcnn.train.config import TrainConfig, channels_last_for
+from linearcnn.train.config import TrainConfig, channels_last_for, compile_for
 from linearcnn.train.device_data import HeldOutData, TrainingData
 from linearcnn.train.distributed import Dist
 from linearcnn.train.metrics import is_correct, per_sample_loss
@@ -135,9 +136,10 @@ class SingleStepper(Stepper):
 
     def __init__(
         self, model: nn.Module, config: TrainConfig, data: TrainingData, device: torch.device, dist: Dist, dtype: torch.dtype,
-        autocast: AbstractContextManager[Any], optimizer_state: dict[str, Any] | None,
+        autocast: AbstractContextManager[Any], optimizer_state: dict[str, Any] | None, compile_model: bool = False,
     ):
         super().__init__(config, data.num_classes, dtype, autocast)
+        self.info = data.info
         self.channels_last = channels_last_for(config, device)
         model = model.to(device=device)
         if self.channels_last:
@@ -152,8 +154,12 @@ class SingleStepper(Stepper):
         step_model: nn.Module = model
         if dist.world_size > 1:
             step_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if config.compile:
-            step_model = torch.compile(step_model)  # type: ignore[assignment]
+        self.eager_model = step_model
+        # auto-compiled (config.compile None): a compiler that fails on this machine costs the speed, not the run
+        self.fall_back = compile_model and config.compile is None
+        if compile_model:
+            step_model = torch.compile(step_model, dynamic=False)  # type: ignore[assignment]
+        data.info["compiled"] = bool(compile_model)  # recorded in the checkpoint and metrics.json
         self.step_model = step_model
         self.loss_scale = dist.world_size  # DDP averages gradients over ranks; undo it so the sum / B is exact
         model.train()
@@ -168,15 +174,28 @@ class SingleStepper(Stepper):
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)  # no-op when already NHWC
             batch_targets = targets[0].index_select(0, index)  # (b,)
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast:
-            outputs = self.step_model(images)  # (b,) or (b, classes)
-        per_sample = per_sample_loss(outputs.to(self.dtype), batch_targets, self.config.loss, self.num_classes)  # (b,)
-        (per_sample.sum() * (self.loss_scale / global_batch)).backward()
+        try:
+            outputs, per_sample = self._forward_backward(images, batch_targets, global_batch)
+        except Exception as exc:  # the compiler's own failure (no C++ toolchain, an unsupported op): train eagerly
+            if not self.fall_back:
+                raise
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}); training without it", stacklevel=2)
+            self.step_model, self.fall_back, self.info["compiled"] = self.eager_model, False, False
+            outputs, per_sample = self._forward_backward(images, batch_targets, global_batch)
+        self.fall_back = False  # the first step compiled both passes: later errors are the run's own
         self.optimizer.step()
         loss_sum = per_sample.detach().sum()  # ()
         right = is_correct(outputs.detach(), batch_targets).sum()  # ()
         return loss_sum[None], right[None]  # (1,), (1,)
+
+    def _forward_backward(self, images: torch.Tensor, targets: torch.Tensor, global_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients of one batch (zeroed first); (outputs, per-sample losses)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast:
+            outputs = self.step_model(images)  # (b,) or (b, classes)
+        per_sample = per_sample_loss(outputs.to(self.dtype), targets, self.config.loss, self.num_classes)  # (b,)
+        (per_sample.sum() * (self.loss_scale / global_batch)).backward()
+        return outputs, per_sample
 
     def snapshot(self) -> torch.Tensor:
         return self.conv.weight.detach().clone(memory_format=torch.contiguous_format)[None]  # (1, K, C, k, k)
@@ -298,15 +317,18 @@ def stack_optimizer_states(states: Sequence[dict[str, Any]], stacked: Sequence[t
 
 def make_stepper(
     models: Sequence[nn.Module], config: TrainConfig, data: TrainingData, device: torch.device, dist: Dist, dtype: torch.dtype,
-    autocast_dtype: torch.dtype | None, optimizer_states: Sequence[dict[str, Any]] | None,
+    autocast_dtype: torch.dtype | None, optimizer_states: Sequence[dict[str, Any]] | None, planned_steps: int = 0,
 ) -> Stepper:
-    """A SingleStepper for one model, a StackedStepper for several (their optimizer states restored when given)."""
+    """A SingleStepper for one model, a StackedStepper for several (their optimizer states restored when given);
+    the model torch.compile'd as `compile_for` decides for `planned_steps` steps."""
     autocast: AbstractContextManager[Any] = (
         torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
     )
     if len(models) == 1:
         state = None if optimizer_states is None else optimizer_states[0]
-        return SingleStepper(models[0], config, data, device, dist, dtype, autocast, state)
+        planned_images = planned_steps * min(config.batch_size, int(data.images.shape[0]))
+        return SingleStepper(models[0], config, data, device, dist, dtype, autocast, state,
+                             compile_model=compile_for(config, device, planned_images, len(models)))
     return StackedStepper(models, config, data, device, dtype, autocast, optimizer_states)
 
 
