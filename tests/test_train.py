@@ -799,7 +799,7 @@ def test_a_failing_auto_compile_trains_eagerly_and_says_so(tmp_path, monkeypatch
     config = TrainConfig(arch="vgg11-bn", width=4, steps=2, batch_size=10, test=False, out=str(tmp_path / "run"),
                          compile=True if explicit else None)
     if explicit:  # asked for: its failure is the run's
-        with pytest.raises(RuntimeError, match="no C[+][+] compiler"):
+        with pytest.raises(RuntimeError, match=r"no C\+\+ compiler"):
             train(config, dataset=make_dataset())
         return
     with pytest.warns(UserWarning, match=r"torch.compile failed \(RuntimeError\); training without it"):
