@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -43,6 +44,11 @@ from linearcnn.theory.numeric import evaluate_unchecked
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fit.json"
 SPEED_RESULTS = Path(__file__).resolve().parent / "results" / "fit_speed.json"
+
+
+def _command() -> str:
+    """The command line that ran this benchmark, as recorded in its results."""
+    return " ".join(["python", "benchmarks/bench_fit.py", *sys.argv[1:]])
 
 
 def main() -> None:
@@ -125,7 +131,7 @@ def compare_scalar(args: argparse.Namespace) -> None:
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "ratio_by_row"}, indent=2))
     SPEED_RESULTS.parent.mkdir(exist_ok=True)
-    SPEED_RESULTS.write_text(json.dumps({"benchmark": "fit_speed", "command": "python benchmarks/bench_fit.py --skip-reference",
+    SPEED_RESULTS.write_text(json.dumps({"benchmark": "fit_speed", "command": _command(),
                                          "machine": machine_info(), "summary": summary, "rows": rows}, indent=2) + "\n")
     print(f"wrote {SPEED_RESULTS}")
 
@@ -171,7 +177,7 @@ def compare_reference(args: argparse.Namespace) -> None:
     }
     print(json.dumps(summary, indent=2))
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"benchmark": "fit", "command": "python benchmarks/bench_fit.py",
+    RESULTS.write_text(json.dumps({"benchmark": "fit", "command": _command(),
                                    "machine": machine_info(), "summary": summary, "rows": rows}, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 

@@ -1,19 +1,23 @@
-"""Training throughput: our loop (`linearcnn.train.train`) against a reference-style loop, one run.
+"""Training throughput on one device: `linearcnn train` against a minimal hand-written loop, and the
+best configuration tried, in one run.
 
-The reference-style loop is what the authors' code and most tutorials do: a torchvision-like
-dataset of uint8 images converted and normalised per sample in DataLoader workers, float32, no
-channels_last, and `.item()` on the loss and the accuracy every step (a host-device sync per
-step). Ours keeps the normalised data on the device, syncs once per epoch, and on CUDA uses bf16
-autocast and channels_last. Both train VGG11-bn on the same synthetic 1/f images (32x32, random
-labels, 10 classes) from the same initialisation, on the same device, in one process. Each runs
-one warm-up epoch and one timed epoch of `--steps` steps; images/s = images / seconds of the
-timed epoch (for the reference loop the epoch includes starting its DataLoader workers, as every
-epoch of it does).
+The minimal loop is what one writes by hand for the same model: the normalised images in one
+float32 tensor, a random permutation per epoch, `zero_grad` / forward / cross-entropy / backward /
+SGD step, nothing else (no DataLoader, no per-step `.item()`). Its variants are the speed settings
+ours may use: channels_last, a fused SGD update, `torch.compile`. Ours is `linearcnn.train.train`
+as a user runs it: the short runs of this benchmark (and of the validation) get the default
+without compile; "ours, long run" is what a run planning at least
+`linearcnn.train.config.COMPILE_MIN_IMAGES` images gets (the same with `torch.compile`).
 
-    python benchmarks/bench_train.py --steps 4                 # CPU here: small counts
-    python benchmarks/bench_train.py --steps 50 --device cuda  # the GPU measurement
+VGG11-bn on the same synthetic 1/f images (32x32, 10 random classes), same initialisation (seed
+0), batch 256, at widths 16 and 64. Every configuration runs `--steps` timed steps after warm-up
+steps, and the configurations alternate `--repeats` times so that all see the same machine load;
+the medians are compared. Compile time (first call) is reported apart and never timed as steps.
 
-Writes benchmarks/results/train.json (device, versions, both rates, their ratio, the command).
+    python benchmarks/bench_train.py                           # CPU: widths 16 and 64
+    python benchmarks/bench_train.py --device cuda --steps 50  # a GPU
+
+Writes benchmarks/results/train.json (device, versions, every rate, the ratios, the command).
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,42 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _reference import load_reference, machine_info  # noqa: E402  (found through the sys.path entry above)
 
-
-class ReferenceStyleDataset(torch.utils.data.Dataset):
-    """uint8 (N, H, W, C) images -> per-sample float tensor, normalised per channel (ToTensor + Normalize)."""
-
-    def __init__(self, pixels: np.ndarray, labels: np.ndarray, mean: np.ndarray, std: np.ndarray):
-        self.pixels, self.labels = pixels, labels
-        self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-        self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        image = torch.from_numpy(self.pixels[index]).permute(2, 0, 1).float().div(255)  # (C, H, W)
-        return (image - self.mean) / self.std, int(self.labels[index])
-
-
-def reference_epoch(model, optimizer, loader, device) -> tuple[float, int]:
-    """One epoch the reference way; returns (seconds, images)."""
-    model.train()
-    started = time.perf_counter()
-    seen = 0
-    running_loss = correct = 0.0
-    for images, labels in loader:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        outputs = model(images)
-        loss = F.cross_entropy(outputs, labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        running_loss += loss.item()  # SYNC every step, as the reference does
-        correct += (outputs.argmax(1) == labels).sum().item()  # SYNC again
-        seen += labels.shape[0]
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - started, seen
+MINIMAL_VARIANTS = ("minimal", "minimal + channels_last", "minimal + channels_last + fused SGD", "minimal + channels_last + compile")
 
 
 def device_description(device: torch.device) -> str:
@@ -79,22 +51,113 @@ def device_description(device: torch.device) -> str:
     return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class MinimalLoop:
+    """The hand-written loop (module docstring) in one of `MINIMAL_VARIANTS`; `run(steps)` -> images/s."""
+
+    def __init__(self, variant: str, images: torch.Tensor, labels: torch.Tensor, width: int, batch: int, device: torch.device):
+        from linearcnn.models import build_seeded_model
+
+        self.batch, self.device = batch, device
+        channels_last = "channels_last" in variant
+        model = build_seeded_model("vgg11-bn", 3, 10, seed=0, width=width).to(device)
+        self.images = images.to(device)  # (N, 3, 32, 32), normalised
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.images = self.images.contiguous(memory_format=torch.channels_last)
+        self.labels = labels.to(device)  # (N,)
+        fused = {"fused": True} if "fused" in variant else {}
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.01, **fused)
+        self.model = torch.compile(model) if "compile" in variant else model
+        self.order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(0)).to(device)
+        self.position = 0
+        started = time.perf_counter()
+        self.run(2)  # warm-up (and the compile, for the compiled variant)
+        self.first_seconds = time.perf_counter() - started
+
+    def _step(self) -> None:
+        n = len(self.labels)
+        if self.position + self.batch > n:
+            self.position = 0
+        rows = self.order[self.position:self.position + self.batch]
+        self.position += self.batch
+        self.optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(self.model(self.images[rows]), self.labels[rows]).backward()
+        self.optimizer.step()
+
+    def run(self, steps: int) -> float:
+        _sync(self.device)
+        started = time.perf_counter()
+        for _ in range(steps):
+            self._step()
+        _sync(self.device)
+        return steps * self.batch / (time.perf_counter() - started)
+
+
+def ours_rate(dataset: Any, width: int, batch: int, steps: int, device: str, compile_model: bool | None) -> tuple[float, float, bool]:
+    """(images/s of the second epoch, seconds of the first, whether it compiled) of `linearcnn.train.train`."""
+    from linearcnn.train import TrainConfig, train
+
+    config = TrainConfig(arch="vgg11-bn", epochs=2, batch_size=batch, width=width, device=device, test=False, compile=compile_model)
+    result = train(config, dataset=dataset)
+    return float(result.metrics["images_per_second"][1]), float(result.metrics["seconds"][0]), bool(result.data_info.get("compiled"))
+
+
+def measure_width(width: int, dataset: Any, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Every configuration at one width, alternating, `args.repeats` times."""
+    images = torch.from_numpy(np.ascontiguousarray(dataset.normalized()))
+    labels = torch.as_tensor(dataset.labels, dtype=torch.int64)
+    loops = {v: MinimalLoop(v, images, labels, width, args.batch_size, device) for v in MINIMAL_VARIANTS if v not in args.skip}
+    runners: dict[str, Callable[[], float]] = {name: (lambda loop=loop: loop.run(args.steps)) for name, loop in loops.items()}
+    first: dict[str, float] = {name: loop.first_seconds for name, loop in loops.items()}
+    compiled: dict[str, bool] = {}
+
+    def ours(name: str, compile_model: bool | None) -> Callable[[], float]:
+        def run() -> float:
+            rate, seconds, did = ours_rate(dataset, width, args.batch_size, args.steps, args.device, compile_model)
+            first.setdefault(name, seconds)
+            compiled[name] = did
+            return rate
+        return run
+
+    runners["ours"] = ours("ours", None)
+    if "ours, long run" not in args.skip:
+        runners["ours, long run"] = ours("ours, long run", True)
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(args.repeats):
+        for name, run in runners.items():
+            rates[name].append(run())
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    best = max(medians, key=lambda name: medians[name])
+    return {
+        "width": width, "rates": rates, "median_images_per_second": medians, "first_epoch_or_warmup_seconds": first,
+        "ours_compiled": compiled, "best": best,
+        "ours_over_minimal": medians["ours"] / medians["minimal"],
+        "ours_long_run_over_minimal": medians.get("ours, long run", float("nan")) / medians["minimal"],
+        "ours_over_best": medians["ours"] / medians[best],
+        "ours_long_run_over_best": medians.get("ours, long run", float("nan")) / medians[best],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per loop (one epoch)")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration and repeat (one epoch of ours)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds over the configurations")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--width", type=int, default=64, help="VGG11 first-layer width (64: the standard net)")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
+    parser.add_argument("--widths", default="16,64", help="VGG11-bn first-layer widths (64: the standard net)")
+    parser.add_argument("--skip", action="append", default=[], help="a configuration to leave out (repeatable)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--reference", default=None, help="a Python file defining the baseline "
-                        "(default: benchmarks/baselines.py, our implementation of the authors' method)")
+    parser.add_argument("--reference", default=None, help="a Python file defining `natural_like_images` "
+                        "(default: benchmarks/baselines.py)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train.json"))
     args = parser.parse_args(argv)
 
     from linearcnn.data import ImageDataset
     from linearcnn.device import resolve_device
-    from linearcnn.models import build_model
-    from linearcnn.train import TrainConfig, train
 
     reference = load_reference(args.reference)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # other work on the machine skews CPU timings
@@ -102,51 +165,30 @@ def main(argv: list[str] | None = None) -> int:
     n = args.steps * args.batch_size
     raw = reference.natural_like_images(n, size=32, channels=3, seed=0).numpy()  # (N, 3, 32, 32)
     low, high = np.percentile(raw, [0.5, 99.5])
-    unit = np.clip((raw - low) / (high - low), 0, 1)
-    pixels = np.round(unit * 255).astype(np.uint8)  # (N, 3, 32, 32), what a CIFAR-like file holds
+    unit = np.clip((raw - low) / (high - low), 0, 1).astype(np.float32)
     labels = np.random.default_rng(0).integers(0, 10, n)
-    dataset = ImageDataset(pixels.astype(np.float32) / 255, labels, [str(i) for i in range(10)], "synthetic-1/f", "benchmark images")
-    mean, std = dataset.channel_stats()
-
-    # Ours: warm-up epoch + timed epoch inside one train() call.
-    config = TrainConfig(arch="vgg11-bn", epochs=2, batch_size=args.batch_size, width=args.width, device=args.device)
-    started = time.perf_counter()
-    result = train(config, dataset=dataset)
-    ours_total = time.perf_counter() - started
-    ours_rate = result.metrics["images_per_second"][1]
-
-    # Reference style: same model and initialisation, float32, DataLoader workers, .item() per step.
-    torch.manual_seed(0)
-    model = build_model("vgg11-bn", 3, 10, width=args.width).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    loader = torch.utils.data.DataLoader(
-        ReferenceStyleDataset(pixels.transpose(0, 2, 3, 1).copy(), labels, mean, std), batch_size=args.batch_size,
-        shuffle=True, num_workers=args.workers, pin_memory=device.type == "cuda",
-    )
-    started = time.perf_counter()
-    reference_epoch(model, optimizer, loader, device)  # warm-up
-    seconds, seen = reference_epoch(model, optimizer, loader, device)
-    reference_total = time.perf_counter() - started
-    reference_rate = seen / seconds
-
+    dataset = ImageDataset(unit, labels, [str(i) for i in range(10)], "synthetic-1/f", "benchmark images")
+    widths = [int(w) for w in args.widths.split(",")]
     record = {
-        "benchmark": "training throughput, VGG11-bn, 32x32, our loop vs reference-style loop",
+        "benchmark": "training throughput, VGG11-bn, 32x32: linearcnn train vs a minimal hand-written loop and its variants",
         "device": device_description(device),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {k: str(v) for k, v in machine_info().items()},
         "command": "python benchmarks/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "batch_size": args.batch_size, "width": args.width, "timed_steps": args.steps, "reference_workers": args.workers,
-        "ours": {"images_per_second": ours_rate, "precision": "bf16 autocast + channels_last" if device.type == "cuda" else "float32",
-                 "wall_seconds_incl_setup_and_warmup": ours_total},
-        "reference_style": {"images_per_second": reference_rate, "wall_seconds_incl_warmup": reference_total},
-        "ratio": ours_rate / reference_rate,
+        "batch_size": args.batch_size, "timed_steps": args.steps, "repeats": args.repeats,
+        "widths": [measure_width(w, dataset, args, device) for w in widths],
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"{record['device']}: ours {ours_rate:,.0f} images/s, reference-style {reference_rate:,.0f} images/s, "
-          f"ratio {record['ratio']:.2f}x  ({out})")
+    print(record["device"])
+    for w in record["widths"]:
+        rates = ", ".join(f"{name} {rate:,.0f}" for name, rate in w["median_images_per_second"].items())
+        print(f"width {w['width']}: images/s {rates}; ours / minimal {w['ours_over_minimal']:.2f}x, ours (long run) / minimal "
+              f"{w['ours_long_run_over_minimal']:.2f}x, best: {w['best']} (ours / best {w['ours_over_best']:.2f}, long run / best "
+              f"{w['ours_long_run_over_best']:.2f})")
+    print(f"wrote {out}")
     return 0
 
 
