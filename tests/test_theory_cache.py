@@ -23,6 +23,58 @@ def test_committed_results_equal_a_fresh_derivation():
     assert stored == cache.fresh(), "linearcnn/theory/derived.json is stale: run `make theory`"
 
 
+def test_generated_numpy_functions_equal_a_fresh_generation():
+    expressions, x_star = cache.decode(json.loads(cache.CACHE_PATH.read_text()))
+    assert cache.GENERATED_PATH.read_text() == cache.generated_source(expressions, x_star), (
+        "linearcnn/theory/_lambdified.py is stale: run `make theory`")
+
+
+def test_generated_functions_evaluate_as_lambdify_does():
+    from linearcnn.theory import _lambdified
+
+    expressions, x_star = cache.stored_or_derived()
+    assert _lambdified.X_STAR == float(x_star)
+    assert set(_lambdified.FUNCTIONS) == set(expressions)
+    rng = np.random.default_rng(1)
+    for name, (args, expr) in expressions.items():
+        values = rng.uniform(0.05, 1.95, size=(64, len(args)))
+        values[:, -1] = np.where(rng.random(64) < 0.5, np.round(values[:, -1] * 10), values[:, -1])  # integer steps too
+        with np.errstate(all="ignore"):
+            expected = np.asarray(sp.lambdify(args, expr, "numpy")(*values.T), dtype=float)
+            got = np.asarray(_lambdified.FUNCTIONS[name](*values.T), dtype=float)
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+
+
+def test_numpy_evaluation_imports_neither_sympy_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from linearcnn.fit import fit_formula\n"
+            "from linearcnn.theory import gradient_flow_profile, formula_profile, x_star\n"
+            "mu = np.linspace(2, 0.01, 27)\n"
+            "fit = fit_formula(gradient_flow_profile(mu, 3.0), mu)\n"
+            "assert abs(fit.tau - 3.0) < 1e-6 and formula_profile(mu, 0.1, 5).shape == (27,) and x_star() > 1\n"
+            "print(sorted(m for m in ('sympy', 'torch') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_other_code_or_sympy_lambdify_afresh(monkeypatch):
+    from linearcnn.theory import _lambdified, numeric
+
+    mu = np.linspace(2, 0.01, 9)
+    before = numeric.gradient_flow_profile(mu, 2.0)
+    numeric.lambdified.cache_clear()
+    monkeypatch.setattr(_lambdified, "KEY", "0" * 64)  # derivation.py edited, or another SymPy
+    try:
+        assert numeric.lambdified("flow_profile", "numpy") is not _lambdified.FUNCTIONS["flow_profile"]
+        np.testing.assert_array_equal(numeric.gradient_flow_profile(mu, 2.0), before)
+    finally:
+        numeric.lambdified.cache_clear()
+
+
 def test_every_stored_expression_parses_back_equal_to_the_derived_one():
     derived = cache.expressions_from_derivation(derive())
     stored, stored_x_star = cache.decode(json.loads(cache.CACHE_PATH.read_text()))

@@ -10,7 +10,8 @@ Modules: `derivation` (SymPy, run once), `cache` (the results the numeric code n
 (lambdified from `cache`; imports it, never the reverse), `document` (text, Markdown, LaTeX).
 """
 
-from linearcnn.theory.derivation import Derivation, Step, derive
+from typing import TYPE_CHECKING, Any
+
 from linearcnn.theory.numeric import (
     DivergentLearningRateError,
     FormulaInputError,
@@ -41,3 +42,17 @@ __all__ = [
     "whitening_profile",
     "x_star",
 ]
+
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from linearcnn.theory.derivation import Derivation, Step, derive
+
+
+def __getattr__(name: str) -> Any:
+    """`Derivation`, `Step` and `derive` on first use: the derivation imports SymPy, which evaluating
+    the formulas does not need (`linearcnn.theory.numeric`)."""
+    if name in ("Derivation", "Step", "derive"):
+        from linearcnn.theory import derivation
+
+        return getattr(derivation, name)
+    raise AttributeError(f"module 'linearcnn.theory' has no attribute {name!r}")

@@ -4,7 +4,11 @@ Nothing here restates the formula: every function evaluates an expression produc
 `linearcnn.theory.derivation.derive()`, turned into code by `sympy.lambdify` once per process.
 The expressions come from `linearcnn.theory.cache.stored_or_derived()` (the derivation's results
 stored with the package, used only while they match derivation.py and the SymPy in use, else
-derived afresh); this module only lambdifies and evaluates them.
+derived afresh); this module only lambdifies and evaluates them. For numpy, the lambdified
+source of every stored expression is generated once with the stored results
+(`linearcnn.theory._lambdified`, `make theory`) and used while its key matches, so that numpy
+evaluation imports neither SymPy nor torch; otherwise (an edited derivation, another SymPy) the
+expressions are lambdified in the process, as for torch.
 
 Conventions shared by every function:
 
@@ -28,11 +32,12 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
-import sympy as sp
 
 from linearcnn.errors import LinearCNNInputError
+from linearcnn.theory._key import derivation_key
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import sympy as sp
     import torch
     from numpy.typing import ArrayLike, NDArray
 
@@ -83,12 +88,28 @@ def _expressions() -> Expressions:
     return _stored()[0]
 
 
+def _generated() -> Any:
+    """The generated numpy functions (`linearcnn.theory._lambdified`) when they belong to this
+    derivation and SymPy; None otherwise."""
+    from linearcnn.theory import _lambdified
+
+    return _lambdified if _lambdified.KEY == derivation_key() else None
+
+
 @cache
 def lambdified(name: str, backend: str) -> Callable[..., Any]:
-    """The lambdified function `name` for `backend` ('numpy' or 'torch'), compiled once."""
-    args, expr = _expressions()[name]
+    """The lambdified function `name` for `backend` ('numpy' or 'torch'), compiled once (numpy: the
+    generated one while it belongs to this derivation)."""
     if backend == "numpy":
+        generated = _generated()
+        if generated is not None and name in generated.FUNCTIONS:
+            return generated.FUNCTIONS[name]
+    import sympy as sp
+
+    if backend == "numpy":
+        args, expr = _expressions()[name]
         return sp.lambdify(args, expr, modules="numpy")
+    args, expr = _expressions()[name]
     if backend == "torch":
         import torch
 
@@ -98,7 +119,8 @@ def lambdified(name: str, backend: str) -> Callable[..., Any]:
 
 def x_star() -> float:
     """x* = tau * mu at the maximum of the gradient-flow profile (root of 2x e^-x = 1 - e^-x)."""
-    return float(_stored()[1])
+    generated = _generated()
+    return float(generated.X_STAR) if generated is not None else float(_stored()[1])
 
 
 # --------------------------------------------------------------------------------------------
