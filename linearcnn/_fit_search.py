@@ -10,7 +10,8 @@ of its parameters at once, and the global search over them for many profiles tog
 * Log tau (`optimum`): a grid over the whole range, then the `REFINE_STARTS` best local maxima
   of each profile's grid refined together: each round evaluates `REFINE_POINTS` points across
   every bracket and keeps the two cells beside the best, until every bracket is narrower than
-  `REFINE_TOLERANCE`; a bracket that cannot catch up with its profile's best is dropped.
+  `PARABOLA_WIDTH`, then `PARABOLA_STEPS` parabola steps finish it; a bracket that cannot catch
+  up with its profile's best is dropped.
 * The raw families' (log tau, log r) (`_refine_box`): from the one-parameter optimum at r = 0
   and the best local maxima of a coarse grid, a damped Newton search on finite differences,
   all starts at once, with axis-wise steps that cross the family's flat regions.
@@ -35,8 +36,10 @@ WHITE_X = 1e4   # tau * min(mu) above this: the normalised family equals 1/sqrt(
 RATIO_MIN = 1e-4  # raw families: log r is searched on [RATIO_MIN, RATIO_MAX], and r = 0 is tried
 RATIO_MAX = 1e2   # r above this: the normalised raw family is its r -> inf limit to ~1/(4 r^2) = 2.5e-5
 REFINE_STARTS = 3         # grid maxima refined: the best local maxima, the two ends included
-REFINE_POINTS = 17        # points across each log-tau bracket per refinement round
-REFINE_TOLERANCE = 1e-8   # log tau brackets narrower than this, raw Newton steps shorter: refinement ends
+REFINE_POINTS = 129        # points across each log-tau bracket per refinement round
+REFINE_TOLERANCE = 1e-8   # raw Newton steps shorter than this: refinement ends
+PARABOLA_WIDTH = 2e-3     # a log-tau bracket this narrow is finished by parabola steps (the correlation is smooth there)
+PARABOLA_STEPS = 2        # parabola steps, each with 32 times closer points than the last
 RAW_RATIOS = 40           # raw families: the start grid is every 4th log tau x RAW_RATIOS r in [1e-3, 1e2]
 
 _SCORE_NOISE = 1e-14       # a bracket within this (rounding) of catching up is refined on
@@ -181,8 +184,12 @@ def _refine_tau(
     correlations of the unit `targets` (B, d) with the family on `grid`), all brackets at once.
 
     Each bracket is one grid step either side of its maximum; each round evaluates `REFINE_POINTS`
-    points across it and keeps the cells beside the best. Returns the best log tau (B,) and its
-    score (B,), never worse than the grid's best (a refined maximum replaces it only when higher)."""
+    points across it and keeps the cells beside the best, until it is `PARABOLA_WIDTH` narrow. Then
+    `PARABOLA_STEPS` steps to the vertex of the parabola through three points about the current
+    point (half the bracket apart, then 32 times closer each step): near a smooth maximum the
+    correlation is quadratic, so two steps place it as well as bisecting down to 1e-8 would, in a
+    third of the rounds. Returns the best log tau (B,) and its score (B,), never worse than the
+    grid's best (a refined maximum replaces it only when higher; so is every point evaluated)."""
     b = np.arange(len(targets))
     best = np.argmax(grid_scores, axis=1)
     best_x, best_s = grid[best], grid_scores[b, best]
@@ -198,7 +205,7 @@ def _refine_tau(
     row_best, mine = best_s.copy(), targets[owner]  # (B,) best score so far; (V, d) each bracket's target
     fraction, m = np.linspace(0.0, 1.0, REFINE_POINTS), REFINE_POINTS
     alive = np.arange(owner.size)
-    while alive.size and np.max(high[alive] - low[alive]) > REFINE_TOLERANCE:
+    while alive.size and np.max(high[alive] - low[alive]) > PARABOLA_WIDTH:
         x = low[alive, None] + (high - low)[alive, None] * fraction  # (A, m)
         rows, inverse = _centred(family(x.ravel()).reshape(*x.shape, -1))  # (A, m, d), (A, m)
         scores = np.einsum("amd,ad->am", rows, mine[alive]) * inverse
@@ -212,6 +219,26 @@ def _refine_tau(
         np.maximum.at(row_best, owner[alive], top)
         gap = np.maximum(top - scores[a, left], top - scores[a, right])
         alive = alive[s_best[alive] + 2 * gap + _SCORE_NOISE >= row_best[owner[alive]]]
+
+    def keep(points: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Score `points` (A, m) of the alive brackets, keep each bracket's best when higher; the scores."""
+        rows, inverse = _centred(family(points.ravel()).reshape(*points.shape, -1))  # (A, m, d), (A, m)
+        scores = np.einsum("amd,ad->am", rows, mine[alive]) * inverse
+        a, j = np.arange(alive.size), np.argmax(scores, axis=1)
+        better = scores[a, j] > s_best[alive]
+        x_best[alive[better]], s_best[alive[better]] = points[a, j][better], scores[a, j][better]
+        return scores
+
+    if alive.size:
+        centre, h = x_best[alive].copy(), (high[alive] - low[alive]) / 2  # (A,)
+        for _ in range(PARABOLA_STEPS):
+            points = np.clip(centre[:, None] + h[:, None] * np.array([-1.0, 0.0, 1.0]), grid[0], grid[-1])  # (A, 3)
+            s = keep(points)
+            curvature = s[:, 0] - 2 * s[:, 1] + s[:, 2]  # < 0 where the three points bracket a maximum
+            concave = curvature < 0
+            shift = np.where(concave, 0.5 * h * (s[:, 0] - s[:, 2]) / np.where(concave, curvature, -1.0), 0.0)
+            centre, h = np.clip(points[:, 1] + np.clip(shift, -h, h), grid[0], grid[-1]), h / 32
+        keep(centre[:, None])
     for k in range(REFINE_STARTS):  # in the order of the grid maxima, a later one only when higher
         mine = which == k
         rows_k, better = owner[mine], s_best[mine] > best_s[owner[mine]]
