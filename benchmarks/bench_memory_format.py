@@ -15,7 +15,10 @@ Writes benchmarks/results/memory_format.json (device, versions, every rate, the 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
 import statistics
 import sys
 import time
@@ -74,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"arch": arch, "width": width, "images_per_second": rates, "ratio_of_medians": ratio})
         print(f"{arch} width {width}: contiguous {[round(r) for r in rates['contiguous']]}, channels_last "
               f"{[round(r) for r in rates['channels_last']]} images/s; channels_last / contiguous {ratio:.2f}x")
-    record = {"device": str(device), "threads": args.threads, "batch": args.batch, "steps": args.steps,
+    record = {"device": str(device), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "device": str(device)},
+              "threads": args.threads, "batch": args.batch, "steps": args.steps,
               "versions": versions(), "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
               "rows": rows}
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")

@@ -15,6 +15,7 @@ benchmarks/results/stats_cache.json.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -68,7 +69,10 @@ def main() -> None:
             print(f"k={kernel}: first fit {row['first_s']:.2f} s (computes and caches), second {row['second_s']:.2f} s "
                   f"(reads the cache): {row['ratio']:.2f}x", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine_info(), "repeats": args.repeats, "results": rows}, indent=2) + "\n")
+    record = {"command": " ".join(["python", "benchmarks/bench_stats_cache.py", *sys.argv[1:]]),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine_info(), "repeats": args.repeats, "results": rows}
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
