@@ -1,7 +1,10 @@
-"""Benchmark: patch statistics, ours vs the reference unfold + pca_lowrank, in one run.
+"""Benchmark: patch statistics, ours vs the reference unfold + pca_lowrank, in one run; and large
+images and kernels against float64 unfold + matmul, with the arithmetic rate.
 
     .venv/bin/python benchmarks/bench_patch_stats.py [--images 10000] [--max-images 1000000]
                                                       [--repeats 5] [--reference PATH]
+                                                      [--large-only] [--large-cases 224:7,224:11,224:16,32:3]
+                                                      [--large-images 2000] [--baseline-images 40]
 
 1. Same images for both: `natural_like_images(--images)` (the reference's 1/f generator), saved
    once to a temporary .npy. Each method runs in its own fresh subprocess that loads that file,
@@ -16,6 +19,21 @@
    built-in photo set, how far apart the two decompositions are.
 3. Memory flatness: ours on 1e4, 1e5 and 1e6 images (capped by --max-images) streamed as
    generated batches (so it is not the data that fills memory), peak RSS of each run.
+4. Large images (`--large-only` runs only this section and updates only its entry in the results
+   file): for each case SIZE:K of `--large-cases` (default 224x224x3 images with k = 7, 11, 16 and
+   32x32x3 with k = 3), ours (`patch_stats(..., centered=False)`, the uncentred E[p p^T]) on
+   `--large-images` natural-like images (default 2,000: passes over a pool of `--pool` distinct
+   generated images, made before the clock starts) against the baseline, float64
+   `torch.nn.functional.unfold` of the images then `patches^T @ patches` (per image, summed, in
+   batches that keep the float64 patches under 512 MiB),
+   timed on the first `--baseline-images` of them (default 40) and compared per image; images
+   of 64 px or less: both on `--small-images` (default 10,000), best of 3. Reported per case: seconds per image of each, the
+   ratio, ours' own operation count per image (`linearcnn.patches._stream.operations_per_image`:
+   2 M N K of its matrix products plus the pixel sums) and its rate in GFLOP/s, that rate as a
+   fraction of the float64 GEMM rate measured in the same run (best of 5 2048x2048 float64
+   matmuls, at torch's thread count and at 1 thread; the larger is the reference), the largest
+   difference of ours' matrix (on the baseline's images) from the baseline's relative to its
+   largest entry, and the load average before and after (the machine may be shared).
 
 Prints a table and writes benchmarks/results/patch_stats.json with the machine information.
 """
@@ -179,6 +197,162 @@ def centring_effect(images: np.ndarray, kernel: int) -> dict[str, Any]:
     return {"rows": rows}
 
 
+# -------------------------------------------------------------------------------- large images
+BASELINE_BATCH_BYTES = 512 * 2**20  # largest float64 patch matrix of one baseline batch
+
+
+def gemm_rate() -> dict[str, Any]:
+    """Best-of-5 float64 2048x2048 matmul rate, at torch's thread count and at one thread."""
+    import torch
+
+    size = 2048
+    a = torch.randn(size, size, dtype=torch.float64)
+    b = torch.randn(size, size, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    rates = {}
+    try:
+        for count in sorted({threads, 1}, reverse=True):
+            torch.set_num_threads(count)
+            a @ b  # warm-up
+            best = min(_seconds(lambda: a @ b) for _ in range(5))
+            rates[count] = 2 * size**3 / best / 1e9
+    finally:
+        torch.set_num_threads(threads)
+    return {"gflops_by_threads": {str(t): r for t, r in rates.items()}, "gflops": max(rates.values()), "size": size}
+
+
+def _seconds(run, cpu: list[float] | None = None) -> float:
+    """Wall seconds of run(); its process CPU seconds are appended to `cpu` if given."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    run()
+    if cpu is not None:
+        cpu.append(time.process_time() - cpu_start)
+    return time.perf_counter() - start
+
+
+def unfold_matmul(images, kernel: int):
+    """The baseline: float64 unfold of the images, then patches^T @ patches (summed over batches
+    that keep the patch matrix under BASELINE_BATCH_BYTES), in whichever of two forms ran faster
+    for that image size here. Returns (sum of p p^T, number of patches)."""
+    import torch
+
+    n, c, h, w = images.shape
+    d, per_image = c * kernel * kernel, (h - kernel + 1) * (w - kernel + 1)
+    step = max(1, min(512, BASELINE_BATCH_BYTES // (8 * d * per_image)))
+    total = torch.zeros((d, d), dtype=torch.float64)
+    for start in range(0, n, step):
+        patches = torch.nn.functional.unfold(images[start : start + step].double(), kernel)  # (b, d, L)
+        if h * w > 64 * 64:  # large images: per image (d, L) @ (L, d), no transposed copy (faster here)
+            total += torch.bmm(patches, patches.transpose(1, 2)).sum(dim=0)
+        else:  # small images: one (b L, d) patch matrix, one product (a batched product of tiny ones is slower)
+            rows = patches.transpose(1, 2).reshape(-1, d)
+            total += rows.T @ rows
+    return total, n * per_image
+
+
+def large_case(size: int, kernel: int, args: argparse.Namespace, gemm: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from _reference import load_reference
+
+    from linearcnn.patches import patch_stats
+    from linearcnn.patches._stream import choose_method, operations_per_image
+
+    ref = load_reference(args.reference)
+    large = size > 64
+    images = args.large_images if large else args.small_images
+    pool_size = min(args.pool, images) if large else images
+    baseline_images = args.baseline_images if large else images  # small images: the baseline is quick
+    pool = ref.natural_like_images(max(pool_size, baseline_images), size=size, seed=7)  # (P, 3, S, S) float32
+    shape = (int(pool.shape[1]), size, size)
+    method = choose_method(shape, kernel)
+
+    def ours_batches():
+        done = 0
+        while done < images:
+            for start in range(0, pool_size, 500):
+                count = min(500, pool_size - start, images - done)
+                if count <= 0:
+                    return
+                yield pool[start : start + count]
+                done += count
+
+    patch_stats(pool[:8], kernel, device="cpu")  # warm-up (imports, MKL)
+    load_before = os.getloadavg()
+    ours_times: list[float] = []
+    ours_cpu: list[float] = []
+    while len(ours_times) < 3 and (not ours_times or sum(ours_times) < 2.0):  # best of up to 3 for quick cases
+        ours_times.append(_seconds(lambda: patch_stats(ours_batches(), kernel, device="cpu"), ours_cpu))
+    best = int(np.argmin(ours_times))
+    ours_per_image = ours_times[best] / images
+    subset = pool[:baseline_images]
+    baseline_times: list[float] = []
+    baseline_cpu: list[float] = []
+    for _ in range(1 if large else 3):
+        baseline_times.append(_seconds(lambda: unfold_matmul(subset, kernel), baseline_cpu))
+    baseline_seconds = min(baseline_times)
+    load_after = os.getloadavg()
+    gemm_after = gemm_rate()
+    base_sum, count = unfold_matmul(subset, kernel)
+    base_matrix = (base_sum / count).numpy()
+    ours_matrix = patch_stats(subset, kernel, device="cpu").second_moment
+    ops = operations_per_image(shape, kernel, method)
+    d = shape[0] * kernel * kernel
+    baseline_ops = 2 * d * d * (size - kernel + 1) ** 2  # its matmul alone
+    baseline_per_image = baseline_seconds / baseline_images
+    rate = ops / ours_per_image / 1e9
+    return {
+        "case": f"{size}x{size}x{shape[0]} images, k={kernel}",
+        "image_size": size, "kernel": kernel, "method": method, "threads": torch.get_num_threads(),
+        "ours_images": images, "ours_distinct_images": pool_size, "ours_seconds": ours_times,
+        "ours_seconds_per_image": ours_per_image,
+        "baseline_images": baseline_images, "baseline_seconds": baseline_seconds,
+        "baseline_seconds_per_image": baseline_per_image,
+        "speedup_per_image": baseline_per_image / ours_per_image,
+        "ours_cpu_seconds": ours_cpu, "baseline_cpu_seconds": baseline_cpu,
+        "ours_operations_per_image": ops, "ours_gflops": rate, "gemm_gflops": gemm["gflops"],
+        "gemm_gflops_after_case": gemm_after["gflops"],
+        "fraction_of_gemm_rate": rate / gemm["gflops"],
+        # Load-robust variant: ours' operations per CPU-second against the one-thread GEMM rate.
+        "ours_gflops_per_cpu_second": ops * images / ours_cpu[best] / 1e9,
+        "fraction_of_one_thread_gemm_per_cpu_second": ops * images / ours_cpu[best] / 1e9
+        / gemm["gflops_by_threads"]["1"],
+        "baseline_operations_per_image": baseline_ops, "baseline_gflops": baseline_ops / baseline_per_image / 1e9,
+        "max_rel_diff_to_baseline": float(np.max(np.abs(ours_matrix - base_matrix)) / np.max(np.abs(base_matrix))),
+        "load_average_before": load_before, "load_average_after": load_after,
+    }
+
+
+def large_images_section(args: argparse.Namespace) -> dict[str, Any]:
+    gemm = gemm_rate()
+    cases = []
+    for spec in args.large_cases.split(","):
+        size, kernel = (int(part) for part in spec.split(":"))
+        cases.append(large_case(size, kernel, args, gemm))
+        cases[-1]["command"] = " ".join([Path(sys.executable).name] + sys.argv)  # cases of other runs are kept
+        print_large_case(cases[-1])
+    return {
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine_info(),
+        "gemm": gemm,
+        "note": ("ours times --large-images images (passes over a pool of distinct generated images, made before the "
+                 "clock starts); the baseline (float64 unfold + patches^T @ patches) is timed on the first "
+                 "--baseline-images of them; both compared per image. Images of 64 px or less: both on --small-images "
+                 "images, best of 3. The machine may be shared: see the load averages."),
+        "cases": cases,
+    }
+
+
+def print_large_case(row: dict[str, Any]) -> None:
+    print(f"{row['case']:<28} {row['method']:<5} ours {row['ours_seconds_per_image'] * 1e3:8.3f} ms/img "
+          f"({row['ours_images']} imgs)  unfold+matmul {row['baseline_seconds_per_image'] * 1e3:8.2f} ms/img "
+          f"({row['baseline_images']} imgs)  {row['speedup_per_image']:6.1f}x  {row['ours_gflops']:5.1f} GFLOP/s "
+          f"= {100 * row['fraction_of_gemm_rate']:4.1f}% of GEMM {row['gemm_gflops']:.1f} "
+          f"(per CPU-second {100 * row['fraction_of_one_thread_gemm_per_cpu_second']:.0f}% of 1-thread GEMM)  "
+          f"max rel diff {row['max_rel_diff_to_baseline']:.1e}  load {row['load_average_before'][0]:.2f}"
+          f"->{row['load_average_after'][0]:.2f}", flush=True)
+
+
 # ------------------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -189,6 +363,15 @@ def main() -> None:
     parser.add_argument("--reference", default=None, help=f"reference_method.py (default {DEFAULT_REFERENCE})")
     parser.add_argument("--skip-reference", action="store_true", help="only time ours (no ratios)")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--large-only", action="store_true",
+                        help="only the large-image section (updates only its entry in the results file)")
+    parser.add_argument("--large-cases", default="224:7,224:11,224:16,32:3", help="SIZE:K,... image size and kernel")
+    parser.add_argument("--large-images", type=int, default=2000, help="images ours is timed on, per case")
+    parser.add_argument("--baseline-images", type=int, default=40,
+                        help="images the unfold + matmul baseline is timed on (images above 64 px)")
+    parser.add_argument("--small-images", type=int, default=10_000,
+                        help="images of 64 px or less, for ours and the baseline (a pass takes milliseconds)")
+    parser.add_argument("--pool", type=int, default=250, help="distinct generated images of more than 64 px, cycled")
     parser.add_argument("--worker", choices=["reference", "ours", "stream"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -202,6 +385,16 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     check_writable_file(out, "results file")
+    if args.large_only:
+        previous = json.loads(out.read_text()) if out.is_file() else {}
+        large = large_images_section(args)
+        kept = {row["case"]: row for row in previous.get("large_images", {}).get("cases", [])}
+        kept.update({row["case"]: row for row in large["cases"]})  # cases not rerun keep their last numbers
+        large["cases"] = sorted(kept.values(), key=lambda row: (-row["image_size"], row["kernel"]))
+        previous["large_images"] = large
+        atomic_write_text(out, json.dumps(previous, indent=2) + "\n")
+        print(f"wrote {out} (large_images only)")
+        return
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     load_start = os.getloadavg()
     images = ref.natural_like_images(args.images).numpy()  # (N, 3, 32, 32) float32
@@ -240,6 +433,8 @@ def main() -> None:
     report["centring"] = centring_effect(images, args.kernel)
     scales = [n for n in (10_000, 100_000, 1_000_000) if n <= args.max_images] or [args.max_images]
     report["memory_flatness"] = [spawn("stream", args, images=n) for n in scales]
+    print("\nlarge images: ours vs float64 unfold + matmul")
+    report["large_images"] = large_images_section(args)
     report["load_average_at_end"] = os.getloadavg()
     atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     print_table(report)

@@ -552,7 +552,60 @@ FORMATTERS: dict[str, Formatter] = {
 }
 
 
+def format_patch_stats_large(data: dict[str, Any]) -> Row | None:
+    """bench_patch_stats.py --large-only: ours against float64 unfold + matmul on large images, per image,
+    with the achieved rate of our own operation count next to the measured GEMM rate (None without that section)."""
+    large = data.get("large_images")
+    if not isinstance(large, dict):
+        return None
+    cases = [c for c in _dicts(large, "cases") if _num(c, "ours_seconds_per_image") is not None]
+    parts: list[str | None] = []
+    for c in cases:
+        ours, base = _num(c, "ours_seconds_per_image"), _num(c, "baseline_seconds_per_image")
+        text = f"{_text(c, 'case') or 'a case'}: "
+        ratio = _ratio_of(base, ours)
+        if ratio is not None and base is not None and ours is not None:
+            counts = ""
+            if _num(c, "ours_images") is not None and _num(c, "baseline_images") is not None:
+                counts = f"; ours on {_num(c, 'ours_images'):,.0f} images, the baseline on {_num(c, 'baseline_images'):,.0f}"
+            text += f"{speed(ratio)} ({ours * 1e3:.3g} vs {base * 1e3:.3g} ms per image{counts})"
+        fraction, gflops = _num(c, "fraction_of_gemm_rate"), _num(c, "ours_gflops")
+        if fraction is not None and gflops is not None:
+            text += f", {gflops:.3g} GFLOP/s of its own operation count, {fraction:.0%} of the measured float64 GEMM rate"
+        diff = _num(c, "max_rel_diff_to_baseline")
+        if diff is not None:
+            text += f", equal to {sci(diff)} relative"
+        parts.append(text)
+    commands = sorted({cmd for c in cases if (cmd := _text(c, "command"))})
+    command = commands[0].rsplit("--large-cases", 1)[0] + "--large-cases SIZE:K" if commands else None
+    return Row(
+        benchmark_cell("patch statistics, large images and kernels", {"command": command} if command else large,
+                       "benchmarks/bench_patch_stats.py --large-only"),
+        device_cell(large),
+        "float64 `unfold` + patches^T @ patches on the same images, compared per image",
+        _result(parts),
+        measured_cell(large),
+    )
+
+
+#: Results files that hold a second benchmark: its formatter gives one more row (None: not in that file).
+EXTRA_ROWS: dict[str, Callable[[dict[str, Any]], Row | None]] = {"patch_stats": format_patch_stats_large}
+
+
 # ------------------------------------------------------------------------------------- the table
+def extra_rows_for(path: Path) -> list[Row]:
+    """The further rows of one results file (`EXTRA_ROWS`); none when it has none or cannot be read."""
+    formatter = EXTRA_ROWS.get(path.stem)
+    if formatter is None:
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        row = formatter(data) if isinstance(data, dict) else None
+    except Exception:  # the file's main row already says what is wrong with it
+        return []
+    return [row] if row is not None else []
+
+
 def row_for(path: Path) -> Row:
     """The row of one results file; a file that has no formatter or cannot be read gets a row saying so."""
     name = f"`{path.name}`"
@@ -581,7 +634,7 @@ def render_table(results_dir: str | Path = RESULTS) -> str:
     order = {kind: i for i, kind in enumerate(FORMATTERS)}
     files.sort(key=lambda p: (order.get(p.stem, len(order)), p.name))
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row_for(p).cells()) + " |" for p in files]
+    lines += ["| " + " | ".join(row.cells()) + " |" for p in files for row in [row_for(p), *extra_rows_for(p)]]
     return "\n".join(lines) + "\n"
 
 

@@ -334,3 +334,18 @@ README_TEXT = (ROOT / "README.md").read_text(encoding="utf-8")
 def test_readme_benchmark_table_is_current():
     assert table.is_current(README_TEXT, ROOT / "benchmarks" / "results"), (
         "README.md's benchmark table is out of date: run python benchmarks/readme_table.py --readme README.md")
+
+
+def test_patch_stats_large_images_get_their_own_row(tmp_path):
+    case = {"case": "224x224x3 images, k=11", "ours_seconds_per_image": 0.009, "baseline_seconds_per_image": 0.25,
+            "ours_images": 2000, "baseline_images": 40, "ours_gflops": 37.0, "fraction_of_gemm_rate": 0.47,
+            "max_rel_diff_to_baseline": 9e-16, "command": "python benchmarks/bench_patch_stats.py --large-only --large-cases 224:11"}
+    path = tmp_path / "patch_stats.json"
+    path.write_text(json.dumps({"large_images": {"started": "2026-12-06 19:12:02", "machine": MACHINE, "cases": [case]}}))
+    (row,) = table.extra_rows_for(path)
+    assert f"{0.25 / 0.009:.1f}x faster (9 vs 250 ms per image; ours on 2,000 images, the baseline on 40)" in row.result
+    assert "47% of the measured float64 GEMM rate" in row.result and "9.0e-16" in row.result
+    assert "--large-cases SIZE:K" in row.benchmark
+    path.write_text(json.dumps({"images": 10}))
+    assert table.extra_rows_for(path) == []
+

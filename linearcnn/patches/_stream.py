@@ -1,6 +1,7 @@
-"""The streaming pass behind `patch_stats`: running float64 sums of pixel-neighbour products
-(`_MomentAccumulator`), fed by worker threads (`_Workers`) one cache-sized chunk at a time, and
-turned into the patch mean and second-moment matrix (`stream_moments`).
+"""The streaming pass behind `patch_stats`: running float64 sums, either of pixel-neighbour
+products (`_MomentAccumulator`, small images) or of image-row products (`_rows._RowAccumulator`,
+large images and kernels), fed by worker threads (`_Workers`) one chunk at a time, and turned
+into the patch mean and second-moment matrix (`stream_moments`); `choose_method` picks the pass.
 
 How and why it is computed this way: the docstring of `linearcnn.patches`.
 """
@@ -9,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import queue
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from numpy.typing import NDArray
 
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.patches._inputs import check_kernel_fits
+from linearcnn.patches._rows import _RowAccumulator, row_chunk, row_plan
 
 #: Largest total size of the per-pixel neighbour-product maps kept across batches (bytes, shared
 #: by the worker threads); larger maps (big images, big kernels) are reduced to their rectangle
@@ -30,6 +32,22 @@ _MAP_BUDGET_BYTES = 64 * 2**20
 #: Float64 values in the k image rows of one CPU chunk (k * W * C * images): the working set
 #: of the sliding neighbour products, kept within L2 (tuned on a 2-core Xeon, 32x32 RGB, k=3).
 _CPU_WINDOW_VALUES = 2**15
+#: Largest total size of the row pass's float64 work buffers (bytes, shared by the worker
+#: threads): one band of image rows of one chunk of images, expanded by column phase (`_rows`:
+#: about 2.3x the band's pixels at k = 11; `row_chunk` sizes chunk and band to fit). The running
+#: sums come on top, per thread: 1.4, 6.7, 23 and 220 MiB for k = 7, 11, 16 and 32 on 224x224x3
+#: images (about k^4 C^2 values, 3x the d x d moment matrix).
+_ROW_BUDGET_BYTES = 64 * 2**20
+#: `choose_method`: the row pass is used when the neighbour pass's per-pixel maps (float64
+#: k * H * W * C * (2k-1) * C) would be larger than this. Measured (2-core AVX-512 Xeon, 3
+#: channels, ms per image, neighbour / row pass): 32 px k=3 (1 MiB of maps) 0.040 / 0.063,
+#: k=7 (6 MiB) 0.128 / 0.140; 48 px k=5 (7 MiB) 0.127 / 0.164, k=7 (14 MiB) 0.240 / 0.235;
+#: 64 px k=5 (13 MiB) 0.34 / 0.30, k=7 (26 MiB) 0.79 / 0.45; 128 px k=3 (17 MiB) 0.84 / 0.68;
+#: 224 px k=3 (54 MiB) 6.9 / 3.2, k=11 (797 MiB) 105 / 10. The neighbour pass streams its maps
+#: through memory once per chunk; past the cache that traffic, not arithmetic, is its cost.
+_ROWS_ABOVE_MAP_BYTES = 10 * 2**20
+#: Force a pass ("lags" or "rows") instead of `choose_method`'s choice (tests).
+_METHOD: str | None = None
 
 
 @dataclass
@@ -41,6 +59,8 @@ class PatchMoments:
     num_patches: int
     num_images: int
     shape: tuple[int, int, int]  # (C, H, W) of the images
+    method: str = "lags"  # the pass that measured them: "lags" or "rows" (`choose_method`)
+    operations: int = 0  # the pass's own operation count (2 M N K per matrix product, plus the rest)
 
 
 class _MomentAccumulator:
@@ -61,7 +81,7 @@ class _MomentAccumulator:
         self.span = 2 * kernel - 1  # horizontal offsets Dx = -(k-1) .. k-1
         pixels = height * width
         map_shape = (kernel, pixels, channels, self.span * channels)
-        self.keep_maps = 8 * math.prod(map_shape) <= map_budget
+        self.keep_maps = map_bytes(channels, height, width, kernel) <= map_budget
         self.maps = torch.zeros(
             map_shape if self.keep_maps else (0,), dtype=torch.float64, device=device
         )  # (k, HW, C, (2k-1)C), or empty when reduced after every chunk
@@ -70,6 +90,7 @@ class _MomentAccumulator:
         )  # (dy1, dx1, Dy, c1, Dx + k-1, c2)
         self.pixel_sums = torch.zeros((height, width, channels), dtype=torch.float64, device=device)  # (H, W, C)
         self.num_images = 0
+        self.operations = 0  # 2 M N K of the products, plus the pixel sums and per-chunk summed-area tables
 
     def add(self, batch: torch.Tensor) -> bool:
         """Add a (n, C, H, W) batch (any real dtype; on this device or the CPU).
@@ -110,6 +131,7 @@ class _MomentAccumulator:
                 torch.bmm(left, right.transpose(1, 2), out=products[:anchors])  # (anchors, C, (2k-1)C)
                 self.rects[:, :, dy] += self._rectangle_sums(products).view(k, k, c, self.span, c)
         self.num_images += n
+        self.operations += n * lag_operations_per_image(c, h, w, k) + (0 if self.keep_maps else _table_operations(c, h, w, k))
         return True
 
     def merge(self, other: _MomentAccumulator) -> None:
@@ -118,6 +140,7 @@ class _MomentAccumulator:
         self.rects += other.rects
         self.pixel_sums += other.pixel_sums
         self.num_images += other.num_images
+        self.operations += other.operations
 
     def _rectangle_sums(self, grid: torch.Tensor) -> torch.Tensor:
         """(HW, ...) per-anchor values -> (k, k, ...) sums over the anchor rectangles (dy1, dx1)."""
@@ -160,6 +183,58 @@ class _MomentAccumulator:
         return moment, patch_sum, count
 
 
+def lag_operations_per_image(c: int, h: int, w: int, k: int) -> int:
+    """The neighbour pass's operations per image: 2 M N K of its per-pixel products (M = C,
+    N = (2k-1) C, K = images, one per anchor pixel and row offset) plus one addition per pixel."""
+    return sum(2 * (h - dy) * w * c * (2 * k - 1) * c for dy in range(k)) + c * h * w
+
+
+def _table_operations(c: int, h: int, w: int, k: int) -> int:
+    """Additions of the summed-area tables the neighbour pass builds per chunk when its maps are
+    not kept (two cumulative sums and a difference over each of the k maps)."""
+    return k * 3 * h * w * c * (2 * k - 1) * c
+
+
+class _Accumulator(Protocol):
+    """What `_Workers` needs of a pass's running sums (`_MomentAccumulator`, `_RowAccumulator`)."""
+
+    shift: torch.Tensor
+    num_images: int
+    operations: int
+
+    def add(self, batch: torch.Tensor) -> bool: ...
+
+    def merge(self, other: Any) -> None: ...  # another accumulator of the same class
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, int]: ...
+
+
+def choose_method(shape: tuple[int, int, int], kernel: int) -> str:
+    """"lags" (per-pixel neighbour products) or "rows" (image-row matrix products) for (C, H, W)
+    images: the row pass when the neighbour pass's per-pixel maps exceed `_ROWS_ABOVE_MAP_BYTES`
+    (see there for the measurements behind the rule), e.g. with 3 channels 32x32 images up to
+    k = 7 and 64x64 up to k = 3 use the neighbour pass, 224x224 images the row pass for every k >= 2.
+    `_METHOD` overrides the choice.
+    """
+    if _METHOD is not None:
+        return _METHOD
+    c, h, w = shape
+    return "rows" if map_bytes(c, h, w, kernel) > _ROWS_ABOVE_MAP_BYTES else "lags"
+
+
+def map_bytes(c: int, h: int, w: int, k: int) -> int:
+    """Size of the neighbour pass's per-pixel maps for one accumulator (float64)."""
+    return 8 * k * h * w * c * (2 * k - 1) * c
+
+
+def operations_per_image(shape: tuple[int, int, int], kernel: int, method: str) -> int:
+    """The chosen pass's own operation count per image (per-chunk work not included)."""
+    c, h, w = shape
+    if method == "rows":
+        return row_plan(c, h, w, kernel).operations_per_image()
+    return lag_operations_per_image(c, h, w, kernel)
+
+
 @contextlib.contextmanager
 def _progress_bar(total: int | None, enabled: bool) -> Iterator[Callable[[int], None]]:
     """Yields `advance(n_images)`: a rich progress bar on stderr, or a no-op when disabled."""
@@ -193,16 +268,17 @@ class _Failure(Exception):
 class _Workers:
     """Feeds chunks to accumulators: inline (one thread, CUDA) or round-robin to CPU threads.
 
-    Why threads of our own: the per-pixel products are many small matrix products, and torch's
-    intra-op parallelism runs each as a separate parallel region with a barrier; on a busy
-    machine one descheduled thread stalls every barrier (measured: 7x slower than one thread
-    at load 3 on 2 cores). Instead each worker thread owns an accumulator and takes every T-th
-    chunk, with torch limited to one intra-op thread for the duration; the chunks each thread
-    sums, and so the rounding, do not depend on timing (deterministic for a given T).
+    Why threads of our own: both passes are sequences of matrix products (many small ones per
+    pixel, or a few hundred medium ones per chunk of image rows), and torch's intra-op
+    parallelism runs each as a separate parallel region with a barrier; on a busy machine one
+    descheduled thread stalls every barrier (measured: 7x slower than one thread at load 3 on 2
+    cores). Instead each worker thread owns an accumulator and takes every T-th chunk, with torch
+    limited to one intra-op thread for the duration; the chunks each thread sums, and so the
+    rounding, do not depend on timing (deterministic for a given T).
     """
 
-    def __init__(self, make: Callable[[], _MomentAccumulator], threads: int) -> None:
-        self.accumulators: list[_MomentAccumulator] = [make() for _ in range(threads)]
+    def __init__(self, make: Callable[[], _Accumulator], threads: int) -> None:
+        self.accumulators: list[_Accumulator] = [make() for _ in range(threads)]
         self.threads = threads
         self.count = 0
         self.queues: list[queue.Queue] = []
@@ -252,7 +328,7 @@ class _Workers:
             worker.join()
         self.queues, self.workers = [], []
 
-    def finish(self) -> _MomentAccumulator:
+    def finish(self) -> _Accumulator:
         """Wait for the workers and merge their sums into one accumulator."""
         self.close()
         self._raise_first_error()
@@ -271,6 +347,7 @@ def stream_moments(batches: Iterator[tuple[torch.Tensor, str]], total: int | Non
     no images, batches of different shapes, a kernel larger than the images, and NaN/Inf pixels.
     """
     target, step = device, batch_size
+    method = "lags"
     threads = max(1, torch.get_num_threads()) if target.type == "cpu" else 1
     workers: _Workers | None = None
     shape: tuple[int, int, int] | None = None
@@ -291,18 +368,28 @@ def stream_moments(batches: Iterator[tuple[torch.Tensor, str]], total: int | Non
                     )
                 if workers is None:
                     c, h, w = shape
+                    # The channel means of the first batch, summed in float64 without a float64
+                    # copy of the batch (any shift is corrected exactly; this one keeps digits).
                     shift = (
-                        batch.to(device=target, dtype=torch.float64).mean(dim=(0, 2, 3))
+                        torch.sum(batch, dim=(0, 2, 3), dtype=torch.float64).to(target) / (int(batch.shape[0]) * h * w)
                         if centered else torch.zeros(c, dtype=torch.float64, device=target)
                     )  # (C,)
                     if not bool(torch.isfinite(shift).all()):  # host sync, once
                         raise _Failure(batch, f"images 0 to {int(batch.shape[0]) - 1} (in {name})")
-                    workers = _Workers(functools.partial(
-                        _MomentAccumulator, c, h, w, kernel, target, shift, _MAP_BUDGET_BYTES // threads
-                    ), threads)
-                # CPU: chunks sized for the cache, converted straight from the input; CUDA: one copy
-                # of the batch to the device in its own dtype, converted to float64 in `add`.
-                chunk = _chunk_images(shape, kernel, target, step)
+                    method = choose_method(shape, kernel)
+                    make: Callable[[], _Accumulator]
+                    if method == "rows":
+                        make = functools.partial(_RowAccumulator, c, h, w, kernel, target, shift,
+                                                 _ROW_BUDGET_BYTES // threads, step)
+                        chunk = row_chunk(row_plan(c, h, w, kernel), step, _ROW_BUDGET_BYTES // threads)[0]
+                    else:
+                        make = functools.partial(_MomentAccumulator, c, h, w, kernel, target, shift,
+                                                 _MAP_BUDGET_BYTES // threads)
+                        chunk = _chunk_images(shape, kernel, target, step)
+                    workers = _Workers(make, threads)
+                # CPU: chunks sized for the cache (neighbour pass) or the row budget (row pass),
+                # converted straight from the input; CUDA: one copy of the batch to the device in
+                # its own dtype, converted to float64 in `add` (in row-pass chunks).
                 source = batch if target.type == "cpu" else batch.to(device=target)
                 for start in range(0, source.shape[0], chunk):
                     part = source[start : start + chunk]
@@ -336,7 +423,7 @@ def stream_moments(batches: Iterator[tuple[torch.Tensor, str]], total: int | Non
         raise LinearCNNInputError("images: patch moments overflow float64; expected pixel values below ~1e150")
     assert shape is not None  # set with the first batch, and there was one
     return PatchMoments(mean=mean, matrix=matrix, num_patches=int(count), num_images=accumulator.num_images,
-                        shape=shape)
+                        shape=shape, method=method, operations=int(accumulator.operations))
 
 
 def _chunk_images(shape: tuple[int, int, int], kernel: int, device: torch.device, batch_size: int) -> int:
@@ -349,4 +436,4 @@ def _chunk_images(shape: tuple[int, int, int], kernel: int, device: torch.device
     return max(1, min(batch_size, max(16, _CPU_WINDOW_VALUES // (kernel * w * c))))
 
 
-__all__ = ["PatchMoments", "stream_moments"]
+__all__ = ["PatchMoments", "choose_method", "operations_per_image", "stream_moments"]
