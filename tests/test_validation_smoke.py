@@ -432,8 +432,16 @@ def test_readme_block_has_every_claim_once(smoke_run):
     results = report.load_results(smoke_run / "results")
     block = report.render_readme_results(results)
     assert block.startswith(report.README_START) and block.endswith(report.README_END)
-    table = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
+    lines = block.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| claim"))
+    table = []
+    for line in lines[start + 2:]:  # the claims table: its rows up to the first line that is not one
+        if not line.startswith("| "):
+            break
+        table.append(line)
     assert [line.split(" | ")[0][2:] for line in table] == [c.claim for c in claims.CLAIMS]
+    if "init" in results["builtin"]:  # the experiment init has its own table after the claims
+        assert "### First-layer initialisers" in block and block.count("| builtin | vgg11-bn") == 4
     assert "| claim | paper (its own data set) | ours: builtin |" in block
     for line in block.splitlines():  # the figures it shows are the run's own (figures/<data>/...)
         if line.startswith("!["):

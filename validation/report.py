@@ -78,6 +78,30 @@ def _deviations(rows: list[tuple[Claim, dict[str, Cell]]], results: dict[str, Re
     return lines
 
 
+def split_suite(results: dict[str, Records]) -> tuple[dict[str, Records], dict[str, Records]]:
+    """(the paper's claims: the experiments `validate` runs by default, the others: `init`), per data set.
+
+    Each part has its own invocation, command and time; the claims table and tally rest on the first."""
+    from validation.experiments import DEFAULT_EXPERIMENTS
+
+    suite = {slug: {n: r for n, r in records.items() if n in DEFAULT_EXPERIMENTS} for slug, records in results.items()}
+    own = {slug: {n: r for n, r in records.items() if n not in DEFAULT_EXPERIMENTS} for slug, records in results.items()}
+    return {k: v for k, v in suite.items() if v}, {k: v for k, v in own.items() if v}
+
+
+def _own_lines(own: dict[str, Records]) -> list[str]:
+    """One line per experiment outside the claims suite: what reproduces it and how long it took."""
+    lines = []
+    for name in sorted({n for records in own.values() for n in records}):
+        records = {slug: {name: rs[name]} for slug, rs in own.items() if name in rs}
+        first = next(iter(records.values()))[name]
+        wall = sum(rs[name].get("wall_seconds", 0.0) for rs in records.values())
+        lines.append(f"- **Experiment `{name}`** (data {', '.join(f'`{slug}`' for slug in records)}): reproduce "
+                     f"`{first.get('command') or f'linearcnn validate --only {name}'}` (this invocation: {wall / 60:.1f} min"
+                     f"{_training_time(records)})")
+    return lines
+
+
 def _training_time(results: dict[str, Records]) -> str:
     """'; training epochs of the N runs used: M min, ...' from the run records (runs trained by an
     earlier invocation are reused, so the invocation's own wall time leaves them out)."""
@@ -111,11 +135,13 @@ def render_report(results: dict[str, Records], *, figures_dir: str | Path = "fig
     if not results:
         return "# Validation report\n\nNo results yet: run `linearcnn validate`.\n"
     every = [r for records in results.values() for r in records.values()]
-    first = every[0]
+    suite, own = split_suite(results)
+    claimed = [r for records in suite.values() for r in records.values()] or every
+    first = claimed[0]
     config = first["config"]["name"]
     devices = sorted({r["device"] for r in every})
     on_cpu = all(d.startswith("cpu") for d in devices)
-    wall = sum(r.get("wall_seconds", 0.0) for r in every)
+    wall = sum(r.get("wall_seconds", 0.0) for r in claimed)
     command = first.get("command") or f"linearcnn validate --config {config}"
     failed = [f"{slug}/{n}: {r['results']['error']}" for slug, records in results.items() for n, r in records.items()
               if "error" in r["results"]]
@@ -130,7 +156,8 @@ def render_report(results: dict[str, Records], *, figures_dir: str | Path = "fig
         "- **Data**: " + "; ".join(f"`{slug}`: {tables.data_line(records)}" for slug, records in results.items()),
         f"- **Device**: {', '.join(devices)}; torch {first['versions'].get('torch')}, linearcnn {first['versions'].get('linearcnn')}",
         f"- **Seeds**: {', '.join(map(str, first['seeds']))}; every number is mean +- std over seeds (or seed pairs).",
-        f"- **Reproduce**: `{command}` (this invocation: {wall / 60:.1f} min{_training_time(results)})",
+        f"- **Reproduce**: `{command}` (this invocation: {wall / 60:.1f} min{_training_time(suite or results)})",
+        *_own_lines(own),
         *(["- **Failed experiments**: " + "; ".join(failed)] if failed else []),
         "",
         "## Claims of PAPER.md section 4",
@@ -191,6 +218,8 @@ def render_readme_results(results: dict[str, Records], *, figures_dir: str = "fi
     results = {slug: ok(records) for slug, records in results.items() if ok(records)}
     if not results:
         return f"{README_START}\nNo validation results yet: run `linearcnn validate`.\n{README_END}"
+    own_results = split_suite(results)[1]
+    results = split_suite(results)[0] or results
     every = [r for records in results.values() for r in records.values()]
     first = every[0]
     on_cpu = all(r["device"].startswith("cpu") for r in every)
@@ -215,6 +244,8 @@ def render_readme_results(results: dict[str, Records], *, figures_dir: str = "fi
         for figure in produced:
             if Path(figure).name == name:
                 lines += [f"![{name}]({figures_dir}/{figure})", ""]
+    if any("init" in records for records in own_results.values()):
+        lines += tables.init_summary(own_results, figures_dir)
     lines.append(README_END)
     return "\n".join(lines)
 

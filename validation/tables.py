@@ -8,6 +8,7 @@ verdict used, the linear CNN's theory checks, the formula fits and the trajector
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -206,6 +207,51 @@ def _inits(results: dict[str, Any]) -> list[str]:
                 f"{_num(a['start']['correlation']['mean'], '.3f')} -> {_num(a['end']['correlation']['mean'], '.3f')} | "
                 f"{_num(a['end']['displacement']['mean'])} | {_num(a['end']['similarity_to_start']['mean'], '.3f')} |")
         lines.append("")
+    return lines
+
+
+def _highest_reached(arm: dict[str, Any], split: str, thresholds: list[float]) -> str | None:
+    """The key of the highest `split` threshold that every seed of the default initialiser reached."""
+    default = arm["per_init"].get("default") or next(iter(arm["per_init"].values()))
+    reached = [t for t in thresholds if default["reach"][f"{split} {t:g}"]["reached"] == default["reach"][f"{split} {t:g}"]["of"]]
+    return f"{split} {max(reached):g}" if reached else None
+
+
+def init_summary(own: dict[str, Any], figures_dir: str) -> list[str]:
+    """The README's lines on the experiment `init`: per data set and network, each initialiser's steps
+    to the highest train / test accuracy the default initialisation reached (ratio to it), its final
+    test accuracy and its first layer's fitted tau from start to end; then the figures of the first data set."""
+    first = next(r["init"] for r in own.values() if "init" in r)
+    lines = ["### First-layer initialisers (`linearcnn train --first-layer-init`, experiment `init`)", "",
+             f"Reproduce: `{first.get('command') or 'linearcnn validate --only init'}`. Every initialiser trains the same "
+             f"epochs with plain SGD (lr {first['config']['lr']:g}, batch {first['config']['batch_size']}); steps until the "
+             "train (test) accuracy first reaches the highest "
+             "threshold the default initialisation reached in every seed, mean +- std over 3 seeds, (x r) relative to the "
+             "default; tau: the formula fitted to the raw first-layer profile, at step 0 and at the end. Details: "
+             "[`validation/REPORT.md`](validation/REPORT.md).", "",
+             "| data | network | initialiser | steps to train acc. | steps to test acc. | final test acc. | tau: start -> end |",
+             "|---|---|---|---|---|---|---|"]
+    figures: list[str] = []
+    for slug, records in own.items():
+        if "init" not in records:
+            continue
+        results = records["init"]["results"]
+        for arm in results["archs"].values():
+            keys = [_highest_reached(arm, "train", results["train_thresholds"]),
+                    _highest_reached(arm, "test", results["test_thresholds"])]
+            for name, a in arm["per_init"].items():
+                ratios = a.get("steps_ratio_to_default", {})
+                cells = [f"{k.split()[1]}: {_steps_cell(a['reach'][k], None if name == 'default' else ratios.get(k))}"
+                         if k else "-" for k in keys]
+                lines.append(f"| {slug} | {arm['arch']} w{arm['width']}, {arm['epochs']} epochs | {name} | {cells[0]} | {cells[1]} | "
+                             f"{format_stat(a['test_accuracy'], 3)} | {_num(a['start']['tau']['mean'])} -> "
+                             f"{_num(a['end']['tau']['mean'])} |")
+        if not figures:
+            figures = list(records["init"]["results"].get("figures", []))
+            figures = [f if "/" in f else f"{slug}/{f}" for f in figures]
+    lines.append("")
+    for figure in figures:
+        lines += [f"![{Path(figure).name}]({figures_dir}/{figure})", ""]
     return lines
 
 
