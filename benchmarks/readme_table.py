@@ -351,6 +351,13 @@ def format_fit_speed(data: dict[str, Any]) -> Row:
         accuracy.append(f"bootstrap intervals to {sci(max(intervals))} (relative)")
     if accuracy:
         parts.append("same optimum to " + ", ".join(accuracy))
+    per_fit = {}
+    for r in rows:
+        if r["what"] == "fit" and (d := _num(r, "d")) is not None and (t := _num(r, "vectorised_seconds")) is not None:
+            per_fit.setdefault(d, []).append(t)
+    if per_fit:
+        parts.append("one fit takes " + ", ".join(f"{statistics.median(ts) * 1e3:.2g} ms at {d:.0f}" for d, ts in sorted(per_fit.items()))
+                     + " components (median)")
     timed = [(r, _num(r, "scalar_seconds"), _num(r, "vectorised_seconds")) for r in rows if "bootstrap" in r["what"]]
     timed = [t for t in timed if t[1] is not None and t[2] is not None and _num(t[0], "d") is not None]
     if timed:
