@@ -36,7 +36,7 @@ WHITE_X = 1e4   # tau * min(mu) above this: the normalised family equals 1/sqrt(
 RATIO_MIN = 1e-4  # raw families: log r is searched on [RATIO_MIN, RATIO_MAX], and r = 0 is tried
 RATIO_MAX = 1e2   # r above this: the normalised raw family is its r -> inf limit to ~1/(4 r^2) = 2.5e-5
 REFINE_STARTS = 3         # grid maxima refined: the best local maxima, the two ends included
-REFINE_POINTS = 129        # points across each log-tau bracket per refinement round
+REFINE_POINTS = 17        # points across each log-tau bracket per refinement round
 REFINE_TOLERANCE = 1e-8   # raw Newton steps shorter than this: refinement ends
 PARABOLA_WIDTH = 2e-3     # a log-tau bracket this narrow is finished by parabola steps (the correlation is smooth there)
 PARABOLA_STEPS = 2        # parabola steps, each with 32 times closer points than the last
