@@ -109,7 +109,8 @@ def test_numpy_evaluation_does_not_import_torch():
             "from linearcnn.fit import fit_formula\n"
             "fit_formula(q * np.array([1.1, 0.9, 1.0]), np.array([1.0, 0.5, 0.1]))\n"
             "assert p.shape == (2, 3) and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
-            "assert 'scipy.optimize' not in sys.modules and 'scipy.stats' not in sys.modules\n")
+            "assert 'scipy.optimize' not in sys.modules and 'scipy.stats' not in sys.modules\n"
+            "assert n.x_star() > 1 and 'sympy' not in sys.modules  # the generated functions (theory/_lambdified.py)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
 
