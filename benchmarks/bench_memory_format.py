@@ -31,7 +31,7 @@ from linearcnn.models import build_seeded_model
 from linearcnn.records import versions
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = (("vgg11-bn", 32), ("resnet20", 16), ("resnet20", 32))
+MODELS = (("vgg11-bn", 16), ("vgg11-bn", 32), ("vgg11-bn", 64), ("resnet20", 16), ("resnet20", 32), ("resnet20", 64))
 
 
 def images_per_second(arch: str, width: int, channels_last: bool, batch: int, steps: int, device: torch.device) -> float:

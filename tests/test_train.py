@@ -807,3 +807,15 @@ def test_a_failing_auto_compile_trains_eagerly_and_says_so(tmp_path, monkeypatch
     eager = train(TrainConfig(arch="vgg11-bn", width=4, steps=2, batch_size=10, test=False, compile=False), dataset=make_dataset())
     torch.testing.assert_close(first_weight(result.model, result.first_layer), first_weight(eager.model, eager.first_layer))
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["compiled"] is False
+
+
+def test_channels_last_where_it_measured_faster():
+    from linearcnn.train.config import CPU_CHANNELS_LAST_MAX_VGG_WIDTH, channels_last_for
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert channels_last_for(TrainConfig(arch="vgg11-bn", width=CPU_CHANNELS_LAST_MAX_VGG_WIDTH), cpu)
+    assert not channels_last_for(TrainConfig(arch="vgg11-bn", width=64), cpu)  # 0.93x on the CPU
+    assert not channels_last_for(TrainConfig(arch="vgg11"), cpu)  # its default width is 64
+    assert channels_last_for(TrainConfig(arch="vgg11-bn", width=64), cuda)
+    assert channels_last_for(TrainConfig(arch="resnet20", width=64), cpu)
+    assert not channels_last_for(TrainConfig(arch="linear"), cpu)

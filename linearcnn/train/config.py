@@ -236,13 +236,22 @@ def compile_for(config: TrainConfig, device: torch.device, planned_images: int, 
     return device.type == "cpu" and config.arch not in LINEAR_ARCHS and num_models == 1 and planned_images >= COMPILE_MIN_IMAGES
 
 
+#: On the CPU, VGG11 wider than this trains faster in the default layout (channels_last / contiguous,
+#: one SGD step: width 16 1.24x, 32 1.07x, 64 0.93x; ResNet20 1.34x, 1.34x, 1.22x at widths 16, 32, 64).
+CPU_CHANNELS_LAST_MAX_VGG_WIDTH = 32
+
+
 def channels_last_for(config: TrainConfig, device: torch.device) -> bool:
-    """Whether one model (not a vmapped stack) trains in channels_last: the deep nets on CUDA and on
-    the CPU. Measured on the 2-core CPU, quiet (one SGD step, batch 256, float32, 2 threads; ratio
-    of the medians of 3 alternating runs, `python benchmarks/bench_memory_format.py`, in
-    benchmarks/results/memory_format.json): VGG11-bn width 32 1.12x, ResNet20 width 16 1.35x,
-    width 32 1.39x the images/s of the default layout."""
-    return config.arch not in LINEAR_ARCHS and device.type in ("cuda", "cpu")
+    """Whether one model (not a vmapped stack) trains in channels_last: the deep nets on CUDA, and on
+    the CPU where it measured faster. Measured on the 2-core CPU, quiet (one SGD step, batch 256,
+    float32, 2 threads; ratio of the medians of 3 alternating runs, `python
+    benchmarks/bench_memory_format.py`, in benchmarks/results/memory_format.json): every ResNet20
+    width (1.22-1.34x), VGG11-bn up to width `CPU_CHANNELS_LAST_MAX_VGG_WIDTH` (1.07-1.24x; 0.93x at
+    width 64). ResNet18 on the CPU follows ResNet20 (not measured apart)."""
+    if config.arch in LINEAR_ARCHS or device.type not in ("cuda", "cpu"):
+        return False
+    width = DEFAULT_WIDTH[config.arch] if config.width is None else int(config.width)
+    return device.type == "cuda" or not (config.arch.startswith("vgg") and width > CPU_CHANNELS_LAST_MAX_VGG_WIDTH)
 
 
 def precision_for(config: TrainConfig, device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:
@@ -258,6 +267,7 @@ def precision_for(config: TrainConfig, device: torch.device) -> tuple[torch.dtyp
 
 __all__ = [
     "COMPILE_MIN_IMAGES",
+    "CPU_CHANNELS_LAST_MAX_VGG_WIDTH",
     "DEFAULT_RANDOM_CLASSES",
     "LABEL_CHOICES",
     "LOSS_CHOICES",
