@@ -30,8 +30,8 @@ mean over classes and images of (out - onehot)^2. Deep nets: cross-entropy (over
 
 Speed: data resident on the device, no host sync inside a step (every sync point is commented
 SYNC), channels_last for the deep nets (CUDA and CPU), bf16 autocast and cudnn autotuning on CUDA,
-`torch.compile` when asked, and by default on the CPU for runs long enough to pay for the compile
-(`linearcnn.train.config.compile_for`; the choice is recorded as `compiled`). Distributed: see `linearcnn.train.distributed`.
+`torch.compile` when asked (`linearcnn.train.config.compile_for` says why not by default; the
+choice is recorded as `compiled`). Distributed: see `linearcnn.train.distributed`.
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -139,7 +138,6 @@ class SingleStepper(Stepper):
         autocast: AbstractContextManager[Any], optimizer_state: dict[str, Any] | None, compile_model: bool = False,
     ):
         super().__init__(config, data.num_classes, dtype, autocast)
-        self.info = data.info
         self.channels_last = channels_last_for(config, device)
         model = model.to(device=device)
         if self.channels_last:
@@ -154,9 +152,6 @@ class SingleStepper(Stepper):
         step_model: nn.Module = model
         if dist.world_size > 1:
             step_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.eager_model = step_model
-        # auto-compiled (config.compile None): a compiler that fails on this machine costs the speed, not the run
-        self.fall_back = compile_model and config.compile is None
         if compile_model:
             step_model = torch.compile(step_model, dynamic=False)  # type: ignore[assignment]
         data.info["compiled"] = bool(compile_model)  # recorded in the checkpoint and metrics.json
@@ -174,15 +169,7 @@ class SingleStepper(Stepper):
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)  # no-op when already NHWC
             batch_targets = targets[0].index_select(0, index)  # (b,)
-        try:
-            outputs, per_sample = self._forward_backward(images, batch_targets, global_batch)
-        except Exception as exc:  # the compiler's own failure (no C++ toolchain, an unsupported op): train eagerly
-            if not self.fall_back:
-                raise
-            warnings.warn(f"torch.compile failed ({type(exc).__name__}); training without it", stacklevel=2)
-            self.step_model, self.fall_back, self.info["compiled"] = self.eager_model, False, False
-            outputs, per_sample = self._forward_backward(images, batch_targets, global_batch)
-        self.fall_back = False  # the first step compiled both passes: later errors are the run's own
+        outputs, per_sample = self._forward_backward(images, batch_targets, global_batch)
         self.optimizer.step()
         loss_sum = per_sample.detach().sum()  # ()
         right = is_correct(outputs.detach(), batch_targets).sum()  # ()
