@@ -21,10 +21,10 @@ $py -c "import torch, sys; print(torch.__version__, torch.version.cuda, torch.cu
 case "$stage" in
 bench)
   # Tests that use CUDA when present (device-parametrised property tests and the CUDA-only test).
-  timeout 150 $py -m pytest -q -p no:cacheprovider -n 4 tests/test_patches.py tests/test_train_together.py \
-    tests/test_dynamics.py tests/test_train.py > "$out/pytest.log" 2>&1
+  timeout 150 $py -m pytest -q -p no:cacheprovider -n 4 tests/test_patches.py tests/test_patch_stats_exact.py \
+    tests/test_train_together.py tests/test_dynamics.py tests/test_train.py tests/test_first_layer_init.py > "$out/pytest.log" 2>&1
   echo "pytest exit $?" >> "$out/pytest.log"
-  timeout 150 $py benchmarks/bench_train.py --steps 50 --device cuda --workers 8 \
+  timeout 150 $py benchmarks/bench_train.py --steps 50 --repeats 2 --device cuda \
     --out "$out/train.json" > "$out/bench.log" 2>&1
   timeout 120 $py benchmarks/bench_seeds.py --seeds 8 --steps 50 --width 16 --device cuda \
     --out "$out/seeds.json" >> "$out/bench.log" 2>&1
