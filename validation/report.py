@@ -218,8 +218,8 @@ def render_readme_results(results: dict[str, Records], *, figures_dir: str = "fi
     results = {slug: ok(records) for slug, records in results.items() if ok(records)}
     if not results:
         return f"{README_START}\nNo validation results yet: run `linearcnn validate`.\n{README_END}"
-    own_results = split_suite(results)[1]
-    results = split_suite(results)[0] or results
+    suite, own_results = split_suite(results)
+    results = suite or results
     every = [r for records in results.values() for r in records.values()]
     first = every[0]
     on_cpu = all(r["device"].startswith("cpu") for r in every)

@@ -85,8 +85,8 @@ def train(
     limit: int | None = typer.Option(None, "--limit", help="Use only this many training images."),
     snapshot_every: int = typer.Option(0, "--snapshot-every", help="Keep the first layer every N steps (0: none)."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast for deep nets on CUDA), float32, float64 or bf16."),
-    compile: bool | None = typer.Option(
-        None, "--compile/--no-compile", help="torch.compile the model (default: off; on the 2-core CPU it measured no faster "
+    compile: bool = typer.Option(
+        False, "--compile/--no-compile", help="torch.compile the model (default: off; on the 2-core CPU it measured no faster "
         "than our eager loop, after a first compile of 17-56 s)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     test: bool = typer.Option(True, "--test/--no-test", help="Evaluate on the data's test split at every epoch end (when it has one)."),

@@ -58,6 +58,10 @@ class TrainConfig:
     (BatchNorm statistics over the global batch, as in one process), "on" demands it (an error on
     CPU, where torch has no SyncBatchNorm), "off" keeps per-process statistics.
 
+    `compile` runs `torch.compile` on the model; it is off by default because on the 2-core CPU
+    it trained no faster than the eager loop (VGG11-bn width 16 0.99-1.06x, width 64 0.90x, after a
+    first compile of 17-56 s; `python benchmarks/bench_train.py --steps 12 --repeats 4`).
+
     `first_layer_init` (`linearcnn.first_layer_init`): "default", "whitening", "formula",
     "formula:TAU" or "frozen-whitening" (which also sets `freeze_first_layer` when resolved), built
     from the training data's patch statistics, or from `init_stats` (a `linearcnn stats` file).
@@ -91,7 +95,7 @@ class TrainConfig:
     limit: int | None = None
     snapshot_every: int = 0
     precision: str = "auto"
-    compile: bool | None = None
+    compile: bool = False
     device: str = "auto"
     out: str | None = None
     resume: bool = False
@@ -220,19 +224,6 @@ def check_together(configs: Sequence[TrainConfig]) -> None:
                                       parameter="together")
 
 
-def compile_for(config: TrainConfig, device: torch.device, planned_images: int, num_models: int) -> bool:
-    """Whether the run's model is torch.compile'd: only when asked (`config.compile` True).
-
-    `compile` None (the default) would compile where it pays; measured on the 2-core CPU (quiet,
-    `python benchmarks/bench_train.py --steps 12 --repeats 4`, two runs), it does not: VGG11-bn
-    width 16 trained at 0.99-1.06x the images/s of our eager loop, width 64 at 0.90x, after a first
-    compile of 17-56 s. So None stays eager on the CPU; CUDA is left to the user until a GPU
-    measurement says where it pays. `planned_images` (steps x batch) and `num_models` (a vmapped
-    stack is never compiled) are what a rule that compiles long runs would read."""
-    del device, planned_images, num_models  # no automatic rule has measured faster yet
-    return bool(config.compile)
-
-
 #: On the CPU, VGG11 wider than this trains faster in the default layout (channels_last / contiguous,
 #: one SGD step: width 16 1.24x, 32 1.07x, 64 0.93x; ResNet20 1.34x, 1.34x, 1.22x at widths 16, 32, 64).
 CPU_CHANNELS_LAST_MAX_VGG_WIDTH = 32
@@ -275,6 +266,5 @@ __all__ = [
     "SYNC_BN_CHOICES",
     "TrainConfig",
     "check_together",
-    "compile_for",
     "precision_for",
 ]

@@ -30,8 +30,7 @@ mean over classes and images of (out - onehot)^2. Deep nets: cross-entropy (over
 
 Speed: data resident on the device, no host sync inside a step (every sync point is commented
 SYNC), channels_last for the deep nets (CUDA and CPU), bf16 autocast and cudnn autotuning on CUDA,
-`torch.compile` when asked (`linearcnn.train.config.compile_for` says why not by default; the
-choice is recorded as `compiled`). Distributed: see `linearcnn.train.distributed`.
+`torch.compile` when asked (`TrainConfig` says why not by default; recorded as `compiled`). Distributed: see `linearcnn.train.distributed`.
 """
 
 from __future__ import annotations
@@ -259,7 +258,7 @@ def _run_in(
         check_linear_lr(config, model, data.images)
     at = _resume(resumes, paths, configs, models, initial, data, random_labels, device, dtype)
     optimizer_states = None if at is None else [r["optimizer_state_dict"] for r in resumes if r is not None]
-    stepper = make_stepper(models, first, data, device, dist, dtype, autocast_dtype, optimizer_states, planned_steps)
+    stepper = make_stepper(models, first, data, device, dist, dtype, autocast_dtype, optimizer_states)
     if at is None:
         at = _Position(metrics=[empty_metrics() for _ in configs], partials=[empty_partial() for _ in configs])
         if first.snapshot_every > 0:

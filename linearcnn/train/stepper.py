@@ -36,7 +36,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from linearcnn.errors import LinearCNNInputError
 from linearcnn.models import build_seeded_model, first_layer, first_layer_name
-from linearcnn.train.config import TrainConfig, channels_last_for, compile_for
+from linearcnn.train.config import TrainConfig, channels_last_for
 from linearcnn.train.device_data import HeldOutData, TrainingData
 from linearcnn.train.distributed import Dist
 from linearcnn.train.metrics import is_correct, per_sample_loss
@@ -135,7 +135,7 @@ class SingleStepper(Stepper):
 
     def __init__(
         self, model: nn.Module, config: TrainConfig, data: TrainingData, device: torch.device, dist: Dist, dtype: torch.dtype,
-        autocast: AbstractContextManager[Any], optimizer_state: dict[str, Any] | None, compile_model: bool = False,
+        autocast: AbstractContextManager[Any], optimizer_state: dict[str, Any] | None,
     ):
         super().__init__(config, data.num_classes, dtype, autocast)
         self.channels_last = channels_last_for(config, device)
@@ -152,9 +152,9 @@ class SingleStepper(Stepper):
         step_model: nn.Module = model
         if dist.world_size > 1:
             step_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if compile_model:
+        if config.compile:
             step_model = torch.compile(step_model, dynamic=False)  # type: ignore[assignment]
-        data.info["compiled"] = bool(compile_model)  # recorded in the checkpoint and metrics.json
+        data.info["compiled"] = bool(config.compile)  # recorded in the checkpoint and metrics.json
         self.step_model = step_model
         self.loss_scale = dist.world_size  # DDP averages gradients over ranks; undo it so the sum / B is exact
         model.train()
@@ -304,18 +304,15 @@ def stack_optimizer_states(states: Sequence[dict[str, Any]], stacked: Sequence[t
 
 def make_stepper(
     models: Sequence[nn.Module], config: TrainConfig, data: TrainingData, device: torch.device, dist: Dist, dtype: torch.dtype,
-    autocast_dtype: torch.dtype | None, optimizer_states: Sequence[dict[str, Any]] | None, planned_steps: int = 0,
+    autocast_dtype: torch.dtype | None, optimizer_states: Sequence[dict[str, Any]] | None,
 ) -> Stepper:
-    """A SingleStepper for one model, a StackedStepper for several (their optimizer states restored when given);
-    the model torch.compile'd as `compile_for` decides for `planned_steps` steps."""
+    """A SingleStepper for one model, a StackedStepper for several (their optimizer states restored when given)."""
     autocast: AbstractContextManager[Any] = (
         torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
     )
     if len(models) == 1:
         state = None if optimizer_states is None else optimizer_states[0]
-        planned_images = planned_steps * min(config.batch_size, int(data.images.shape[0]))
-        return SingleStepper(models[0], config, data, device, dist, dtype, autocast, state,
-                             compile_model=compile_for(config, device, planned_images, len(models)))
+        return SingleStepper(models[0], config, data, device, dist, dtype, autocast, state)
     return StackedStepper(models, config, data, device, dtype, autocast, optimizer_states)
 
 
