@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
@@ -20,15 +21,26 @@ from typing import Any
 import numpy as np
 
 
-def versions() -> dict[str, str]:
-    """Package versions recorded in every result file (linearcnn, torch, numpy, python)."""
-    import torch
+def _installed_version(name: str) -> str:
+    from importlib import metadata
 
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def versions() -> dict[str, str]:
+    """Package versions recorded in every result file (linearcnn, torch, numpy, python).
+
+    torch's is `torch.__version__` once torch is imported, otherwise its installed distribution's
+    (the same string, e.g. "2.13.0+cpu"), so that code that needs no torch does not import it."""
     from linearcnn import __version__
 
+    torch = sys.modules.get("torch")
     return {
         "linearcnn": __version__,
-        "torch": str(torch.__version__),
+        "torch": str(torch.__version__) if torch is not None else _installed_version("torch"),
         "numpy": np.__version__,
         "python": platform.python_version(),
     }

@@ -276,9 +276,9 @@ def test_malformed_archive_exits_2_through_the_cli(tmp_path: Path, kind: str, ca
 
 
 def test_tensor_views_must_fit_their_storage() -> None:
-    from linearcnn.checkpoints._safe_unpickle import ArchiveError, StorageRef, _rebuild_tensor
+    from linearcnn.checkpoints._safe_unpickle import STORAGE_TYPES, ArchiveError, StorageRef, _rebuild_tensor
 
-    storage = StorageRef("m/data/0", torch.float32, 10)
+    storage = StorageRef("m/data/0", STORAGE_TYPES["FloatStorage"], 10)
     assert _rebuild_tensor(storage, 4, (2, 3), (3, 1), False).shape == (2, 3)  # last element: 4 + 3 + 2 = 9
     for offset, size, stride in [(5, (2, 3), (3, 1)), (0, (11,), (1,)), (0, (20,), (0,)), (-1, (2,), (1,)), (0, (2, 2), (1,))]:
         with pytest.raises(ArchiveError):

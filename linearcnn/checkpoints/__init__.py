@@ -32,7 +32,10 @@ or pixel_unshuffle (Reshape+Transpose+Reshape) is refused with a line naming the
 channels are pixel blocks, so its patches are not image patches. Without a graph, a stem is only
 suspected from the layer's name and 12 or 48 input channels (`FirstLayer.stem`, `stem_error`).
 
-**Safety.** Nothing is executed by default. PyTorch pickles are read with
+**Safety.** Nothing is executed by default. Zip-format PyTorch pickles are first read without
+torch by an allow-list unpickler (`_safe_unpickle.read_torch_save`: tensors, parameters and
+containers only, every storage checked against its zip entry, weights read when used); a file
+that needs anything more goes to `torch.load(weights_only=True)`. PyTorch pickles are read with
 `torch.load(weights_only=True)`, which rebuilds only tensors, containers and primitives, plus the
 inert metadata real training checkpoints carry (argparse.Namespace, pathlib paths, numpy scalars
 and arrays, datetimes, defaultdicts), rebuilt by checking stand-ins (`_metadata.py`), and stops

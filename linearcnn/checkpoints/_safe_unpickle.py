@@ -1,4 +1,5 @@
-"""Reading a TorchScript archive (`torch.jit.save`) as data, without running anything from it.
+"""Reading TorchScript archives (`torch.jit.save`) and zip-format `torch.save` files as data,
+without running anything from them and without torch.
 
 The archive is a zip under one top folder `<name>/`: `data.pkl` (the module tree), `constants.pkl`
 (tensors of frozen modules), their storages `data/<key>` and `constants/<key>`, and `code/` (the
@@ -16,6 +17,18 @@ every object with the archive's own `__setstate__` code; here the pickles are re
   `restore_type_tag` (each returns its argument).
 
 Any other global (`os.system`, `builtins.eval`, ...) stops unpickling before anything is called.
+
+A zip-format `torch.save` file has the same layout without `code/` and `constants.pkl`.
+`read_torch_save` reads its `data.pkl` with a narrower table: tensors, `_rebuild_parameter` (the
+tensor itself), `OrderedDict`, `torch.device` and the storage types; no `__torch__` class. That
+is a subset of what `torch.load(weights_only=True)` rebuilds, so a file it reads is one torch
+would read the same way; anything else (the metadata stand-ins of `_metadata`, a module class,
+a quantized tensor) becomes an inert `Unknown` that is never called, and makes it return None:
+the caller then loads the file with torch, whose refusals and messages are the reference
+(`_torch_load`). Its storages are checked either way, since torch's memory-mapped load does not.
+This path imports no torch: a `fit` on a plain state dict or on our own checkpoints starts
+without torch's second of imports.
+
 A storage is accepted only if its entry exists and holds exactly `numel * itemsize` bytes, and
 the archive's compressed entries together may not inflate beyond `linearcnn._npz.check_inflation`
 (`torch.jit.save` stores entries uncompressed; a deflated entry of zeros is a decompression bomb).
@@ -35,27 +48,51 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from linearcnn._npz import check_inflation
 from linearcnn.errors import LinearCNNInputError
 
-#: Storage classes named in TorchScript pickles, as the dtypes they hold.
-_STORAGE_DTYPES: dict[str, torch.dtype] = {
-    "FloatStorage": torch.float32,
-    "DoubleStorage": torch.float64,
-    "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16,
-    "ComplexFloatStorage": torch.complex64,
-    "ComplexDoubleStorage": torch.complex128,
-    "LongStorage": torch.int64,
-    "IntStorage": torch.int32,
-    "ShortStorage": torch.int16,
-    "CharStorage": torch.int8,
-    "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool,
+
+@dataclass(frozen=True, slots=True)
+class ElementType:
+    """What a storage holds: torch's name for it, its size and NumPy's dtype for its bytes.
+
+    bfloat16 has no NumPy dtype: its bytes are read as uint16 and widened exactly to float32."""
+
+    name: str  # "float32", "bfloat16", ... (torch's dtype name)
+    itemsize: int
+    is_floating_point: bool  # as torch says it (complex: False)
+    numpy: str  # the dtype of the stored bytes
+
+    def __str__(self) -> str:
+        return f"torch.{self.name}"  # as torch prints its dtypes
+
+
+def _element(name: str, numpy: str, floating: bool) -> ElementType:
+    return ElementType(name, np.dtype(numpy).itemsize, floating, numpy)
+
+
+#: Storage classes named in the pickles, as the element types they hold.
+STORAGE_TYPES: dict[str, ElementType] = {
+    "FloatStorage": _element("float32", "<f4", True),
+    "DoubleStorage": _element("float64", "<f8", True),
+    "HalfStorage": _element("float16", "<f2", True),
+    "BFloat16Storage": _element("bfloat16", "<u2", True),
+    "ComplexFloatStorage": _element("complex64", "<c8", False),
+    "ComplexDoubleStorage": _element("complex128", "<c16", False),
+    "LongStorage": _element("int64", "<i8", False),
+    "IntStorage": _element("int32", "<i4", False),
+    "ShortStorage": _element("int16", "<i2", False),
+    "CharStorage": _element("int8", "i1", False),
+    "ByteStorage": _element("uint8", "u1", False),
+    "BoolStorage": _element("bool", "?", False),
 }
 _MAX_PICKLE_BYTES = 256 * 2**20  # data.pkl / constants.pkl hold structure, not weights
+#: Largest `data.pkl` of a `torch.save` file read: it holds the structure (keys, shapes, storage
+#: ids: about 150 bytes per tensor), not the weights, so 64 MiB is hundreds of thousands of
+#: tensors; unpickling may take tens of times its size, so a larger one is refused (`_torch_load`).
+MAX_PICKLE_BYTES = 64 * 2**20
 _MAX_DIMS = 16
 _NAME = re.compile(r"[A-Za-z0-9_.]{1,300}")
 _KEY = re.compile(r"[A-Za-z0-9_.]{1,100}")
@@ -87,7 +124,7 @@ class StorageRef:
     """A storage the pickle refers to: zip entry, dtype and element count (checked to agree)."""
 
     entry: str
-    dtype: torch.dtype
+    dtype: ElementType
     numel: int
 
 
@@ -100,12 +137,18 @@ class StoredTensor:
     shape: tuple[int, ...]
     stride: tuple[int, ...]
 
+    is_nested = False  # what the state-dict inventory asks a torch tensor too
+
     @property
-    def dtype(self) -> torch.dtype:
+    def dtype(self) -> ElementType:
         return self.storage.dtype
 
-    def read(self, path: Path) -> torch.Tensor:
-        """The tensor's values, read from the storage entry of the archive at `path`."""
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+    def read(self, path: Path) -> np.ndarray:
+        """The tensor's values (a NumPy copy; bfloat16 widened to float32), read from the storage
+        entry of the archive at `path`."""
         _checked_view(self.storage, self.offset, self.shape, self.stride)
         try:
             with zipfile.ZipFile(path) as archive:
@@ -118,8 +161,14 @@ class StoredTensor:
             raise ArchiveError(f"cannot read storage {self.storage.entry} ({type(exc).__name__}: {_line(exc)[:160]})") from None
         if len(data) != expected:
             raise ArchiveError(f"storage {self.storage.entry} holds {len(data)} bytes, expected {expected}")
-        flat = torch.frombuffer(bytearray(data), dtype=self.dtype) if data else torch.empty(0, dtype=self.dtype)
-        return flat.as_strided(self.shape, self.stride, self.offset).clone()
+        flat = np.frombuffer(data, dtype=self.dtype.numpy)
+        item = flat.itemsize
+        values = np.lib.stride_tricks.as_strided(
+            flat[self.offset :], self.shape, tuple(step * item for step in self.stride), writeable=False
+        ) if flat.size else np.zeros(self.shape, dtype=flat.dtype)
+        if self.dtype.name == "bfloat16":  # the upper half of a float32: exact
+            return (values.astype(np.uint32) << 16).view(np.float32)
+        return np.array(values)
 
 
 @dataclass
@@ -173,43 +222,78 @@ def _same(value: Any, *_: Any) -> Any:
     return value
 
 
-def _device(name: Any) -> str:
-    if not isinstance(name, str):
-        raise ArchiveError(f"device {name!r} is not a string")
-    return name
+def _device(name: Any, index: Any = None) -> str:
+    if not isinstance(name, (str, int)) or isinstance(name, bool):
+        raise ArchiveError(f"device {name!r} is not a name or an index")
+    return str(name) if index is None else f"{name}:{index}"
 
 
-_FUNCTIONS: dict[tuple[str, str], Any] = {
+def _parameter(data: Any, *_: Any) -> Any:
+    """`torch._utils._rebuild_parameter` as data: the tensor (`requires_grad` and hooks ignored)."""
+    return data
+
+
+class Unknown:
+    """Inert stand-in for a global a `torch.save` pickle names beyond the narrow table: called,
+    built or given state, it only records what it was given. Its presence makes `read_torch_save`
+    hand the file to torch, after the pass has checked every storage."""
+
+    qualname = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+#: What both kinds of archive may call: the tensor builder, OrderedDict and torch.device.
+_COMMON: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("torch", "device"): _device,
-    **{
-        ("torch.jit._pickle", name): _same
-        for name in ("build_intlist", "build_doublelist", "build_boollist", "build_tensorlist", "build_complexlist", "restore_type_tag")
+}
+
+#: The functions each kind of pickle may call (besides the storage types, and `__torch__`
+#: classes in TorchScript).
+_FUNCTIONS: dict[str, dict[tuple[str, str], Any]] = {
+    "torchscript": {
+        **_COMMON,
+        **{
+            ("torch.jit._pickle", name): _same
+            for name in ("build_intlist", "build_doublelist", "build_boollist", "build_tensorlist", "build_complexlist", "restore_type_tag")
+        },
     },
+    "torch-save": {**_COMMON, ("torch._utils", "_rebuild_parameter"): _parameter},
 }
 
 
 class ArchiveUnpickler(pickle.Unpickler):
-    """Unpickles `data.pkl`/`constants.pkl` of a TorchScript archive into inert data (module docstring)."""
+    """Unpickles `data.pkl`/`constants.pkl` of a TorchScript archive (`kind="torchscript"`) or the
+    `data.pkl` of a `torch.save` file (`kind="torch-save"`) into inert data (module docstring)."""
 
-    def __init__(self, data: bytes, archive: zipfile.ZipFile, storage_folder: str) -> None:
+    def __init__(self, data: bytes, archive: zipfile.ZipFile, storage_folder: str, kind: str = "torchscript") -> None:
         super().__init__(io.BytesIO(data))
         self._archive = archive
         self._folder = storage_folder  # "<name>/data/" or "<name>/constants/"
+        self._kind = kind
         self._classes: dict[str, type[ScriptObject]] = {}
         self._storages: dict[str, StorageRef] = {}
+        self.unknown: list[str] = []  # globals beyond the table ("torch-save" only), in order met
 
     def find_class(self, module: str, name: str) -> Any:
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _STORAGE_DTYPES[name]
-        if (module, name) in _FUNCTIONS:
-            return _FUNCTIONS[(module, name)]
+        if module == "torch" and name in STORAGE_TYPES:
+            return STORAGE_TYPES[name]
+        if (module, name) in _FUNCTIONS[self._kind]:
+            return _FUNCTIONS[self._kind][(module, name)]
         qualname = f"{module}.{name}"
-        if (module == "__torch__" or module.startswith("__torch__.")) and _NAME.fullmatch(qualname):
+        if self._kind == "torchscript" and (module == "__torch__" or module.startswith("__torch__.")) and _NAME.fullmatch(qualname):
             if qualname not in self._classes:
                 self._classes[qualname] = type(name, (ScriptObject,), {"qualname": qualname, "__module__": __name__})
             return self._classes[qualname]
+        if self._kind == "torch-save":  # never called: recorded, and the file goes to torch
+            self.unknown.append(qualname[:120])
+            return type(name if name.isidentifier() else "Unknown", (Unknown,), {"qualname": qualname, "__module__": __name__})
         raise pickle.UnpicklingError(
             f"it would call {qualname[:120]}, and only tensors and TorchScript objects are rebuilt"
         )
@@ -218,7 +302,7 @@ class ArchiveUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             raise ArchiveError(f"unknown persistent id {str(pid)[:80]}")
         _, dtype, key, _location, numel = pid
-        if not isinstance(dtype, torch.dtype) or not isinstance(key, str) or not _KEY.fullmatch(key):
+        if not isinstance(dtype, ElementType) or not isinstance(key, str) or not _KEY.fullmatch(key):
             raise ArchiveError(f"malformed storage reference {str(pid)[:80]}")
         numel = _int(numel, "storage size")
         entry = self._folder + key
@@ -247,19 +331,63 @@ def _prefix(names: list[str]) -> str:
     raise ArchiveError("no data.pkl in the archive")
 
 
-def _unpickle(archive: zipfile.ZipFile, entry: str, storage_folder: str) -> Any:
+def _unpickle(archive: zipfile.ZipFile, entry: str, storage_folder: str, kind: str = "torchscript") -> Any:
     info = archive.getinfo(entry)
     if info.file_size > _MAX_PICKLE_BYTES:
         raise ArchiveError(f"{entry} is {info.file_size} bytes, more than {_MAX_PICKLE_BYTES} for a module's structure")
     data = archive.read(info)
     try:
-        return ArchiveUnpickler(data, archive, storage_folder).load()
+        return ArchiveUnpickler(data, archive, storage_folder, kind).load()
     except ArchiveError:
         raise
     except pickle.UnpicklingError as exc:
         raise ArchiveError(f"{entry}: {_line(exc)}") from None
     except Exception as exc:  # a malformed pickle (MemoryError included): any error is bad input
         raise ArchiveError(f"{entry} is not a valid pickle ({type(exc).__name__}: {_line(exc)[:120]})") from None
+
+
+def _checked_prefix(path: Path, archive: zipfile.ZipFile) -> tuple[str, str]:
+    """The archive's top folder and the byte order of its tensors, after bounding what its
+    compressed entries inflate to."""
+    names = archive.namelist()
+    compressed = [info for info in archive.infolist() if info.compress_type != zipfile.ZIP_STORED]
+    check_inflation(f"checkpoint {str(path)!r}", sum(i.file_size for i in compressed), sum(i.compress_size for i in compressed))
+    prefix = _prefix(names)
+    order = "little"  # archives before the `byteorder` entry were all little-endian
+    if prefix + "byteorder" in names and archive.getinfo(prefix + "byteorder").file_size <= 16:
+        order = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
+    return prefix, order
+
+
+def read_torch_save(path: Path) -> Any | None:
+    """The object a zip-format `torch.save` file holds, its tensors as `StoredTensor`s (read when
+    used), or None when it names a global beyond the narrow table of the module docstring, or is
+    not a well-formed pickle: the caller then loads it with torch, whose checks and messages are
+    the reference. Either way every storage the pickle declares has been checked against its zip
+    entry first (torch's memory-mapped load does not check, and reads past a short entry).
+    Nothing from the file is called; torch is not imported.
+
+    Raises:
+        LinearCNNInputError: compressed entries that would inflate too far, or a storage that is
+            missing, of another size than its tensors declare, or too small for a view of it.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            prefix, order = _checked_prefix(path, archive)
+            info = archive.getinfo(prefix + "data.pkl")
+            if info.file_size > MAX_PICKLE_BYTES or order != sys.byteorder:  # torch refuses / swaps the bytes
+                return None
+            unpickler = ArchiveUnpickler(archive.read(info), archive, prefix + "data/", kind="torch-save")
+            root = unpickler.load()
+    except LinearCNNInputError:
+        raise
+    except ArchiveError as exc:
+        raise LinearCNNInputError(
+            f"checkpoint {str(path)!r} is truncated or corrupt: {_line(exc)}; expected storages as its tensors declare them"
+        ) from None
+    except Exception:  # not well-formed (or a stand-in misused): torch says what is wrong
+        return None
+    return None if unpickler.unknown else root
 
 
 def read_code(archive: zipfile.ZipFile, prefix: str, limit: int) -> dict[str, str]:
@@ -292,14 +420,7 @@ def read_archive(path: Path, *, code_limit: int = 16 * 2**20) -> Archive:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-            compressed = [info for info in archive.infolist() if info.compress_type != zipfile.ZIP_STORED]
-            check_inflation(
-                f"checkpoint {str(path)!r}", sum(i.file_size for i in compressed), sum(i.compress_size for i in compressed)
-            )
-            prefix = _prefix(names)
-            order = "little"  # archives before the `byteorder` entry were all little-endian
-            if prefix + "byteorder" in names and archive.getinfo(prefix + "byteorder").file_size <= 16:
-                order = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
+            prefix, order = _checked_prefix(path, archive)
             if order != sys.byteorder:
                 raise ArchiveError(f"tensors are stored {order[:20]}-endian; this machine is {sys.byteorder}-endian")
             root = _unpickle(archive, prefix + "data.pkl", prefix + "data/")
@@ -318,4 +439,15 @@ def read_archive(path: Path, *, code_limit: int = 16 * 2**20) -> Archive:
     return Archive(path=path, root=root, constants=constants if isinstance(constants, tuple) else (), code=code)
 
 
-__all__ = ["Archive", "ArchiveError", "ScriptObject", "StoredTensor", "read_archive"]
+__all__ = [
+    "MAX_PICKLE_BYTES",
+    "STORAGE_TYPES",
+    "Archive",
+    "ArchiveError",
+    "ElementType",
+    "ScriptObject",
+    "StoredTensor",
+    "Unknown",
+    "read_archive",
+    "read_torch_save",
+]

@@ -33,12 +33,8 @@ import torch
 
 from linearcnn._npz import check_inflation
 from linearcnn.checkpoints._metadata import SAFE_GLOBALS, MetadataRefused
+from linearcnn.checkpoints._safe_unpickle import MAX_PICKLE_BYTES
 from linearcnn.errors import LinearCNNInputError
-
-#: Largest `data.pkl` read: it holds the structure (keys, shapes, storage ids: about 150 bytes per
-#: tensor), not the weights, so 64 MiB is hundreds of thousands of tensors; unpickling may take
-#: tens of times its size, so a larger one is refused before torch reads it.
-MAX_PICKLE_BYTES = 64 * 2**20
 
 #: Extra classes `weights_only` may rebuild: `torch.__version__` is a `TorchVersion` (a plain
 #: `str` subclass) and lands in many checkpoints' metadata by accident.

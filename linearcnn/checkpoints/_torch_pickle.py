@@ -8,17 +8,21 @@ paths, numpy scalars and arrays, datetimes, defaultdicts, each rebuilt by a chec
 any other Python global in the pickle (a model class, `os.system`, ...) makes it stop *before*
 calling anything, and that becomes a one-line `LinearCNNInputError` naming the class. The metadata
 is then ignored: only the tensors are inventoried.
+
+Zip-format files are first read without torch (`_safe_unpickle.read_torch_save`), which rebuilds
+only tensors, parameters and containers, a subset of the above; a file that needs anything more
+is handed to torch. Both give the same inventory; a `fit` on a plain state dict or on our own
+checkpoint then never imports torch (about a second of its start-up).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from linearcnn.checkpoints._inventory import (
     ConvCandidate,
@@ -28,9 +32,12 @@ from linearcnn.checkpoints._inventory import (
     single_array_inventory,
     tensor_candidates,
 )
-from linearcnn.checkpoints._torch_load import torch_load
+from linearcnn.checkpoints._safe_unpickle import ArchiveError, StoredTensor, read_torch_save
 from linearcnn.checkpoints.training import check_training_checkpoint, is_training_checkpoint
 from linearcnn.errors import LinearCNNInputError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from torch import nn
 
 #: Keys under which training scripts nest the model's weights, in order of preference. The live
 #: model comes before its EMA copy. Descended into only when the value is itself a mapping holding
@@ -66,6 +73,18 @@ _NOT_WEIGHTS: frozenset[str] = frozenset(
 _MAX_DEPTH = 6
 
 
+def _is_tensor(obj: Any) -> bool:
+    """A torch tensor or a tensor of an archive read without torch (`StoredTensor`); numpy arrays
+    in a checkpoint's metadata are not weights. Without torch imported nothing is a torch tensor."""
+    torch = sys.modules.get("torch")
+    return isinstance(obj, StoredTensor) or (torch is not None and isinstance(obj, torch.Tensor))
+
+
+def _is_module(obj: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
 def unwrap(obj: Any) -> Any:
     """Descend through wrapper keys (`CONTAINER_KEYS`) to the object holding the weights."""
     for _ in range(_MAX_DEPTH):
@@ -73,7 +92,7 @@ def unwrap(obj: Any) -> Any:
             return obj
         for key in CONTAINER_KEYS:
             inner = obj.get(key)
-            if isinstance(inner, nn.Module) or (
+            if _is_module(inner) or (
                 isinstance(inner, Mapping) and flatten_tensors(inner, depth=1)
             ):
                 obj = inner
@@ -83,12 +102,12 @@ def unwrap(obj: Any) -> Any:
     return obj
 
 
-def flatten_tensors(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, torch.Tensor]]:
-    """(dotted key, tensor) pairs of a nested mapping/list, in stored order."""
-    items: list[tuple[str, torch.Tensor]] = []
+def flatten_tensors(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, Any]]:
+    """(dotted key, tensor) pairs of a nested mapping/list, in stored order (`_is_tensor`)."""
+    items: list[tuple[str, Any]] = []
     if depth > _MAX_DEPTH:
         return items
-    if isinstance(obj, torch.Tensor):
+    if _is_tensor(obj):
         return [(prefix, obj)]
     if isinstance(obj, Mapping):
         entries = [(str(k), v) for k, v in obj.items()]
@@ -103,15 +122,26 @@ def flatten_tensors(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[st
     return items
 
 
-def _fetcher(tensor: torch.Tensor) -> Callable[[], np.ndarray]:
-    """A zero-argument reader of `tensor` as float64."""
-    return lambda: as_float64(tensor)
+def _fetcher(tensor: Any, path: Path | str = "") -> Callable[[], np.ndarray]:
+    """A zero-argument reader of `tensor` (a torch tensor, or a `StoredTensor` of the file at
+    `path`) as float64."""
+    if not isinstance(tensor, StoredTensor):
+        return lambda: as_float64(tensor)
+
+    def fetch() -> np.ndarray:
+        try:
+            return as_float64(tensor.read(Path(path)))
+        except ArchiveError as exc:  # the file changed or was damaged after its structure was read
+            detail = " ".join(str(exc).split())
+            raise LinearCNNInputError(f"checkpoint {str(path)!r} is truncated or corrupt, {detail}") from None
+
+    return fetch
 
 
 def state_dict_inventory(path: Path, mapping: Any, *, fmt: str) -> Inventory:
     """Inventory of a (possibly nested) mapping of tensors, in stored (state-dict) order."""
     entries = [
-        (key, tuple(t.shape), bool(t.is_floating_point()), _fetcher(t))
+        (key, tuple(t.shape), bool(t.is_floating_point()), _fetcher(t, path))
         for key, t in flatten_tensors(mapping)
         if not t.is_nested  # a nested tensor has no one shape (and cannot be a convolution's weight)
     ]
@@ -128,6 +158,9 @@ def state_dict_inventory(path: Path, mapping: Any, *, fmt: str) -> Inventory:
 def module_inventory(path: Path | str, model: nn.Module, *, fmt: str = "torch-module") -> Inventory:
     """Inventory of a whole module (unpickled from `path`, or in memory): 4-D weights of
     non-transposed conv-like modules, in `named_modules()` order."""
+    import torch
+    from torch import nn
+
     candidates: list[ConvCandidate] = []
     seen: set[str] = set()
     for module_name, module in model.named_modules():
@@ -162,27 +195,32 @@ def _linearcnn_inventory(path: Path, checkpoint: Mapping[str, Any]) -> Inventory
     inv = state_dict_inventory(path, state, fmt="linearcnn")
     inv.recorded_first = canonical_name(first["name"])
     initial = first.get("initial_weight")
-    if isinstance(initial, torch.Tensor):
-        inv.init_weights[inv.recorded_first] = _fetcher(initial)
+    if _is_tensor(initial):
+        inv.init_weights[inv.recorded_first] = _fetcher(initial, path)
     return inv
 
 
 def torch_pickle_inventory(path: Path, *, unsafe_load: bool, zip_format: bool) -> Inventory:
-    """Inventory of a `torch.save` file (zip or legacy format)."""
-    obj = torch_load(path, unsafe_load=unsafe_load, zip_format=zip_format)
+    """Inventory of a `torch.save` file (zip or legacy format): read without torch when the file
+    holds only tensors and containers (`read_torch_save`), otherwise with `torch_load`."""
+    obj = read_torch_save(path) if zip_format and not unsafe_load else None
+    if obj is None:
+        from linearcnn.checkpoints._torch_load import torch_load
+
+        obj = torch_load(path, unsafe_load=unsafe_load, zip_format=zip_format)
     if is_training_checkpoint(obj):
         return _linearcnn_inventory(path, obj)
     obj = unwrap(obj)
-    if isinstance(obj, nn.Module):
+    if _is_module(obj):
         return module_inventory(path, obj)
-    if isinstance(obj, torch.Tensor):
+    if _is_tensor(obj):
         return single_array_inventory(
             path,
             shape=tuple(obj.shape),
             dtype=str(obj.dtype),
             floating=bool(obj.is_floating_point()),
             fmt="torch-state-dict",
-            fetch=_fetcher(obj),
+            fetch=_fetcher(obj, path),
         )
     if isinstance(obj, (Mapping, list, tuple)):
         return state_dict_inventory(path, obj, fmt="torch-state-dict")

@@ -3,7 +3,8 @@
 `linearcnn.train` writes a run's `checkpoint.pt` with `checkpoint_dict` and resumes it with
 `load_training_checkpoint`; the measuring code (`linearcnn.checkpoints`) recognises the same
 files by `CHECKPOINT_FORMAT` and checks them with `check_training_checkpoint`. A checkpoint holds
-only tensors, primitives and nested dicts/lists, so it loads with `torch.load(weights_only=True)`,
+only tensors, primitives and nested dicts/lists, so it loads with `torch.load(weights_only=True)`
+(and without torch: `_safe_unpickle.read_torch_save`, as the measuring code reads it),
 and it carries everything needed to rebuild the model from the file alone (`model_from_checkpoint`):
 
     format, format_version          "linearcnn-checkpoint", 1
@@ -25,15 +26,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-from torch import nn
-
-from linearcnn.checkpoints._torch_load import torch_load_raw
 from linearcnn.errors import LinearCNNInputError
-from linearcnn.models import build_model, unwrap_model
 from linearcnn.records import versions
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+    from torch import nn
 
 CHECKPOINT_FORMAT = "linearcnn-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -69,12 +69,16 @@ def model_spec(config: ModelConfig, channels: int, num_classes: int) -> dict[str
 
 def stack_snapshots(weights: Sequence[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     """First-layer snapshots as one CPU tensor (S, K, C, k, k); (0, K, C, k, k) shaped like `like` when none."""
+    import torch
+
     if not weights:
         return torch.zeros((0, *like.shape), dtype=like.dtype)  # (0, K, C, k, k)
     return torch.stack([w.detach().cpu() for w in weights])  # (S, K, C, k, k)
 
 
 def _to_cpu(value: Any) -> Any:
+    import torch
+
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     if isinstance(value, dict):
@@ -92,6 +96,10 @@ def checkpoint_dict(
     stop: Mapping[str, Any] | None = None, first_layer_init: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint in our format (see the module docstring); everything on the CPU."""
+    import torch
+
+    from linearcnn.models import unwrap_model
+
     plain = unwrap_model(model)
     rng_state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -152,6 +160,8 @@ def check_training_checkpoint(checkpoint: object, path: str | os.PathLike[str]) 
 
 def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load one of our training checkpoints (weights_only, on the CPU), checking its format; LinearCNNInputError otherwise."""
+    from linearcnn.checkpoints._torch_load import torch_load_raw
+
     path = Path(path)
     try:
         checkpoint = torch_load_raw(path, unsafe_load=False, mmap=False)  # not mapped: a resumed run rewrites this file
@@ -166,6 +176,10 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def model_from_checkpoint(checkpoint: Mapping[str, Any]) -> nn.Module:
     """Rebuild the trained model (CPU, float32 unless trained in float64) from a checkpoint alone."""
+    import torch
+
+    from linearcnn.models import build_model
+
     spec = checkpoint["model"]
     model = build_model(
         spec["arch"], spec["in_channels"], spec["num_classes"], width=spec["width"], kernel_size=spec["kernel_size"],

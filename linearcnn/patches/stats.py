@@ -15,20 +15,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike
 
 from linearcnn._linalg import sorted_psd_eigh
 from linearcnn.errors import LinearCNNInputError
-from linearcnn.patches._inputs import batches, check_kernel_fits, check_options
 from linearcnn.patches._stats_file import read_stats_fields, write_stats_file
-from linearcnn.patches._stream import PatchMoments, stream_moments
 from linearcnn.records import versions
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from collections.abc import Iterable
 
+    import torch
+
     from linearcnn.data import ImageDataset
+    from linearcnn.patches._stream import PatchMoments
 
 
 @dataclass
@@ -132,6 +132,8 @@ def mean_patches(images: torch.Tensor, kernel_size: int, stride: int = 1) -> tor
     stride 1, `LinearCNN(x) = mean_k(w_k) . pbar(x)` exactly, so this is the linear model's
     feature map (PAPER.md section 2). Raises LinearCNNInputError as `patch_grid` does.
     """
+    import torch
+
     batch, channels, height, width = images.shape
     out_h, out_w = patch_grid(height, width, kernel_size, stride)
     span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
@@ -169,6 +171,9 @@ def patch_stats(
     rank-deficient (e.g. constant images). Raises LinearCNNInputError for a kernel larger than
     the images, kernel_size < 1, a wrong number of dimensions, no images, or NaN/Inf pixels.
     """
+    from linearcnn.patches._inputs import batches, check_options
+    from linearcnn.patches._stream import stream_moments
+
     kernel, step, centred, target = check_options(kernel_size, batch_size, centered, device)
     image_batches, total = batches(images, step)
     moments = stream_moments(image_batches, total, kernel, centered=centred, batch_size=step, device=target,
@@ -233,7 +238,11 @@ def dataset_patch_stats(
     normalised copy of the whole set) and records the mean/std and `dataset.spec` in the result.
     The other arguments are those of `patch_stats`.
     """
+    import torch
+
     from linearcnn.data import normalize_images
+    from linearcnn.patches._inputs import check_kernel_fits, check_options
+    from linearcnn.patches._stream import stream_moments
 
     kernel, step, centred, target = check_options(kernel_size, batch_size, centered, device)
     images = np.asarray(dataset.images)
