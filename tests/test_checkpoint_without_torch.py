@@ -74,16 +74,31 @@ def _inventory(path: Path):
 
 def _described(inv) -> tuple:
     """Everything an inventory says, with the weights read (the fetchers called)."""
-    candidates = [(c.name, c.key, c.shape, c.notes, c.fetch().tobytes()) for c in inv.candidates]
+    def batchnorm(candidate) -> tuple | None:
+        bn = candidate.batchnorm() if candidate.batchnorm is not None else None
+        if bn is None:
+            return None
+        return bn.name, bn.eps, bn.var().tobytes(), None if bn.gamma is None else bn.gamma().tobytes()
+
+    candidates = [(c.name, c.key, c.shape, c.notes, c.fetch().tobytes(), batchnorm(c)) for c in inv.candidates]
     inits = {name: fetch().tobytes() for name, fetch in inv.init_weights.items()}
     return inv.format, inv.order, candidates, list(inv.other_tensors), inv.recorded_first, inits
 
 
 def _files(tmp: Path) -> dict[str, Path]:
     """Checkpoints the way training scripts write them, each file holding only tensors and containers."""
+    from linearcnn.models import build_seeded_model
+
     cnn, vit = TinyCNN(seed=3), TinyViT(seed=4)
+    vgg = build_seeded_model("vgg11-bn", 3, 10, seed=1, width=8)
+    with torch.no_grad():  # running statistics that are not the defaults
+        for module in vgg.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
     files = {
         "state dict": cnn.state_dict(),
+        "with batchnorm": vgg.state_dict(),
         "nested with optimizer": {"model": cnn.state_dict(), "optimizer": torch.optim.SGD(cnn.parameters(), lr=0.1,
                                                                                           momentum=0.9).state_dict()},
         "parameters": {"stem.weight": cnn.stem.weight, "stem.bias": cnn.stem.bias},
