@@ -39,6 +39,13 @@ def load_reference(path: str | os.PathLike | None = None) -> Any:
     return module
 
 
+def measured_at() -> str:
+    """Now, in UTC, as the results files record when they were measured (`date`)."""
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def machine_info() -> dict:
     import numpy
     import torch

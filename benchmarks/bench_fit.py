@@ -33,7 +33,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from _reference import load_reference, machine_info
+from _reference import load_reference, machine_info, measured_at
 from scipy.optimize import minimize, minimize_scalar
 
 from linearcnn._fit_search import EARLY_X, RATIO_MAX, RATIO_MIN, WHITE_X
@@ -131,7 +131,7 @@ def compare_scalar(args: argparse.Namespace) -> None:
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "ratio_by_row"}, indent=2))
     SPEED_RESULTS.parent.mkdir(exist_ok=True)
-    SPEED_RESULTS.write_text(json.dumps({"benchmark": "fit_speed", "command": _command(),
+    SPEED_RESULTS.write_text(json.dumps({"benchmark": "fit_speed", "command": _command(), "date": measured_at(),
                                          "machine": machine_info(), "summary": summary, "rows": rows}, indent=2) + "\n")
     print(f"wrote {SPEED_RESULTS}")
 
@@ -177,7 +177,7 @@ def compare_reference(args: argparse.Namespace) -> None:
     }
     print(json.dumps(summary, indent=2))
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"benchmark": "fit", "command": _command(),
+    RESULTS.write_text(json.dumps({"benchmark": "fit", "command": _command(), "date": measured_at(),
                                    "machine": machine_info(), "summary": summary, "rows": rows}, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _reference import machine_info
+from _reference import machine_info, measured_at
 
 from linearcnn._files import atomic_write_text
 from linearcnn.data import load_dataset
@@ -169,6 +169,7 @@ def main() -> None:
     result = {
         "benchmark": "simulate",
         "command": "python " + " ".join(sys.argv),
+        "date": measured_at(),
         "machine": machine_info(),
         "config": {**vars(args), "out": str(args.out), "num_images": n, "steps_compared": steps,
                    "max_stable_lr": sim.max_stable_lr, "eta_times_max_eigenvalue": sim.eta * float(sim.a_eigenvalues[0]),

@@ -4,6 +4,7 @@ each seed where it is reached; bad combinations are one line and exit code 2."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 from pathlib import Path
@@ -177,3 +178,37 @@ def test_a_target_stops_each_seed_where_it_is_reached_together_or_one_after_anot
     for run, result in zip(summary["runs"], together):
         assert run["converged"] is True and run["reached_epoch"] == result.stop["reached_epoch"]
         assert run["first_layer_displacement"] == result.metrics["first_layer_displacement"][-1] > 0
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_resumed_optimizer_state_takes_its_parameters_layout(optimizer: str) -> None:
+    """A contiguous state (as a stacked run saves it) resumed by a channels_last parameter with the
+    fused update must give what the for-loop update gives a contiguous parameter."""
+    from linearcnn.train.stepper import _load_optimizer_state, fused_update
+
+    def make(param: torch.Tensor, fused: bool | None) -> torch.optim.Optimizer:
+        if optimizer == "sgd":
+            return torch.optim.SGD([param], lr=0.1, momentum=0.9, fused=fused)
+        return torch.optim.Adam([param], lr=0.1, fused=fused)
+
+    def resumed_run(param: torch.Tensor, fused: bool | None) -> torch.Tensor:
+        state = copy.deepcopy(saved)
+        state["param_groups"][0]["fused"] = fused  # a resumed optimizer takes its settings from the state
+        resumed = make(param, fused)
+        _load_optimizer_state(resumed, lambda: state)
+        for _ in range(3):
+            resumed.zero_grad()
+            (param**3).sum().backward()
+            resumed.step()
+        return param.detach().contiguous()
+
+    torch.manual_seed(0)
+    warm = torch.randn(4, 3, 3, 3, dtype=torch.float64).requires_grad_()
+    first = make(warm, True)
+    (warm**3).sum().backward()
+    first.step()
+    saved = first.state_dict()  # contiguous state tensors
+    reference = resumed_run(warm.detach().clone().requires_grad_(), None)
+    channels_last = warm.detach().clone().contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert fused_update([channels_last])
+    assert torch.allclose(resumed_run(channels_last, True), reference, rtol=1e-12, atol=1e-14)

@@ -29,8 +29,10 @@ with the mean-patch vectors of `linearcnn.patches.mean_patches`). `linear-multi`
 mean over classes and images of (out - onehot)^2. Deep nets: cross-entropy (override with `loss`).
 
 Speed: data resident on the device, no host sync inside a step (every sync point is commented
-SYNC), channels_last for the deep nets (CUDA and CPU), bf16 autocast and cudnn autotuning on CUDA,
-`torch.compile` when asked (`TrainConfig` says why not by default; recorded as `compiled`). Distributed: see `linearcnn.train.distributed`.
+SYNC), channels_last for the deep nets (CUDA and CPU), torch's fused optimizer update on both
+(`stepper.fused_update`; recorded as `fused_update`), bf16 autocast and cudnn autotuning on CUDA,
+`torch.compile` when asked (`TrainConfig` says why not by default; recorded as `compiled`).
+Distributed: see `linearcnn.train.distributed`.
 """
 
 from __future__ import annotations

@@ -142,14 +142,15 @@ def final_metrics(result: TrainResult) -> dict[str, float]:
 def metrics_summary(
     config: TrainConfig, metrics: Metrics, partial: Partial, epoch: int, step: int, device: torch.device, world_size: int, final: bool,
     stop: dict[str, Any], *, memory_format: str | None = None, first_layer_init: dict[str, Any] | None = None,
-    compiled: bool | None = None,
+    compiled: bool | None = None, fused_update: bool | None = None,
 ) -> dict[str, Any]:
-    """The run's `metrics.json`: config, seed, versions, device and the layout its images trained in,
+    """The run's `metrics.json`: config, seed, versions, device, the layout its images trained in,
+    whether it was compiled and whether its optimizer used the fused update,
     where it stands, its stopping rule and whether it converged (`linearcnn.train.stopping.stop_record`),
     the last metrics and the book; how the first layer was initialised (`linearcnn.first_layer_init`)."""
     return {
         "config": config.to_dict(), "seed": config.seed, "versions": versions(), "device": str(device),
-        "memory_format": memory_format, "compiled": compiled,
+        "memory_format": memory_format, "compiled": compiled, "fused_update": fused_update,
         "first_layer_init": first_layer_init or {"name": "default", "value": "default"},
         "world_size": world_size, "finished": final, "epoch": epoch, "step": step, "stop": stop, "converged": bool(stop["reached"]),
         "final": last_metrics(metrics, partial), "checkpoint": CHECKPOINT_NAME, "metrics": metrics,

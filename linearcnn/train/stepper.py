@@ -59,11 +59,25 @@ def seeded_model_for(config: TrainConfig, channels: int, num_classes: int, dtype
     return model
 
 
+#: Devices where torch has a fused SGD / Adam update (one kernel over all parameters).
+FUSED_DEVICES = ("cpu", "cuda")
+
+
+def fused_update(parameters: Sequence[torch.Tensor]) -> bool:
+    """Whether the optimizer updates `parameters` with torch's fused kernel: floating-point
+    parameters on a device that has one. On the 2-core CPU the fused SGD step measured 1.03x the
+    for-loop update for VGG11-bn width 16 (`python benchmarks/bench_train.py --steps 12 --repeats 4`,
+    two runs: 2,568 vs 2,495 and 1,954 vs 1,901 images/s with channels_last), the same at width 64."""
+    return bool(parameters) and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in parameters)
+
+
 def optimizer_for(config: TrainConfig, parameters: Sequence[torch.Tensor]) -> torch.optim.Optimizer:
-    """The configured optimizer over `parameters` (SGD with momentum / weight decay, or Adam)."""
+    """The configured optimizer over `parameters` (SGD with momentum / weight decay, or Adam), with
+    the fused update where `fused_update` says so."""
+    fused = fused_update(parameters) or None  # None: torch's default (for-loop / foreach)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, fused=fused)
+    return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
 
 class Stepper(ABC):
@@ -146,7 +160,9 @@ class SingleStepper(Stepper):
         data.info["memory_format"] = "channels_last" if self.channels_last else "contiguous"  # recorded in the checkpoint
         self.model, self.models = model, [model]
         self.conv = first_layer(model)
-        self.optimizer = optimizer_for(config, [p for p in model.parameters() if p.requires_grad])
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = optimizer_for(config, trainable)
+        data.info["fused_update"] = fused_update(trainable)  # recorded in the checkpoint and metrics.json
         if optimizer_state is not None:
             _load_optimizer_state(self.optimizer, lambda: optimizer_state)
         step_model: nn.Module = model
@@ -212,6 +228,7 @@ class StackedStepper(Stepper):
         self.weight_name = f"{first_layer_name(self.models[0])}.weight"
         self.trainable = [p for p in self.params.values() if p.requires_grad]
         self.optimizer = optimizer_for(config, self.trainable)
+        data.info["fused_update"] = fused_update(self.trainable)
         if optimizer_states is not None:
             _load_optimizer_state(self.optimizer, lambda: stack_optimizer_states(optimizer_states, self.trainable))
 
@@ -279,7 +296,11 @@ def optimizer_state_slice(state: dict[str, Any], stacked: Sequence[torch.Tensor]
 
 
 def _load_optimizer_state(optimizer: torch.optim.Optimizer, state: Callable[[], dict[str, Any]]) -> None:
-    """Load a resumed optimizer state; a damaged one is a one-line LinearCNNInputError, not a traceback."""
+    """Load a resumed optimizer state; a damaged one is a one-line LinearCNNInputError, not a traceback.
+
+    Each state tensor shaped like its parameter gets the parameter's strides: a state saved from a
+    stacked run (contiguous) resumed by a channels_last model would otherwise meet torch's fused
+    update, which walks the two in memory order and pairs the wrong elements."""
     try:
         optimizer.load_state_dict(state())
     except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
@@ -287,6 +308,12 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, state: Callable[[], 
             f"resume: the checkpoint's optimizer state does not fit this run's optimizer ({type(exc).__name__}); "
             "resume with the settings it was trained with", parameter="resume",
         ) from None
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            entry = optimizer.state.get(param, {})
+            for key, value in entry.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    entry[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def stack_optimizer_states(states: Sequence[dict[str, Any]], stacked: Sequence[torch.Tensor]) -> dict[str, Any]:
@@ -320,6 +347,7 @@ __all__ = [
     "SingleStepper",
     "StackedStepper",
     "Stepper",
+    "fused_update",
     "make_stepper",
     "optimizer_for",
     "optimizer_state_slice",
