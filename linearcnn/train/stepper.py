@@ -181,9 +181,7 @@ class SingleStepper(Stepper):
             batch_targets = targets[0, rows]  # (b,)
         else:
             index = rows[0]  # (b,)
-            images = data.images.index_select(0, index)  # (b, C, H, W)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)  # no-op when already NHWC
+            images = data.images[index]  # (b, C, H, W) in the data's layout (index_select would return NCHW strides)
             batch_targets = targets[0].index_select(0, index)  # (b,)
         outputs, per_sample = self._forward_backward(images, batch_targets, global_batch)
         self.optimizer.step()
