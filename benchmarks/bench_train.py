@@ -4,14 +4,16 @@ best configuration tried, in one run.
 The minimal loop is what one writes by hand for the same model: the normalised images in one
 float32 tensor, a random permutation per epoch, `zero_grad` / forward / cross-entropy / backward /
 SGD step, nothing else (no DataLoader, no per-step `.item()`). Its variants are the speed settings
-ours may use: channels_last, a fused SGD update, `torch.compile`. Ours is `linearcnn.train.train`
-as a user runs it (its defaults: channels_last where it measured faster, the fused update), and
+ours may use: channels_last, a fused SGD update, `torch.compile`, and glibc keeping freed memory
+(`linearcnn.train.allocator`). Ours is `linearcnn.train.train` as a user runs it (its defaults:
+channels_last where it measured faster, the fused update, the allocator setting on the CPU), and
 "ours --compile" the same with `torch.compile` (off by default: it did not pay on the CPU).
 
 VGG11-bn on the same synthetic 1/f images (32x32, 10 random classes), same initialisation (seed
-0), batch 256, at widths 16 and 64. Every configuration runs `--steps` timed steps after warm-up
-steps, and the configurations alternate `--repeats` times so that all see the same machine load;
-the medians are compared. Compile time (first call) is reported apart and never timed as steps.
+0), batch 256, at widths 16 and 64. Every configuration runs in a fresh process (the allocator
+setting is process-wide), `--steps` timed steps after warm-up steps, and the configurations
+alternate `--repeats` times so that all see the same machine load; the medians are compared.
+Compile time (first call) is reported apart and never timed as steps.
 
     python benchmarks/bench_train.py                           # CPU: widths 16 and 64
     python benchmarks/bench_train.py --device cuda --steps 50  # a GPU
@@ -27,9 +29,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _reference import load_reference, machine_info  # noqa: E402  (found through the sys.path entry above)
 
-MINIMAL_VARIANTS = ("minimal", "minimal + channels_last", "minimal + channels_last + fused SGD", "minimal + channels_last + compile")
+MINIMAL_VARIANTS = ("minimal", "minimal + channels_last", "minimal + channels_last + fused SGD", "minimal + channels_last + compile",
+                    "minimal + channels_last + fused SGD + kept memory")
+OURS = ("ours", "ours --compile")
 
 
 def device_description(device: torch.device) -> str:
@@ -63,6 +67,10 @@ class MinimalLoop:
 
         self.batch, self.device = batch, device
         channels_last = "channels_last" in variant
+        if "kept memory" in variant:  # glibc keeps freed blocks (what ours does on the CPU)
+            from linearcnn.train.allocator import keep_freed_memory
+
+            keep_freed_memory()
         model = build_seeded_model("vgg11-bn", 3, 10, seed=0, width=width).to(device)
         self.images = images.to(device)  # (N, 3, 32, 32), normalised
         if channels_last:
@@ -106,30 +114,35 @@ def ours_rate(dataset: Any, width: int, batch: int, steps: int, device: str, com
     return float(result.metrics["images_per_second"][1]), float(result.metrics["seconds"][0]), bool(result.data_info.get("compiled"))
 
 
-def measure_width(width: int, dataset: Any, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Every configuration at one width, alternating, `args.repeats` times."""
+def run_one(name: str, width: int, dataset: Any, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """One configuration in this process: {"rate": images/s, "first_seconds": warm-up or first epoch, "compiled": ...}."""
+    if name in OURS:
+        rate, seconds, did = ours_rate(dataset, width, args.batch_size, args.steps, args.device, name == "ours --compile")
+        return {"rate": rate, "first_seconds": seconds, "compiled": did}
     images = torch.from_numpy(np.ascontiguousarray(dataset.normalized()))
     labels = torch.as_tensor(dataset.labels, dtype=torch.int64)
-    loops = {v: MinimalLoop(v, images, labels, width, args.batch_size, device) for v in MINIMAL_VARIANTS if v not in args.skip}
-    runners: dict[str, Callable[[], float]] = {name: (lambda loop=loop: loop.run(args.steps)) for name, loop in loops.items()}
-    first: dict[str, float] = {name: loop.first_seconds for name, loop in loops.items()}
+    loop = MinimalLoop(name, images, labels, width, args.batch_size, device)
+    return {"rate": loop.run(args.steps), "first_seconds": loop.first_seconds}
+
+
+def measure_width(width: int, args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """Every configuration at one width, alternating, `args.repeats` times; each run in a fresh
+    process (`--one`), so that no setting one makes (ours' allocator) carries over to another."""
+    names = [n for n in (*MINIMAL_VARIANTS, *OURS) if n not in args.skip]
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    first: dict[str, float] = {}
     compiled: dict[str, bool] = {}
-
-    def ours(name: str, compile_model: bool | None) -> Callable[[], float]:
-        def run() -> float:
-            rate, seconds, did = ours_rate(dataset, width, args.batch_size, args.steps, args.device, compile_model)
-            first.setdefault(name, seconds)
-            compiled[name] = did
-            return rate
-        return run
-
-    runners["ours"] = ours("ours", None)
-    if "ours --compile" not in args.skip:
-        runners["ours --compile"] = ours("ours --compile", True)
-    rates: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.repeats):
-        for name, run in runners.items():
-            rates[name].append(run())
+        for name in names:
+            done = subprocess.run([sys.executable, __file__, *argv, "--one", name, "--widths", str(width)],
+                                  capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise SystemExit(f"{name} at width {width} failed: {done.stderr.strip()[-2000:]}")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            rates[name].append(result["rate"])
+            first.setdefault(name, result["first_seconds"])
+            if "compiled" in result:
+                compiled[name] = result["compiled"]
     medians = {name: statistics.median(values) for name, values in rates.items()}
     best = max(medians, key=lambda name: medians[name])
     return {
@@ -153,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", default=None, help="a Python file defining `natural_like_images` "
                         "(default: benchmarks/baselines.py)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train.json"))
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration, print its rate
     args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
 
     from linearcnn.data import ImageDataset
     from linearcnn.device import resolve_device
@@ -168,14 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     labels = np.random.default_rng(0).integers(0, 10, n)
     dataset = ImageDataset(unit, labels, [str(i) for i in range(10)], "synthetic-1/f", "benchmark images")
     widths = [int(w) for w in args.widths.split(",")]
+    if args.one is not None:
+        print(json.dumps(run_one(args.one, widths[0], dataset, args, device)))
+        return 0
     record = {
         "benchmark": "training throughput, VGG11-bn, 32x32: linearcnn train vs a minimal hand-written loop and its variants",
         "device": device_description(device),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {k: str(v) for k, v in machine_info().items()},
-        "command": "python benchmarks/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/bench_train.py " + " ".join(argv),
         "batch_size": args.batch_size, "timed_steps": args.steps, "repeats": args.repeats,
-        "widths": [measure_width(w, dataset, args, device) for w in widths],
+        "widths": [measure_width(w, args, argv) for w in widths],
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
     }
     out = Path(args.out)

@@ -30,7 +30,8 @@ mean over classes and images of (out - onehot)^2. Deep nets: cross-entropy (over
 
 Speed: data resident on the device, no host sync inside a step (every sync point is commented
 SYNC), channels_last for the deep nets (CUDA and CPU), torch's fused optimizer update on both
-(`stepper.fused_update`; recorded as `fused_update`), bf16 autocast and cudnn autotuning on CUDA,
+(`stepper.fused_update`; recorded as `fused_update`), on the CPU an allocator that keeps freed
+memory for the next step (`allocator`; recorded as `cpu_allocator`), bf16 autocast and cudnn autotuning on CUDA,
 `torch.compile` when asked (`TrainConfig` says why not by default; recorded as `compiled`).
 Distributed: see `linearcnn.train.distributed`.
 """
@@ -57,6 +58,7 @@ from linearcnn.errors import LinearCNNInputError
 from linearcnn.first_layer_init import check_stats_fit_layer, initialise_first_layer, parse_first_layer_init, plan_first_layer_init
 from linearcnn.models import first_layer, first_layer_name
 from linearcnn.patches import PatchStats, patch_stats
+from linearcnn.train.allocator import keep_freed_memory
 from linearcnn.train.config import TrainConfig, check_together, precision_for
 from linearcnn.train.device_data import (
     HeldOutData,
@@ -239,6 +241,7 @@ def _run_in(
             test_dataset = load_test_dataset(first)
     dtype, autocast_dtype = precision_for(first, device)
     data = prepare_training_data(first, dataset, device, dtype)  # images and classes, shared by all models
+    data.info["cpu_allocator"] = keep_freed_memory() if device.type == "cpu" else None  # recorded like the layout
     test = prepare_test_data(first, test_dataset, data, device, dtype) if first.test else None
     if test is not None:
         data.info["test"] = test.info

@@ -17,7 +17,7 @@ layer at the epoch's end (W0: its initial weights), computed on the device.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -139,18 +139,23 @@ def final_metrics(result: TrainResult) -> dict[str, float]:
     return last_metrics(result.metrics, result.partial)
 
 
+#: The speed settings a run records in `metrics.json` (and, through the data's description, its checkpoint).
+SPEED_SETTINGS = ("memory_format", "compiled", "fused_update", "cpu_allocator")
+
+
 def metrics_summary(
     config: TrainConfig, metrics: Metrics, partial: Partial, epoch: int, step: int, device: torch.device, world_size: int, final: bool,
-    stop: dict[str, Any], *, memory_format: str | None = None, first_layer_init: dict[str, Any] | None = None,
-    compiled: bool | None = None, fused_update: bool | None = None,
+    stop: dict[str, Any], *, speed: Mapping[str, Any] | None = None, first_layer_init: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The run's `metrics.json`: config, seed, versions, device, the layout its images trained in,
-    whether it was compiled and whether its optimizer used the fused update,
-    where it stands, its stopping rule and whether it converged (`linearcnn.train.stopping.stop_record`),
-    the last metrics and the book; how the first layer was initialised (`linearcnn.first_layer_init`)."""
+    """The run's `metrics.json`: config, seed, versions, device, the speed settings it trained with
+    (`SPEED_SETTINGS`, from `speed`: the layout of its images, whether it was compiled, whether its
+    optimizer used the fused update, the CPU allocator setting), where it stands, its stopping rule
+    and whether it converged (`linearcnn.train.stopping.stop_record`), the last metrics and the book;
+    how the first layer was initialised (`linearcnn.first_layer_init`)."""
+    speed = speed or {}
     return {
         "config": config.to_dict(), "seed": config.seed, "versions": versions(), "device": str(device),
-        "memory_format": memory_format, "compiled": compiled, "fused_update": fused_update,
+        **{key: speed.get(key) for key in SPEED_SETTINGS},
         "first_layer_init": first_layer_init or {"name": "default", "value": "default"},
         "world_size": world_size, "finished": final, "epoch": epoch, "step": step, "stop": stop, "converged": bool(stop["reached"]),
         "final": last_metrics(metrics, partial), "checkpoint": CHECKPOINT_NAME, "metrics": metrics,
@@ -160,6 +165,7 @@ def metrics_summary(
 __all__ = [
     "METRICS_NAME",
     "METRIC_KEYS",
+    "SPEED_SETTINGS",
     "book_segment",
     "empty_metrics",
     "empty_partial",

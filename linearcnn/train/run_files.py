@@ -234,8 +234,7 @@ def write_run(
     # a handle, not a path: torch.save reports a full disk as a RuntimeError about the stream position
     atomic_write_stream(path, lambda handle: torch.save(checkpoint, handle))
     summary = metrics_summary(config, metrics, partial, epoch, step, device, world_size, final, stop,
-                              memory_format=data.info.get("memory_format"), first_layer_init=first_layer_init,
-                              compiled=data.info.get("compiled"), fused_update=data.info.get("fused_update"))
+                              speed=data.info, first_layer_init=first_layer_init)
     atomic_write_text(path.parent / METRICS_NAME, json.dumps(summary, indent=2) + "\n")
 
 
