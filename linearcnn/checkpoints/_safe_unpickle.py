@@ -373,9 +373,11 @@ def read_torch_save(path: Path) -> Any | None:
     """
     try:
         with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(_prefix(archive.namelist()) + "data.pkl")
+            if info.file_size > MAX_PICKLE_BYTES:  # `_torch_load` refuses it, naming data.pkl
+                return None
             prefix, order = _checked_prefix(path, archive)
-            info = archive.getinfo(prefix + "data.pkl")
-            if info.file_size > MAX_PICKLE_BYTES or order != sys.byteorder:  # torch refuses / swaps the bytes
+            if order != sys.byteorder:  # torch swaps the bytes
                 return None
             unpickler = ArchiveUnpickler(archive.read(info), archive, prefix + "data/", kind="torch-save")
             root = unpickler.load()
