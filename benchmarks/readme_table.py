@@ -516,7 +516,7 @@ def _format_train_widths(data: dict[str, Any]) -> Row:
         benchmark_cell("training throughput (VGG11-bn, batch 256, medians of alternating repeats)", data, "benchmarks/bench_train.py"),
         device_cell(data, load=load),
         "a minimal hand-written loop of the same model (tensor data, SGD, no per-step host work), and its channels_last, "
-        "fused-SGD and torch.compile variants",
+        "fused-SGD, torch.compile and kept-memory (glibc) variants; each run in its own process",
         _result(parts),
         measured_cell(data),
     )
