@@ -206,12 +206,12 @@ def fit_formula(
     best_log_tau, best_ratio = float(log_taus[0]), None if ratios is None else float(ratios[0])
     fitted = family(log_taus, ratios)[0]
     tau = math.exp(best_log_tau)
-    correlation = float(pearson(fitted, p, undefined=0.0))
-    spearman = float(pearson(_ranks(fitted), _ranks(p))) if np.ptp(fitted) > 0 else 0.0
-    family_name = ("raw_" if raw else "") + ("steps" if lr is not None else "gradient_flow")
     # The family at both ends of the tau range, at the fitted r: does the optimum beat them?
     ends = family(np.array([lo, hi]), None if ratios is None else np.full(2, best_ratio))
-    end_scores = pearson(ends, p, undefined=0.0)  # (2,)
+    scores = pearson(np.vstack([fitted, ends]), p, undefined=0.0)  # (3,): the fit, then both ends, in one call
+    correlation, end_scores = float(scores[0]), scores[1:]
+    spearman = float(pearson(_ranks(fitted), _ranks(p))) if np.ptp(fitted) > 0 else 0.0
+    family_name = ("raw_" if raw else "") + ("steps" if lr is not None else "gradient_flow")
     search_range = {"tau": [math.exp(lo), math.exp(hi)]}
     if raw:
         search_range["init_ratio"] = [0.0, RATIO_MAX]
