@@ -44,6 +44,7 @@ import re
 import sys
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,19 @@ class StoredTensor:
         if self.dtype.name == "bfloat16":  # the upper half of a float32: exact
             return (values.astype(np.uint32) << 16).view(np.float32)
         return np.array(values)
+
+
+def float64_reader(path: Path, tensor: StoredTensor, what: str) -> Callable[[], np.ndarray]:
+    """A zero-argument reader of `tensor` from the archive at `path`, as float64; a storage found
+    damaged then (the file changed after its structure was read) is a one-line error naming `what`."""
+
+    def fetch() -> np.ndarray:
+        try:
+            return np.asarray(tensor.read(path), dtype=np.float64)
+        except ArchiveError as exc:
+            raise LinearCNNInputError(f"checkpoint {str(path)!r}: {what} is truncated or corrupt, {_line(exc)}") from None
+
+    return fetch
 
 
 @dataclass
@@ -331,13 +345,13 @@ def _prefix(names: list[str]) -> str:
     raise ArchiveError("no data.pkl in the archive")
 
 
-def _unpickle(archive: zipfile.ZipFile, entry: str, storage_folder: str, kind: str = "torchscript") -> Any:
+def _unpickle(archive: zipfile.ZipFile, entry: str, storage_folder: str) -> Any:
     info = archive.getinfo(entry)
     if info.file_size > _MAX_PICKLE_BYTES:
         raise ArchiveError(f"{entry} is {info.file_size} bytes, more than {_MAX_PICKLE_BYTES} for a module's structure")
     data = archive.read(info)
     try:
-        return ArchiveUnpickler(data, archive, storage_folder, kind).load()
+        return ArchiveUnpickler(data, archive, storage_folder).load()
     except ArchiveError:
         raise
     except pickle.UnpicklingError as exc:
@@ -450,6 +464,7 @@ __all__ = [
     "ScriptObject",
     "StoredTensor",
     "Unknown",
+    "float64_reader",
     "read_archive",
     "read_torch_save",
 ]

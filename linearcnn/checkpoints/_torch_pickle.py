@@ -32,7 +32,7 @@ from linearcnn.checkpoints._inventory import (
     single_array_inventory,
     tensor_candidates,
 )
-from linearcnn.checkpoints._safe_unpickle import ArchiveError, StoredTensor, read_torch_save
+from linearcnn.checkpoints._safe_unpickle import StoredTensor, float64_reader, read_torch_save
 from linearcnn.checkpoints.training import check_training_checkpoint, is_training_checkpoint
 from linearcnn.errors import LinearCNNInputError
 
@@ -125,17 +125,9 @@ def flatten_tensors(obj: Any, prefix: str = "", depth: int = 0) -> list[tuple[st
 def _fetcher(tensor: Any, path: Path | str = "") -> Callable[[], np.ndarray]:
     """A zero-argument reader of `tensor` (a torch tensor, or a `StoredTensor` of the file at
     `path`) as float64."""
-    if not isinstance(tensor, StoredTensor):
-        return lambda: as_float64(tensor)
-
-    def fetch() -> np.ndarray:
-        try:
-            return as_float64(tensor.read(Path(path)))
-        except ArchiveError as exc:  # the file changed or was damaged after its structure was read
-            detail = " ".join(str(exc).split())
-            raise LinearCNNInputError(f"checkpoint {str(path)!r} is truncated or corrupt, {detail}") from None
-
-    return fetch
+    if isinstance(tensor, StoredTensor):
+        return float64_reader(Path(path), tensor, "torch.save file")
+    return lambda: as_float64(tensor)
 
 
 def state_dict_inventory(path: Path, mapping: Any, *, fmt: str) -> Inventory:

@@ -20,39 +20,22 @@ its compiled graph gives the order (`_torchscript_jit`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from linearcnn.checkpoints._inventory import (
     ConvCandidate,
     Inventory,
-    as_float64,
     canonical_name,
     graph_inventory,
     layer_name,
     tensor_candidates,
 )
-from linearcnn.checkpoints._safe_unpickle import Archive, ArchiveError, ScriptObject, StoredTensor, read_archive
+from linearcnn.checkpoints._safe_unpickle import Archive, ScriptObject, StoredTensor, float64_reader, read_archive
 from linearcnn.checkpoints._script_code import CodeIndex, convolution_order
 from linearcnn.errors import LinearCNNInputError
 
 _MAX_DEPTH = 64
-
-
-def _fetcher(path: Path, tensor: StoredTensor) -> Callable[[], np.ndarray]:
-    """A zero-argument reader of `tensor` from the archive at `path`, as float64."""
-
-    def fetch() -> np.ndarray:
-        try:
-            return as_float64(tensor.read(path))
-        except ArchiveError as exc:
-            detail = " ".join(str(exc).split())
-            raise LinearCNNInputError(f"checkpoint {str(path)!r}: TorchScript archive is truncated or corrupt, {detail}") from None
-
-    return fetch
 
 
 def _named_tensors(index: CodeIndex, obj: Any, prefix: str, out: list[tuple[str, StoredTensor]], seen: set[int], depth: int = 0) -> None:
@@ -101,7 +84,7 @@ def _graph_candidates(path: Path, archive: Archive, index: CodeIndex) -> tuple[l
                     name=name,
                     key=use.key,
                     shape=use.weight.shape,
-                    fetch=_fetcher(path, use.weight),
+                    fetch=float64_reader(path, use.weight, "TorchScript archive"),
                     aliases=(canonical_name(use.key),),
                 )
             )
@@ -123,7 +106,7 @@ def _safe_inventory(path: Path) -> Inventory:
     candidates, first = _graph_candidates(path, archive, index)
     if candidates:
         return graph_inventory(path, "torchscript", candidates, first, [(k, t.shape) for k, t in stored])
-    entries = [(key, t.shape, t.dtype.is_floating_point, _fetcher(path, t)) for key, t in stored]
+    entries = [(key, t.shape, t.dtype.is_floating_point, float64_reader(path, t, "TorchScript archive")) for key, t in stored]
     found, others = tensor_candidates(entries)
     return Inventory(
         path=str(path),

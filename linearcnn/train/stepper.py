@@ -71,6 +71,12 @@ def fused_update(parameters: Sequence[torch.Tensor]) -> bool:
     return bool(parameters) and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in parameters)
 
 
+def uses_fused_update(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether `optimizer` steps with the fused kernel: what its parameter groups say, which a
+    resumed state can change (a checkpoint saved without it resumes without it)."""
+    return all(bool(group.get("fused")) for group in optimizer.param_groups)
+
+
 def optimizer_for(config: TrainConfig, parameters: Sequence[torch.Tensor]) -> torch.optim.Optimizer:
     """The configured optimizer over `parameters` (SGD with momentum / weight decay, or Adam), with
     the fused update where `fused_update` says so."""
@@ -160,11 +166,10 @@ class SingleStepper(Stepper):
         data.info["memory_format"] = "channels_last" if self.channels_last else "contiguous"  # recorded in the checkpoint
         self.model, self.models = model, [model]
         self.conv = first_layer(model)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = optimizer_for(config, trainable)
-        data.info["fused_update"] = fused_update(trainable)  # recorded in the checkpoint and metrics.json
+        self.optimizer = optimizer_for(config, [p for p in model.parameters() if p.requires_grad])
         if optimizer_state is not None:
             _load_optimizer_state(self.optimizer, lambda: optimizer_state)
+        data.info["fused_update"] = uses_fused_update(self.optimizer)  # recorded in the checkpoint and metrics.json
         step_model: nn.Module = model
         if dist.world_size > 1:
             step_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -226,9 +231,9 @@ class StackedStepper(Stepper):
         self.weight_name = f"{first_layer_name(self.models[0])}.weight"
         self.trainable = [p for p in self.params.values() if p.requires_grad]
         self.optimizer = optimizer_for(config, self.trainable)
-        data.info["fused_update"] = fused_update(self.trainable)
         if optimizer_states is not None:
             _load_optimizer_state(self.optimizer, lambda: stack_optimizer_states(optimizer_states, self.trainable))
+        data.info["fused_update"] = uses_fused_update(self.optimizer)
 
         def one_model(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
             return functional_call(self.base, (p, b), (x,))
@@ -351,4 +356,5 @@ __all__ = [
     "optimizer_state_slice",
     "seeded_model_for",
     "stack_optimizer_states",
+    "uses_fused_update",
 ]
